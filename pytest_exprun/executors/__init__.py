@@ -1,0 +1,61 @@
+"""Where a run is started. One small interface, one module per way of starting runs.
+
+An executor takes ``RunSpec``s and hands back ``RunHandle``s; the protocol session asks
+each handle for its ``RunResult`` in test order. Whether runs happen lazily in the calling
+thread (``local``), concurrently on several GPUs (``gpus``) or as cluster jobs (``slurm``),
+no decision or number of the protocol depends on it.
+
+To add one (say, Ray): subclass ``Executor``, implement ``submit`` (and ``close`` if it holds
+resources), and add it to ``make_executor``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Callable
+
+from ..runner import LineParser, RunResult, RunSpec
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+LineSink = Callable[[str], None]
+
+
+class RunHandle(ABC):
+    """A submitted run. ``result`` blocks until it has finished, failed or been cancelled."""
+
+    @abstractmethod
+    def result(self) -> RunResult: ...
+
+    def cancel(self) -> None:
+        """Stop the run if it is still going; its result then reports a cancellation."""
+
+
+class Executor(ABC):
+    #: Whether trainer output can be shown live on the terminal while a result is awaited.
+    streams_output: bool = False
+    #: Whether submitting ahead of time starts work (so the session should submit early).
+    eager: bool = False
+
+    @abstractmethod
+    def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle: ...
+
+    def close(self, cancel: bool) -> None:
+        """Release resources; with ``cancel``, stop every run still pending or going."""
+
+
+def make_executor(settings: "Settings") -> Executor:
+    if settings.executor == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor()
+    if settings.executor == "gpus":
+        from .gpus import GpuExecutor
+
+        return GpuExecutor(settings.gpus)
+    if settings.executor == "slurm":
+        from .slurm import SlurmExecutor
+
+        return SlurmExecutor.from_settings(settings)
+    raise ValueError(f"unknown executor {settings.executor!r}")

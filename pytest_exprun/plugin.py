@@ -1,0 +1,114 @@
+"""pytest-exprun's options, markers and hooks: the one place where pytest meets the protocol.
+
+The hooks stay short and hand off to ``ProtocolSession``; a plain ``pytest`` run, with
+neither ``--experiment`` nor ``-m baseline``, registers nothing and starts no training.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Generator
+
+import pytest
+
+from . import newhooks, settings as settings_mod
+from .items import SeedRun, build_items
+from .session import ProtocolSession
+
+PLUGIN_NAME = "exprun-protocol"
+_PROTOCOL_MARKERS = re.compile(r"\b(baseline|experiment|verdict)\b")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(newhooks)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("exprun", "exprun: training experiments as tests with statistical evidence")
+    group.addoption(
+        "--experiment", action="append", default=[], metavar="FLAG",
+        help="run the protocol for an experiment: NAME passes --NAME, NAME=VALUE passes --NAME VALUE, "
+        "'-...' is shell-split and passed as is. Repeat for several experiments.",
+    )
+    group.addoption("--experiment-name", default=None, metavar="NAME",
+                    help="report name for the single --experiment (default: made from its flags)")
+    for dest, ini, default, text in settings_mod.OPTIONS:
+        flag = "--exprun-" + dest.replace("_", "-")
+        group.addoption(flag, dest=f"exprun_{dest}", default=None, help=f"{text} (default: {default!r}; ini: {ini})")
+        parser.addini(ini, text, default=default)
+    for dest, ini, text in settings_mod.FLAGS:
+        flag = "--exprun-" + dest.replace("_", "-")
+        group.addoption(flag, dest=f"exprun_{dest}", action="store_true", default=False, help=f"{text} (ini: {ini})")
+        parser.addini(ini, text, type="bool", default=False)
+
+
+def protocol_requested(config: pytest.Config) -> tuple[bool, bool]:
+    """(protocol wanted at all, baseline items wanted even without an experiment)."""
+    markexpr = config.getoption("markexpr", default="") or ""
+    by_mark = bool(_PROTOCOL_MARKERS.search(markexpr))
+    return bool(config.getoption("experiment")) or by_mark, by_mark
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in (
+        ("baseline", "a baseline training run of the exprun protocol"),
+        ("experiment", "an experiment training run or verdict of the exprun protocol"),
+        ("verdict", "the pass/fail verdict of an exprun experiment"),
+    ):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    wanted, _ = protocol_requested(config)
+    if wanted:
+        config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
+
+
+class ProtocolPlugin:
+    """Hooks that exist only in a session that runs the protocol."""
+
+    def __init__(self, config: pytest.Config, settings: settings_mod.Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.protocol = ProtocolSession(config, settings)
+
+    def pytest_report_header(self) -> list[str]:
+        s = self.settings
+        return [
+            f"exprun: {' '.join(s.command)} | train tokens {s.train_tokens} ({s.scale}) | "
+            f"baseline seeds {','.join(map(str, s.baseline_seeds))} | executor {s.executor} | "
+            f"research dir {s.research_dir}"
+        ]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        _, with_baseline = protocol_requested(config)
+        ours = build_items(session, self.protocol, self.settings, include_baseline=with_baseline)
+        if self.settings.experiments:
+            # An experiment session runs the protocol, not the project's unit tests.
+            if items:
+                config.hook.pytest_deselected(items=list(items))
+            items[:] = ours
+        else:
+            items.extend(ours)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        runs = [item for item in session.items if isinstance(item, SeedRun)]
+        if session.config.option.collectonly or not any(
+            item for item in session.items if hasattr(item, "protocol")
+        ):
+            return (yield)
+        self.protocol.start(runs)
+        interrupted = True
+        try:
+            result = yield
+            interrupted = bool(session.shouldstop or session.shouldfail)
+            return result
+        finally:
+            self.protocol.finish(cancel=interrupted)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = self.protocol.summary_lines()
+        if lines:
+            terminalreporter.write_sep("=", "exprun")
+            for line in lines:
+                terminalreporter.write_line(line)

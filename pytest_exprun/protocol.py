@@ -1,0 +1,224 @@
+"""The protocol's rules: seeds, scale labels, experiment flags, when to extend, the verdict.
+
+Pure functions and small frozen records only; the session code applies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+from .stats import Summary, cohens_d, effect_size_label, percent_faster
+
+BASELINE_SEEDS: tuple[int, ...] = (42, 137, 256, 512, 1024)
+EXPERIMENT_SEEDS: tuple[int, ...] = (42, 137, 256)
+EXTENSION_SEEDS: tuple[int, ...] = (512, 1024)
+DEFAULT_TRAIN_TOKENS = 1_000_000
+
+#: How many baseline standard deviations separate a real change from noise.
+SIGNIFICANT_SIGMAS = 2.0
+SUGGESTIVE_SIGMAS = 1.0
+
+_UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_NAME_LENGTH = 80
+
+
+class ProtocolError(ValueError):
+    """Input the protocol cannot accept; the message says what to change."""
+
+
+class Verdict(str, Enum):
+    WINNER = "WINNER"
+    NEUTRAL = "NEUTRAL"
+    LOSER = "LOSER"
+
+
+class Significance(str, Enum):
+    SIGNIFICANT = "Yes (≥2σ)"
+    SUGGESTIVE = "Suggestive (1–2σ), inconclusive"
+    NOISE = "No (<1σ, noise)"
+
+
+def scale_label(train_tokens: int) -> str:
+    """Short, exact label for a token count: 1000000 → '1M', 2500000 → '2.5M', 20000 → '20K'.
+
+    Exact rather than rounded, so two different scales never share a file name.
+    """
+    if train_tokens <= 0:
+        raise ProtocolError(f"train tokens must be a positive integer, got {train_tokens}")
+    for size, unit in _UNITS:
+        if train_tokens >= size:
+            text = format(Decimal(train_tokens) / Decimal(size), "f")
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
+            return f"{text}{unit}"
+    return str(train_tokens)
+
+
+def experiment_flags(spec: str) -> list[str]:
+    """Trainer arguments for one ``--experiment`` value.
+
+    ``NAME`` → ``--NAME``; ``NAME=VALUE`` → ``--NAME VALUE``; a value that starts
+    with ``-`` is split like a shell would and passed as is (never through a shell).
+    """
+    text = spec.strip()
+    if not text:
+        raise ProtocolError("--experiment needs a flag name, e.g. --experiment=use_qk_norm")
+    if text.startswith("-"):
+        try:
+            args = shlex.split(text)
+        except ValueError as exc:
+            raise ProtocolError(f"cannot split --experiment={spec!r}: {exc}") from None
+        if not args:
+            raise ProtocolError("--experiment needs at least one trainer flag")
+        return args
+    name, sep, value = text.partition("=")
+    if not name or any(ch.isspace() for ch in name):
+        raise ProtocolError(
+            f"--experiment={spec!r}: expected NAME or NAME=VALUE (or flags starting with '-')"
+        )
+    return [f"--{name}", value] if sep else [f"--{name}"]
+
+
+def safe_name(text: str) -> str:
+    """Reduce any text to a safe file-name part of ``[A-Za-z0-9_.-]`` that cannot climb directories."""
+    name = _UNSAFE.sub("_", text).strip("._-")
+    name = re.sub(r"_{2,}", "_", name)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    if not name:
+        return f"exp-{digest}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{name[: MAX_NAME_LENGTH - 9].rstrip('._-')}-{digest}"
+    return name
+
+
+def experiment_name(flags: list[str]) -> str:
+    """Report name made from the flags: ``['--optimizer', 'muon']`` → ``optimizer-muon``."""
+    return safe_name("-".join(arg.lstrip("-") for arg in flags))
+
+
+def parse_seeds(text: str, what: str) -> tuple[int, ...]:
+    """Parse '42,137,256' into seeds, refusing empty lists, non-integers and duplicates."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not parts:
+        raise ProtocolError(f"{what} is empty; give comma-separated integers such as 42,137,256")
+    try:
+        seeds = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ProtocolError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ProtocolError(f"{what} must be non-negative integers, got {text!r}")
+    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+    if duplicates:
+        raise ProtocolError(f"{what} lists seed(s) {duplicates} more than once")
+    return seeds
+
+
+def needs_extension(baseline: Summary, first_seeds: Summary) -> bool:
+    """Run the extension seeds when the experiment's mean lies within 2σ of the baseline's.
+
+    A baseline σ of zero or NaN is degenerate; more seeds are then the safe choice.
+    """
+    sigma = baseline.std
+    if not math.isfinite(sigma) or sigma == 0.0:
+        return True
+    return abs(first_seeds.mean - baseline.mean) < SIGNIFICANT_SIGMAS * sigma
+
+
+def significance(delta: float, sigma: float) -> Significance | None:
+    """Classify |Δμ| against the baseline σ; None where σ is zero or undefined."""
+    if not math.isfinite(sigma) or sigma <= 0.0:
+        return None
+    if abs(delta) >= SIGNIFICANT_SIGMAS * sigma:
+        return Significance.SIGNIFICANT
+    if abs(delta) >= SUGGESTIVE_SIGMAS * sigma:
+        return Significance.SUGGESTIVE
+    return Significance.NOISE
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric, baseline against experiment."""
+
+    metric: str
+    baseline: Summary
+    experiment: Summary
+    delta: float
+    sigmas: float | None
+    cohens_d: float | None
+    effect_size: str
+    significance: Significance | None
+
+
+def compare_metric(metric: str, baseline: Summary, experiment: Summary) -> MetricComparison:
+    delta = experiment.mean - baseline.mean
+    sigma = baseline.std
+    sigmas = delta / sigma if math.isfinite(sigma) and sigma > 0 else None
+    d = cohens_d(baseline, experiment)
+    return MetricComparison(
+        metric=metric,
+        baseline=baseline,
+        experiment=experiment,
+        delta=delta,
+        sigmas=sigmas,
+        cohens_d=d,
+        effect_size=effect_size_label(d),
+        significance=significance(delta, sigma),
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything the verdict report states; ``verdict`` is None when the data cannot support one."""
+
+    val_loss: MetricComparison
+    wall_time: MetricComparison
+    percent_faster: float | None
+    verdict: Verdict | None
+    problem: str | None
+
+
+def degenerate_reason(baseline: Summary, experiment: Summary) -> str | None:
+    """Why no verdict can be given on these val_loss summaries, or None if one can."""
+    if baseline.n < 2:
+        return f"the baseline has {baseline.n} run(s); at least 2 are needed to know its variance"
+    if experiment.n < 2:
+        return f"the experiment has {experiment.n} run(s); at least 2 are needed"
+    if not math.isfinite(baseline.std) or baseline.std == 0.0:
+        return (
+            "the baseline's val_loss std is 0: every seed gave the same loss, so the noise "
+            "level is unknown (does the trainer honour --seed?)"
+        )
+    return None
+
+
+def judge(baseline: Summary, experiment: Summary) -> Verdict:
+    """The verdict on val_loss (lower is better), by at least 2 baseline σ either way."""
+    margin = SIGNIFICANT_SIGMAS * baseline.std
+    if experiment.mean <= baseline.mean - margin:
+        return Verdict.WINNER
+    if experiment.mean >= baseline.mean + margin:
+        return Verdict.LOSER
+    return Verdict.NEUTRAL
+
+
+def compare(
+    baseline_val: Summary,
+    experiment_val: Summary,
+    baseline_wall: Summary,
+    experiment_wall: Summary,
+) -> Comparison:
+    problem = degenerate_reason(baseline_val, experiment_val)
+    return Comparison(
+        val_loss=compare_metric("val_loss", baseline_val, experiment_val),
+        wall_time=compare_metric("wall_time", baseline_wall, experiment_wall),
+        percent_faster=percent_faster(baseline_wall.mean, experiment_wall.mean),
+        verdict=None if problem else judge(baseline_val, experiment_val),
+        problem=problem,
+    )

@@ -1,0 +1,135 @@
+"""Render the protocol's Markdown reports through Jinja2 templates, and read our own reports back.
+
+Templates hold all presentation; this module only builds their context, formats numbers
+through filters, and embeds a data block so a report can be verified and reused later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__
+
+DATA_MARKER = "exprun-data"
+_DATA_BLOCK = re.compile(r"\n?<!-- " + DATA_MARKER + r": (\{.*\}) -->\s*\Z", re.DOTALL)
+
+
+class ReportError(ValueError):
+    """A report that exists but cannot be used; the message names the file and what is wrong."""
+
+
+def _number(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _signed(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}"
+
+
+def _md(value: Any) -> str:
+    """Make user-supplied text safe inside a Markdown table cell or heading."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text.replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
+
+
+def environment(template_dir: Path | None = None) -> jinja2.Environment:
+    """Templates from the user's folder first, then the ones shipped with the package."""
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.PackageLoader("pytest_exprun", "templates"))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["f4"] = lambda v: _number(v, 4)
+    env.filters["f2"] = lambda v: _number(v, 2)
+    env.filters["signed"] = _signed
+    env.filters["md"] = _md
+    env.globals["exprun_version"] = __version__
+    return env
+
+
+def render(template: str, context: dict[str, Any], template_dir: Path | None = None) -> str:
+    try:
+        return environment(template_dir).get_template(template).render(**context)
+    except jinja2.TemplateError as exc:
+        where = f" (templates in {template_dir})" if template_dir else ""
+        raise ReportError(f"cannot render {template}{where}: {exc}") from None
+
+
+def body_digest(body: str) -> str:
+    return hashlib.sha256(body.rstrip().encode("utf-8")).hexdigest()
+
+
+def with_data(body: str, data: dict[str, Any]) -> str:
+    """Append the machine-readable block that lets us verify and reuse the report later."""
+    payload = dict(data, body_sha256=body_digest(body), exprun_version=__version__)
+    # '>' only ever occurs inside JSON strings, where \u003e is equivalent; this keeps '-->' out.
+    blob = json.dumps(payload, sort_keys=True, allow_nan=False).replace(">", "\\u003e")
+    return f"{body.rstrip()}\n\n<!-- {DATA_MARKER}: {blob} -->\n"
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    body: str
+    data: dict[str, Any] | None
+    edited: bool  # the visible text differs from what exprun wrote
+
+
+def read_report(path: Path) -> ReadReport:
+    """Split a report into its text and our data block (None when a person wrote the file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ReportError(f"{path} is not UTF-8 text") from None
+    match = _DATA_BLOCK.search(text)
+    if match is None:
+        return ReadReport(body=text, data=None, edited=True)
+    body = text[: match.start()]
+    try:
+        data = json.loads(match.group(1))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: its exprun data block is damaged ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: its exprun data block is damaged (not an object)")
+    return ReadReport(body=body, data=data, edited=data.get("body_sha256") != body_digest(body))
+
+
+def is_ours_unedited(path: Path) -> bool:
+    """True when ``path`` is a report exprun wrote and nobody changed since; safe to replace."""
+    try:
+        read = read_report(path)
+    except (OSError, ReportError):
+        return False
+    return read.data is not None and not read.edited
+
+
+_SEED_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*([-+0-9.eEinfa]+)\s*\|\s*([-+0-9.eEinfa]+)\s*\|", re.MULTILINE)
+
+
+def visible_seed_rows(body: str) -> dict[int, tuple[float, float]]:
+    """Per-seed ``| seed | val_loss | wall_time |`` rows as printed in a baseline report."""
+    rows: dict[int, tuple[float, float]] = {}
+    for match in _SEED_ROW.finditer(body):
+        try:
+            rows[int(match.group(1))] = (float(match.group(2)), float(match.group(3)))
+        except ValueError:
+            continue
+    return rows

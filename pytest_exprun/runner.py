@@ -1,0 +1,307 @@
+"""Start one trainer process, stream and parse its output, and end it cleanly.
+
+The trainer runs from an argv list in its own process group (never through a shell),
+so a time-out, Ctrl-C or cancellation can end it together with any children it
+started. Output is read in chunks with every kept line capped in length, so a trainer
+that prints gigabytes, or one line of 100 MB, costs bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Optional
+
+#: ``Step 240 | val_loss: 1.9876 | ...``: the protocol reads the last val_loss printed.
+STEP_LINE = re.compile(r"^\s*Step\s+(\d+)\s*\|\s*val_loss:\s*([^\s|]+)")
+
+TAIL_LINES = 20
+MAX_LINE_CHARS = 2000
+MAX_LOG_BYTES = 64 * 1024 * 1024
+TERMINATE_GRACE_S = 5.0
+#: After the trainer exits, how long to wait for children still holding its output open.
+ORPHAN_GRACE_S = 1.0
+
+LineParser = Callable[[str], Optional[tuple[int, float]]]
+
+
+class Failure(str, Enum):
+    """Why a run produced no usable val_loss; each has its own message for the user."""
+
+    EXIT_CODE = "exited with a non-zero code"
+    SIGNAL = "was killed by a signal"
+    TIMEOUT = "timed out"
+    NO_VAL_LOSS = "printed no val_loss"
+    NON_FINITE = "printed a non-finite val_loss"
+    CANCELLED = "was cancelled"
+    NOT_STARTED = "could not be started"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One trainer invocation: what to run, where its files go, how long it may take."""
+
+    label: str
+    group: str
+    seed: int
+    argv: tuple[str, ...]
+    output_dir: Path
+    log_path: Path
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    spec: RunSpec
+    val_loss: float | None
+    wall_time: float
+    curve: tuple[tuple[int, float], ...]
+    returncode: int | None
+    failure: Failure | None
+    tail: tuple[str, ...]
+    started_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def describe_failure(self) -> str:
+        """One message naming what happened, with the trainer's last lines."""
+        if self.failure is None:
+            return ""
+        what = f"{self.spec.label}: trainer {self.failure.value}"
+        if self.failure is Failure.EXIT_CODE:
+            what += f" ({self.returncode})"
+        elif self.failure is Failure.SIGNAL and self.returncode is not None:
+            what += f" ({_signal_name(-self.returncode)})"
+        elif self.failure is Failure.TIMEOUT and self.spec.timeout is not None:
+            what += f" after {self.spec.timeout:g}s (--exprun-timeout); its process group was ended"
+        elif self.failure is Failure.NON_FINITE:
+            what += f" ({self.val_loss}); the run diverged"
+        elif self.failure is Failure.NO_VAL_LOSS:
+            what += " (expected lines like 'Step 240 | val_loss: 1.9876 | ...')"
+        what += f" after {self.wall_time:.1f}s"
+        lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
+        return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def parse_step_line(line: str) -> tuple[int, float] | None:
+    """(step, val_loss) from a trainer's evaluation line, or None for any other line."""
+    match = STEP_LINE.match(line)
+    if match is None:
+        return None
+    try:
+        return int(match.group(1)), float(match.group(2))
+    except ValueError:
+        return None
+
+
+class _Log:
+    """The run's log file, capped: past the cap only a marker is written, and the tail at the end."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "wb")
+        self._limit = limit
+        self._written = 0
+        self.truncated = False
+
+    def write(self, data: bytes) -> None:
+        if self.truncated:
+            return
+        room = self._limit - self._written
+        if len(data) > room:
+            self._file.write(data[:room])
+            self._file.write(b"\n[exprun: log truncated here; the last lines follow]\n")
+            self.truncated = True
+            return
+        self._file.write(data)
+        self._written += len(data)
+
+    def close(self, tail: deque[str]) -> None:
+        if self.truncated:
+            self._file.write("\n".join(tail).encode() + b"\n")
+        self._file.close()
+
+
+class _LineSplitter:
+    """Split a byte stream into text lines, keeping at most ``MAX_LINE_CHARS`` of each."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._overflow = False
+
+    def feed(self, data: bytes) -> list[str]:
+        lines = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            piece = data[start:] if end < 0 else data[start:end]
+            self._keep(piece)
+            if end < 0:
+                return lines
+            lines.append(self._take())
+            start = end + 1
+
+    def flush(self) -> list[str]:
+        return [self._take()] if self._partial else []
+
+    def _keep(self, piece: bytes) -> None:
+        room = MAX_LINE_CHARS * 4 - len(self._partial)
+        if len(piece) > room:
+            self._overflow = True
+        self._partial += piece[: max(room, 0)]
+
+    def _take(self) -> str:
+        text = self._partial.decode("utf-8", "replace").rstrip("\r")
+        if self._overflow or len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + " [line truncated]"
+        self._partial.clear()
+        self._overflow = False
+        return text
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.02)
+    try:
+        proc.wait(timeout=TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run_trainer(
+    spec: RunSpec,
+    on_line: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+    parse_line: LineParser = parse_step_line,
+    max_log_bytes: int = MAX_LOG_BYTES,
+) -> RunResult:
+    """Run one trainer to completion (or time-out, or cancellation) and classify the outcome."""
+    spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = _Log(spec.log_path, max_log_bytes)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    curve: list[tuple[int, float]] = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+    wall_start = time.time()
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            list(spec.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=spec.cwd,
+        )
+    except OSError as exc:
+        tail.append(f"{type(exc).__name__}: {exc}")
+        log.write(f"{exc}\n".encode())
+        log.close(tail)
+        return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(tail), wall_start)
+
+    def handle(lines: list[str]) -> None:
+        for line in lines:
+            tail.append(line)
+            parsed = parse_line(line)
+            if parsed is not None:
+                curve.append(parsed)
+            if on_line is not None:
+                on_line(line)
+
+    splitter = _LineSplitter()
+    stopped: Failure | None = None
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    exited_at: float | None = None
+    try:
+        while True:
+            now = time.perf_counter()
+            if spec.timeout is not None and now - start > spec.timeout:
+                stopped = Failure.TIMEOUT
+                break
+            if cancel is not None and cancel.is_set():
+                stopped = Failure.CANCELLED
+                break
+            if selector.select(timeout=0.1):
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    break
+                log.write(data)
+                handle(splitter.feed(data))
+            if proc.poll() is not None:
+                # The trainer is gone; a child of it may still hold the pipe open.
+                exited_at = exited_at or now
+                if now - exited_at > ORPHAN_GRACE_S:
+                    break
+    finally:
+        # Runs on Ctrl-C too: nothing the trainer started outlives the run.
+        if proc.poll() is None or _group_alive(proc.pid):
+            _end_group(proc)
+        selector.close()
+        proc.stdout.close()
+    handle(splitter.flush())
+    returncode = proc.wait()
+    wall_time = time.perf_counter() - start
+    log.close(tail)
+
+    val_loss = curve[-1][1] if curve else None
+    failure = stopped
+    if failure is None:
+        if returncode < 0:
+            failure = Failure.SIGNAL
+        elif returncode != 0:
+            failure = Failure.EXIT_CODE
+        elif val_loss is None:
+            failure = Failure.NO_VAL_LOSS
+        elif not math.isfinite(val_loss):
+            failure = Failure.NON_FINITE
+    return RunResult(
+        spec=spec,
+        val_loss=val_loss,
+        wall_time=wall_time,
+        curve=tuple(curve),
+        returncode=returncode,
+        failure=failure,
+        tail=tuple(tail),
+        started_at=wall_start,
+    )

@@ -1,0 +1,220 @@
+"""Turn pytest options and ini values into one validated, immutable ``Settings``.
+
+Validation happens before any run starts, so a typo costs a one-line error, not an hour.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .protocol import (
+    BASELINE_SEEDS,
+    DEFAULT_TRAIN_TOKENS,
+    EXPERIMENT_SEEDS,
+    EXTENSION_SEEDS,
+    ProtocolError,
+    Verdict,
+    experiment_flags,
+    experiment_name,
+    parse_seeds,
+    safe_name,
+    scale_label,
+)
+
+DEFAULT_COMMAND = "python train_llm.py"
+EXECUTORS = ("local", "gpus", "slurm")
+
+# (option dest, ini name, default, help). One table so that the command line, the ini
+# file and the defaults can never drift apart.
+OPTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("command", "exprun_command", DEFAULT_COMMAND,
+     "trainer command, shlex-split; exprun appends --train_tokens N --seed S --output_dir DIR "
+     "and the experiment's flags. A leading 'python' runs under pytest's own interpreter"),
+    ("train_tokens", "exprun_train_tokens", str(DEFAULT_TRAIN_TOKENS), "training tokens per run"),
+    ("baseline_seeds", "exprun_baseline_seeds", ",".join(map(str, BASELINE_SEEDS)), "baseline seeds"),
+    ("experiment_seeds", "exprun_experiment_seeds", ",".join(map(str, EXPERIMENT_SEEDS)),
+     "experiment seeds always run"),
+    ("extension_seeds", "exprun_extension_seeds", ",".join(map(str, EXTENSION_SEEDS)),
+     "experiment seeds added when its mean lies within 2 sigma of the baseline's"),
+    ("research_dir", "exprun_research_dir", "docs/research", "where reports and run records go"),
+    ("checkpoints_dir", "exprun_checkpoints_dir", "checkpoints", "where runs write their output dirs"),
+    ("timeout", "exprun_timeout", "0", "seconds one run may take before its process group is ended (0: no limit)"),
+    ("accept", "exprun_accept", "winner", "verdicts that pass: 'winner', or 'neutral' to also pass NEUTRAL"),
+    ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
+    ("executor", "exprun_executor", "local", "how runs are started: local, gpus or slurm"),
+    ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
+    ("lock_wait", "exprun_lock_wait", "-1",
+     "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
+)
+FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
+    ("rerun_baseline", "exprun_rerun_baseline", "measure the baseline again even if a matching report exists; the old one is kept aside"),
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    spec: str
+    name: str
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: tuple[str, ...]
+    train_tokens: int
+    baseline_seeds: tuple[int, ...]
+    experiment_seeds: tuple[int, ...]
+    extension_seeds: tuple[int, ...]
+    research_dir: Path
+    checkpoints_dir: Path
+    keep_checkpoints: bool
+    rerun_baseline: bool
+    timeout: float | None
+    accept: frozenset[Verdict]
+    template_dir: Path | None
+    executor: str
+    gpus: tuple[str, ...]
+    lock_wait: float
+    experiments: tuple[Experiment, ...]
+    rootdir: Path
+
+    @property
+    def scale(self) -> str:
+        return scale_label(self.train_tokens)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.research_dir / ".exprun"
+
+    @property
+    def baseline_report(self) -> Path:
+        return self.research_dir / f"baseline_variance_{self.scale}.md"
+
+    def experiment_report(self, name: str) -> Path:
+        return self.research_dir / f"experiment_{name}_{self.scale}.md"
+
+    def argv_prefix(self) -> list[str]:
+        """The command to execute: a leading ``python`` means this very interpreter."""
+        argv = list(self.command)
+        if argv and argv[0] in {"python", "python3"}:
+            argv[0] = sys.executable
+        return argv
+
+
+def option_value(config: pytest.Config, dest: str, ini: str) -> str:
+    value = config.getoption(f"exprun_{dest}", default=None)
+    if value is None:
+        value = config.getini(ini)
+    return str(value)
+
+
+def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
+    return bool(config.getoption(f"exprun_{dest}", default=False)) or bool(config.getini(ini))
+
+
+def _number(text: str, what: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
+
+
+def load(config: pytest.Config) -> Settings:
+    """Read and check every exprun option; raise ``pytest.UsageError`` naming the first problem."""
+    get = lambda dest: option_value(config, dest, f"exprun_{dest}")  # noqa: E731
+    rootdir = config.rootpath
+    try:
+        command = tuple(shlex.split(get("command")))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--exprun-command cannot be split: {exc}") from None
+    if not command:
+        raise pytest.UsageError("--exprun-command is empty; give the trainer command, e.g. 'python train_llm.py'")
+
+    tokens_text = get("train_tokens").replace("_", "")
+    try:
+        train_tokens = int(tokens_text)
+    except ValueError:
+        raise pytest.UsageError(f"--exprun-train-tokens must be a positive integer, got {tokens_text!r}") from None
+    if train_tokens <= 0:
+        raise pytest.UsageError(f"--exprun-train-tokens must be a positive integer, got {train_tokens}")
+
+    try:
+        baseline_seeds = parse_seeds(get("baseline_seeds"), "--exprun-baseline-seeds")
+        experiment_seeds = parse_seeds(get("experiment_seeds"), "--exprun-experiment-seeds")
+        ext_text = get("extension_seeds").strip()
+        extension_seeds = parse_seeds(ext_text, "--exprun-extension-seeds") if ext_text else ()
+    except ProtocolError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    overlap = sorted(set(experiment_seeds) & set(extension_seeds))
+    if overlap:
+        raise pytest.UsageError(f"seed(s) {overlap} are both experiment and extension seeds; list each once")
+    if len(baseline_seeds) < 2:
+        raise pytest.UsageError("--exprun-baseline-seeds needs at least 2 seeds to measure variance")
+
+    timeout = _number(get("timeout"), "--exprun-timeout", float)
+    if timeout < 0:
+        raise pytest.UsageError(f"--exprun-timeout must be 0 (no limit) or positive, got {timeout:g}")
+
+    accept_text = get("accept").strip().lower()
+    if accept_text not in {"winner", "neutral"}:
+        raise pytest.UsageError(f"--exprun-accept must be 'winner' or 'neutral', got {accept_text!r}")
+    accept = frozenset({Verdict.WINNER} if accept_text == "winner" else {Verdict.WINNER, Verdict.NEUTRAL})
+
+    templates_text = get("templates").strip()
+    template_dir = (rootdir / templates_text) if templates_text else None
+    if template_dir is not None and not template_dir.is_dir():
+        raise pytest.UsageError(f"--exprun-templates: {template_dir} is not a folder")
+
+    executor = get("executor").strip()
+    if executor not in EXECUTORS:
+        raise pytest.UsageError(f"--exprun-executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    gpus = tuple(g for g in (p.strip() for p in get("gpus").split(",")) if g)
+
+    experiments = _experiments(config)
+    return Settings(
+        command=command,
+        train_tokens=train_tokens,
+        baseline_seeds=baseline_seeds,
+        experiment_seeds=experiment_seeds,
+        extension_seeds=extension_seeds,
+        research_dir=rootdir / get("research_dir"),
+        checkpoints_dir=rootdir / get("checkpoints_dir"),
+        keep_checkpoints=flag_value(config, "keep_checkpoints", "exprun_keep_checkpoints"),
+        rerun_baseline=flag_value(config, "rerun_baseline", "exprun_rerun_baseline"),
+        timeout=timeout or None,
+        accept=accept,
+        template_dir=template_dir,
+        executor=executor,
+        gpus=gpus,
+        lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float),
+        experiments=experiments,
+        rootdir=rootdir,
+    )
+
+
+def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:
+    specs: list[str] = config.getoption("experiment") or []
+    custom_name = config.getoption("experiment_name")
+    if custom_name is not None and len(specs) != 1:
+        raise pytest.UsageError("--experiment-name names one experiment; give exactly one --experiment with it")
+    found: dict[str, Experiment] = {}
+    for spec in specs:
+        try:
+            flags = tuple(experiment_flags(spec))
+        except ProtocolError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        name = safe_name(custom_name) if custom_name is not None else experiment_name(list(flags))
+        if name == "baseline":
+            raise pytest.UsageError("an experiment cannot be named 'baseline'; pass --experiment-name")
+        if name in found:
+            raise pytest.UsageError(
+                f"--experiment={spec!r} and --experiment={found[name].spec!r} both make the report name {name!r}"
+            )
+        found[name] = Experiment(spec=spec, name=name, flags=flags)
+    return tuple(found.values())

@@ -1,0 +1,95 @@
+"""A stand-in trainer for testing the plugin's logic in milliseconds.
+
+It accepts the real trainer's protocol arguments plus any experiment flags, and behaves
+as ``fake_plan.json`` in the working directory says:
+
+    {"losses": {"": {"42": 2.0, ...}, "--use_x": {"42": 1.9, ...}},   # flags joined by spaces
+     "behaviour": {"--use_x 137": "exit3"},                           # flags + seed
+     "sleep": 0.0}
+
+Behaviours: exit3, nan, inf, silent (no val_loss), hang, selfkill (SIGKILL itself),
+bigline (one line of 100 MB), flood (about 1 GB of log lines), grandchild (starts a
+sleeping child that outlives it unless its process group is ended).
+Every call is appended to ``fake_calls.jsonl`` so tests can see which seeds ran, when,
+and with which CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train_tokens", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--output_dir", required=True)
+    args, flags = parser.parse_known_args()
+    plan_path = Path("fake_plan.json")
+    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    key = " ".join(flags)
+    seed = str(args.seed)
+    started = time.time()
+    behaviour = plan.get("behaviour", {}).get(f"{key} {seed}".strip(), "")
+
+    losses = plan.get("losses", {}).get(key)
+    if losses is not None and seed in losses:
+        loss = float(losses[seed])
+    else:
+        # Small seed-dependent noise around 2.0; any flag shifts it a little.
+        loss = 2.0 + ((args.seed * 7919) % 101 - 50) / 5000 + 0.001 * len(flags)
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoint.bin").write_bytes(b"\0" * 16)
+    print(f"fake trainer: seed {args.seed}, flags {flags}, {args.train_tokens} tokens", flush=True)
+    time.sleep(float(plan.get("sleep", 0.0)))
+
+    if behaviour == "exit3":
+        print("Traceback (most recent call last):\nRuntimeError: boom", flush=True)
+        return 3
+    if behaviour == "selfkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if behaviour == "hang":
+        print("hanging...", flush=True)
+        time.sleep(3600)
+    if behaviour == "grandchild":
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        with open("fake_grandchild.pid", "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(3600)
+    if behaviour == "bigline":
+        chunk = "x" * (1 << 20)
+        for _ in range(100):
+            sys.stdout.write(chunk)
+        sys.stdout.write("\n")
+    if behaviour == "flood":
+        line = ("log line " * 12 + "\n") * 1000
+        for _ in range(10_000):
+            sys.stdout.write(line)
+    if behaviour == "silent":
+        print("training finished but I forgot to evaluate", flush=True)
+        return 0
+    if behaviour in {"nan", "inf"}:
+        loss = float(behaviour)
+
+    print(f"Step 10 | val_loss: {loss + 0.5:.4f} | train_loss: {loss + 0.6:.4f} | tok/s: 1,000 | elapsed: 0.1s")
+    print(f"Step 20 | val_loss: {loss:.4f} | train_loss: {loss + 0.1:.4f} | tok/s: 1,000 | elapsed: 0.2s", flush=True)
+    with open("fake_calls.jsonl", "a") as handle:
+        handle.write(json.dumps({
+            "seed": args.seed, "flags": flags, "output_dir": args.output_dir,
+            "start": started, "end": time.time(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
