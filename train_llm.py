@@ -265,9 +265,10 @@ class GPTConfig:
     tie_embeddings: bool = False
 
 
-def apply_rotary(x, cos, sin):  # x: (B, T, H, D); rotate pairs (x1, x2) by position-dependent angles
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+def apply_rotary(x, rotation):
+    """Rotate each pair of channels of x (B, T, H, D) by its position's angle: one complex multiply."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -277,12 +278,12 @@ class Attention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, rotation):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
         if self.use_qk_norm:  # bounds the attention logits, which lets higher learning rates work
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = apply_rotary(q, rotation), apply_rotary(k, rotation)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -308,8 +309,8 @@ class Block(nn.Module):
         self.ln_1, self.attn = nn.RMSNorm(cfg.n_embd), Attention(cfg)
         self.ln_2, self.mlp = nn.RMSNorm(cfg.n_embd), MLP(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.ln_1(x), cos, sin)
+    def forward(self, x, rotation):
+        x = x + self.attn(self.ln_1(x), rotation)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -326,8 +327,7 @@ class GPT(nn.Module):
         head_dim = cfg.n_embd // cfg.n_head
         freqs = torch.outer(torch.arange(cfg.block_size).float(),
                             10000.0 ** (-torch.arange(0, head_dim, 2).float() / head_dim))
-        self.register_buffer("cos", freqs.cos()[:, None, :], persistent=False)  # (T, 1, D/2)
-        self.register_buffer("sin", freqs.sin()[:, None, :], persistent=False)
+        self.register_buffer("rotation", torch.polar(torch.ones_like(freqs), freqs)[:, None, :], persistent=False)
         for name, p in self.named_parameters():  # GPT-2 init; residual outputs scaled by depth
             if p.dim() == 2:
                 std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
@@ -337,7 +337,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         x = self.wte(idx)
         for block in self.blocks:
-            x = block(x, self.cos[:T], self.sin[:T])
+            x = block(x, self.rotation[:T])
         logits = self.lm_head(self.ln_f(x))
         if targets is None:
             return logits, None
