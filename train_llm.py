@@ -282,7 +282,7 @@ class Attention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
         if self.use_qk_norm:  # bounds the attention logits, which lets higher learning rates work
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+            q, k = F.rms_norm(q, (q.size(-1),)).type_as(v), F.rms_norm(k, (k.size(-1),)).type_as(v)
         q, k = apply_rotary(q, rotation), apply_rotary(k, rotation)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
@@ -537,7 +537,7 @@ def main(argv=None):
             tok_s = step * tokens_per_step / train_time
             print(f"Step {step} | val_loss: {val_loss:.4f} | train_loss: {train_loss:.4f} | "
                   f"tok/s: {tok_s:,.0f} | elapsed: {time.perf_counter() - START:.1f}s", flush=True)
-            history.append(dict(step=step, val_loss=val_loss, train_loss=train_loss))
+            history.append(dict(step=step, val_loss=val_loss, train_loss=train_loss, train_time_s=train_time))
             if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
                 fail(f"training diverged at step {step}: loss is NaN or inf; lower --lr", code=3)
             train_loss_sum.zero_()
