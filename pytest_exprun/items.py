@@ -32,7 +32,7 @@ class _ProtocolItem(pytest.Item):
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.name
+        return self.nodeid, 0, self.name
 
 
 class SeedRun(_ProtocolItem):
@@ -50,7 +50,7 @@ class SeedRun(_ProtocolItem):
         else:
             outcome = self.protocol.run_seed(self.group, self.seed)
         if isinstance(outcome, str):
-            pytest.skip(outcome)
+            raise pytest.skip.Exception(outcome, _use_item_location=True)
         self.user_properties.append(("val_loss", f"{outcome.val_loss:.6f}"))
         self.user_properties.append(("wall_time", f"{outcome.wall_time:.3f}"))
 

@@ -82,6 +82,9 @@ class ProtocolPlugin:
                                       items: list[pytest.Item]) -> None:
         _, with_baseline = protocol_requested(config)
         ours = build_items(session, self.protocol, self.settings, include_baseline=with_baseline)
+        if ours:
+            # Report our collection like any collector's, so counts and --co add up.
+            config.hook.pytest_collectreport(report=pytest.CollectReport(ours[0].parent.nodeid, "passed", None, ours))
         if self.settings.experiments:
             # An experiment session runs the protocol, not the project's unit tests.
             if items:
@@ -97,9 +100,9 @@ class ProtocolPlugin:
             item for item in session.items if hasattr(item, "protocol")
         ):
             return (yield)
-        self.protocol.start(runs)
         interrupted = True
         try:
+            self.protocol.start(runs)
             result = yield
             interrupted = bool(session.shouldstop or session.shouldfail)
             return result

@@ -88,8 +88,8 @@ def experiment_flags(spec: str) -> list[str]:
 
 def safe_name(text: str) -> str:
     """Reduce any text to a safe file-name part of ``[A-Za-z0-9_.-]`` that cannot climb directories."""
-    name = _UNSAFE.sub("_", text).strip("._-")
-    name = re.sub(r"_{2,}", "_", name)
+    name = re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", text))
+    name = re.sub(r"_{2,}", "_", name).strip("._-")
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     if not name:
         return f"exp-{digest}"

@@ -1,0 +1,68 @@
+"""Fixtures that give each plugin test a throw-away project driven by the fake trainer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
+
+#: The plugin is already imported by the outer session, so in-process runs cannot rewrite it.
+QUIET_REWRITE = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+#: Baseline losses with mean 2.0 and sample std sqrt(0.001 / 4) = 0.0158114 (2σ = 0.0316).
+BASELINE_LOSSES = {"42": 2.00, "137": 2.02, "256": 1.98, "512": 2.01, "1024": 1.99}
+
+
+@dataclass
+class Project:
+    """A pytester project whose trainer is ``fake_trainer.py``, steered by ``fake_plan.json``."""
+
+    pytester: pytest.Pytester
+
+    @property
+    def path(self) -> Path:
+        return self.pytester.path
+
+    @property
+    def research(self) -> Path:
+        return self.path / "docs" / "research"
+
+    def plan(self, losses: dict[str, dict[str, float]] | None = None,
+             behaviour: dict[str, str] | None = None, sleep: float = 0.0) -> None:
+        all_losses: dict[str, Any] = {"": BASELINE_LOSSES}
+        all_losses.update(losses or {})
+        (self.path / "fake_plan.json").write_text(
+            json.dumps({"losses": all_losses, "behaviour": behaviour or {}, "sleep": sleep})
+        )
+
+    def calls(self) -> list[dict[str, Any]]:
+        log = self.path / "fake_calls.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def seeds_run(self, flags: list[str] | None = None) -> list[int]:
+        return [c["seed"] for c in self.calls() if c["flags"] == (flags or [])]
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, *args)
+
+    def run_subprocess(self, *args: str, timeout: float = 120) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *QUIET_REWRITE, *args, timeout=timeout)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    shutil.copy(FAKE_TRAINER, pytester.path / "fake_trainer.py")
+    pytester.makeini("[pytest]\nexprun_command = python fake_trainer.py\n")
+    proj = Project(pytester)
+    proj.plan()
+    return proj
