@@ -6,6 +6,7 @@ gets from the executor and the run store, and writes reports through ``report``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -63,6 +64,34 @@ class Outcome:
     message: str
 
 
+#: Keys of a trainer's ``metrics.json`` that must agree between runs that are compared.
+ENVIRONMENT_KEYS = ("device", "torch_version", "data_fingerprint")
+
+
+def read_environment(output_dir: Path) -> dict[str, object]:
+    """What machine, framework and data a run used, if the trainer wrote a ``metrics.json``."""
+    try:
+        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(metrics, dict):
+        return {}
+    return {key: metrics[key] for key in ENVIRONMENT_KEYS if isinstance(metrics.get(key), (str, int, float))}
+
+
+def mixed_environments(*groups: list[RunRecord]) -> str | None:
+    """Describe how the runs' environments differ, or None when they agree (or are unknown)."""
+    seen: dict[str, set[str]] = {}
+    for records in groups:
+        for record in records:
+            for key, value in (record.extra.get("environment") or {}).items():
+                seen.setdefault(key, set()).add(str(value))
+    differing = {key: sorted(values) for key, values in seen.items() if len(values) > 1}
+    if not differing:
+        return None
+    return "; ".join(f"{key}: {' vs '.join(values)}" for key, values in sorted(differing.items()))
+
+
 class ProtocolSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
@@ -78,6 +107,7 @@ class ProtocolSession:
         self.runs_started = 0
         self.runs_planned = 0
         self._setups: dict[str, Setup] = {}
+        self._reported_env: dict[int, dict[str, object]] = {}
         self._commit: str | None = None
         self._parse_line = self._line_parser()
 
@@ -164,7 +194,9 @@ class ProtocolSession:
             # Curves live in the run store; the report alone is enough for the statistics.
             record = self.store.load(BASELINE, setup.key(), seed)
             if record is None or not math.isclose(record.val_loss, val_loss, rel_tol=1e-9):
-                record = RunRecord(BASELINE, seed, val_loss, wall_time, setup.key())
+                env = self._reported_env.get(seed)
+                record = RunRecord(BASELINE, seed, val_loss, wall_time, setup.key(),
+                                   extra={"environment": env} if env else {})
             stored[seed] = record
         self.reused_from = path
 
@@ -182,6 +214,7 @@ class ProtocolSession:
                 raise ValueError("it is not a baseline report")
             stored_setup = Setup.from_json(data["setup"])
             runs = {int(r["seed"]): (float(r["val_loss"]), float(r["wall_time"])) for r in data["runs"]}
+            self._reported_env = {int(r["seed"]): dict(r.get("environment") or {}) for r in data["runs"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise report.ReportError(f"{path}: its exprun data block is damaged ({exc}); {rerun}") from None
         if not all(math.isfinite(v) and math.isfinite(w) for v, w in runs.values()):
@@ -233,7 +266,8 @@ class ProtocolSession:
             "scale": self.settings.scale,
             "setup": setup.to_json(),
             "git_commit": self._commit,
-            "runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time} for r in ordered],
+            "runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
+                      "environment": r.extra.get("environment", {})} for r in ordered],
         }
         self._write_owned(self.settings.baseline_report, report.with_data(body, data))
         self.reused_from = None
@@ -315,6 +349,7 @@ class ProtocolSession:
             self._say(f"run {self.runs_started}: {label} FAILED after {result.wall_time:.1f}s")
             raise ProtocolFailure(message)
         assert result.val_loss is not None
+        environment = read_environment(result.spec.output_dir)
         record = RunRecord(
             group=group,
             seed=seed,
@@ -325,6 +360,7 @@ class ProtocolSession:
             argv=list(result.spec.argv),
             log=self._rel(result.spec.log_path),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
+            extra={"environment": environment} if environment else {},
         )
         self.store.save(record)
         self.records.setdefault(group, {})[seed] = record
@@ -386,6 +422,15 @@ class ProtocolSession:
             message = (
                 f"no verdict for {name}: {', '.join(missing)} not measured (failed, interrupted or "
                 "deselected); run the same command again and only the missing seeds will run"
+            )
+            self.outcomes.append(Outcome(exp, None, None, message))
+            raise ProtocolFailure(message)
+        mixed = mixed_environments(base, runs)
+        if mixed:
+            message = (
+                f"no verdict for {name}: the runs were not measured in the same environment ({mixed}); "
+                "a baseline from another machine, torch or data set is not comparable: "
+                "re-measure it here with --exprun-rerun-baseline"
             )
             self.outcomes.append(Outcome(exp, None, None, message))
             raise ProtocolFailure(message)

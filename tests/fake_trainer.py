@@ -49,6 +49,8 @@ def main() -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoint.bin").write_bytes(b"\0" * 16)
+    metrics = {"device": os.environ.get("FAKE_DEVICE", "cpu"), "data_fingerprint": "fake"}
+    (out / "metrics.json").write_text(json.dumps(metrics))
     print(f"fake trainer: seed {args.seed}, flags {flags}, {args.train_tokens} tokens", flush=True)
     time.sleep(float(plan.get("sleep", 0.0)))
 

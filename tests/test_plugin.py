@@ -301,3 +301,15 @@ def test_run_record_keeps_the_learning_curve(project: Project) -> None:
     data = json.loads(record.read_text())
     assert data["curve"] == [[10, 2.5], [20, 2.0]]
     assert Path(project.path / data["log"]).read_text().startswith("fake trainer: seed 42")
+
+
+def test_baseline_from_another_environment_gives_no_verdict(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    project.plan(WINNER)
+    monkeypatch.setenv("FAKE_DEVICE", "NVIDIA H100")
+    project.run("-m", "baseline").assert_outcomes(passed=5)
+    assert '"device": "NVIDIA H100"' in (project.research / "baseline_variance_1M.md").read_text()
+    monkeypatch.setenv("FAKE_DEVICE", "cpu")
+    result = project.run("--experiment=use_x")
+    result.assert_outcomes(passed=3, failed=1, skipped=7)
+    result.stdout.fnmatch_lines(["*no verdict for use_x: the runs were not measured in the same environment "
+                                 "(device: NVIDIA H100 vs cpu)*--exprun-rerun-baseline*"])

@@ -1,0 +1,42 @@
+"""The whole protocol against the real ``train_llm.py`` on CPU, at a tiny token count."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Project
+
+pytest.importorskip("torch")
+
+TRAINER = Path(__file__).resolve().parent.parent / "train_llm.py"
+
+
+@pytest.fixture(scope="session")
+def corpus_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of the embedded corpus for the whole session, built by the first run."""
+    return tmp_path_factory.mktemp("train_llm_cache")
+
+
+@pytest.mark.slow
+def test_full_protocol_with_the_real_trainer(project: Project, corpus_cache: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(TRAINER, project.path / "train_llm.py")
+    project.pytester.makeini("[pytest]\nexprun_command = python train_llm.py --num_threads 1\n")
+    monkeypatch.setenv("TRAIN_LLM_CACHE", str(corpus_cache))
+    result = project.run("--experiment=use_qk_norm", "--exprun-train-tokens=16384", "-q")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 8, result.stdout.str()[-3000:]
+    assert result.ret in (0, 1)  # WINNER passes; NEUTRAL or LOSER fail the verdict test
+
+    baseline = (project.research / "baseline_variance_16.384K.md").read_text()
+    losses = [float(v) for v in re.findall(r"^\| \d+ \| (\d+\.\d+) \|", baseline, re.M)]
+    assert len(losses) == 5 and len(set(losses)) == 5  # seeds really vary the run
+    assert all(2.0 < v < 6.0 for v in losses)  # a byte-level model after 4 steps: near ln(256) = 5.5 or below
+    report = (project.research / "experiment_use_qk_norm_16.384K.md").read_text()
+    assert re.search(r"^## Verdict: (WINNER|NEUTRAL|LOSER)$", report, re.M)
+    assert '"environment": {"data_fingerprint":' in baseline
+    assert not any((project.path / "checkpoints").iterdir())
