@@ -34,7 +34,7 @@ import torch.nn.functional as F
 # tiny is the default everywhere (fast on a laptop CPU); small is nanoGPT's
 # Shakespeare shape; base is for GPU users.
 PRESETS = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, lr=3e-3, eval_tokens=32768),
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, lr=3e-3, eval_tokens=16384),
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, lr=3e-3, eval_tokens=131072),
     "base": dict(n_layer=12, n_head=8, n_embd=512, block_size=512, batch_size=32, lr=1.5e-3, eval_tokens=262144),
 }
@@ -525,6 +525,7 @@ def main(argv=None):
     train_step = TrainStep(model, optimizers, args, graphed)
     train_loss_sum, since_eval, train_time, history = torch.zeros((), device=args.device), 0, 0.0, []
     t_start = time.perf_counter()
+    startup = t_start - START
     for step in range(1, steps + 1):
         set_lr(optimizers, lr_factor(step - 1, args, steps))
         rows = get_batch(train, train_offsets[step - 1], args.block_size, args.device)
@@ -552,7 +553,7 @@ def main(argv=None):
         os.replace(tmp, out / "ckpt.pt")
     metrics = dict(
         val_loss=val_loss, train_loss=train_loss, train_tokens=steps * tokens_per_step,
-        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - START,
+        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - START, startup_s=startup,
         train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
         flops_per_token=model.flops_per_token(), config=dict(asdict(cfg), preset=args.config),
         seed=args.seed, device=device_name, torch_version=torch.__version__, data=data_description,
