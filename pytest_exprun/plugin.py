@@ -77,6 +77,10 @@ class ProtocolPlugin:
             f"research dir {s.research_dir}"
         ]
 
+    def pytest_ignore_collect(self, collection_path: object, config: pytest.Config) -> bool | None:
+        """An experiment session runs only the protocol: skip importing the project's test files."""
+        return True if self.settings.experiments else None
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:

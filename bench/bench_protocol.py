@@ -1,0 +1,147 @@
+"""Time to verdict: the whole protocol through pytest, against a bare shell loop and the compute floor.
+
+For each case (5 baseline + 3 experiment seeds, and 5 + 5) and each executor, this runs
+
+  1. ``pytest --experiment=...`` from the repository root, timed from outside (the time a
+     researcher waits for the verdict), and
+  2. the very same trainer invocations (argv read back from the run records) as a bare
+     ``bash`` for-loop, right after it, so the two are measured side by side,
+
+then reports the plugin's overhead (protocol − loop) / protocol, the sum of pure training time
+(first to last step, from each run's metrics.json) against the whole, and the fixed cost per run
+(process start to end, minus training) with what the trainer says it consists of.
+
+The 5 + 3 case forces three experiment seeds with ``--exprun-extension-seeds=``; the 5 + 5 case is
+an A/A test (``--use_qk_norm false``, the baseline's own code path), which always lands within 2σ
+and so runs the two extension seeds.
+
+    python bench/bench_protocol.py --config tiny                       # CPU
+    python bench/bench_protocol.py --config small --executors local,gpus --data input.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CASES = {
+    "5+3": ["--experiment=use_qk_norm", "--exprun-extension-seeds="],
+    "5+5": ["--experiment=--use_qk_norm false", "--experiment-name=aa_test"],
+}
+
+
+def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path) -> dict:
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+        *CASES[case],
+        f"--exprun-command={trainer}",
+        f"--exprun-train-tokens={tokens}",
+        f"--exprun-executor={executor}",
+        f"--exprun-research-dir={work / 'research'}",
+        f"--exprun-checkpoints-dir={work / 'ckpt'}",
+        "--exprun-keep-checkpoints",
+        "--exprun-accept=neutral",
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    total = time.perf_counter() - start
+    (work / "pytest.log").write_text(proc.stdout + proc.stderr)
+    records = [json.loads(p.read_text()) for p in sorted((work / "research" / ".exprun" / "runs").rglob("seed*.json"))]
+    records.sort(key=lambda r: r["finished_at"])
+    runs = []
+    for record in records:
+        out_dir = Path(record["argv"][record["argv"].index("--output_dir") + 1])
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        runs.append({"group": record["group"], "seed": record["seed"], "val_loss": record["val_loss"],
+                     "wall_time": record["wall_time"], "train_time": metrics["train_time_s"],
+                     "timings": metrics.get("timings", {}), "argv": record["argv"]})
+    verdict = next((line.split(" → ")[0] for line in proc.stdout.splitlines()
+                    if ": WINNER" in line or ": NEUTRAL" in line or ": LOSER" in line), "no verdict line")
+    return {"total": total, "runs": runs, "returncode": proc.returncode, "verdict": verdict.strip()}
+
+
+def run_loop(runs: list[dict], work: Path) -> float:
+    """The same invocations as a plain shell loop: what a researcher would script by hand."""
+    script = "\n".join(shlex.join(r["argv"]) + " > /dev/null" for r in runs)
+    (work / "loop.sh").write_text("set -e\n" + script + "\n")
+    start = time.perf_counter()
+    subprocess.run(["bash", str(work / "loop.sh")], cwd=ROOT, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--train-tokens", type=int, default=1_000_000)
+    parser.add_argument("--data", default=None, help="trainer --data (default: its embedded corpus)")
+    parser.add_argument("--cases", default="5+3,5+5")
+    parser.add_argument("--executors", default="local")
+    parser.add_argument("--trainer-args", default="", help="extra trainer arguments")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions; medians are reported")
+    parser.add_argument("--json", default=None, help="write every number here")
+    args = parser.parse_args()
+
+    trainer = f"python train_llm.py --config {args.config} {args.trainer_args}".strip()
+    if args.data:
+        trainer += f" --data {shlex.quote(args.data)}"
+    results = []
+    for case in args.cases.split(","):
+        for executor in args.executors.split(","):
+            totals, loops = [], []
+            for _ in range(args.reps):  # protocol then loop, alternating, so both see the same machine
+                with tempfile.TemporaryDirectory(prefix="exprun-bench-") as tmp:
+                    work = Path(tmp)
+                    proto = run_protocol(case, executor, trainer, args.train_tokens, work)
+                    if proto["returncode"] not in (0, 1) or len(proto["runs"]) < 8:
+                        print((work / "pytest.log").read_text()[-4000:], file=sys.stderr)
+                        raise SystemExit(f"protocol run failed for {case} / {executor}")
+                    totals.append(proto["total"])
+                    if executor == "local":
+                        loops.append(run_loop(proto["runs"], work))
+            proto["total"] = statistics.median(totals)
+            loop = statistics.median(loops) if loops else None
+            runs = proto["runs"]
+            train = sum(r["train_time"] for r in runs)
+            fixed = [r["wall_time"] - r["train_time"] for r in runs]
+            phases = {}
+            for r in runs:
+                for name, value in r["timings"].items():
+                    phases.setdefault(name, []).append(value)
+            results.append({
+                "case": case, "executor": executor, "runs": len(runs), "time_to_verdict_s": proto["total"],
+                "bare_loop_s": loop, "plugin_overhead_pct": None if loop is None else (proto["total"] - loop) / proto["total"] * 100,
+                "sum_train_time_s": train, "compute_floor_share_pct": train / proto["total"] * 100,
+                "fixed_cost_per_run_median_s": statistics.median(fixed),
+                "phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
+                "per_run": [{k: r[k] for k in ("group", "seed", "val_loss", "wall_time", "train_time")} for r in runs],
+                "verdict": proto["verdict"],
+            })
+            print(json.dumps(results[-1]), flush=True)
+
+    print(f"\nmachine: {os.cpu_count()} CPUs | trainer: {trainer} | train tokens {args.train_tokens}")
+    print(f"{'case':5} {'executor':8} {'runs':>4} {'verdict s':>10} {'loop s':>8} {'overhead':>9} "
+          f"{'train s':>8} {'floor':>6} {'fixed/run':>9}")
+    for r in results:
+        loop = "-" if r["bare_loop_s"] is None else f"{r['bare_loop_s']:.1f}"
+        over = "-" if r["plugin_overhead_pct"] is None else f"{r['plugin_overhead_pct']:+.1f}%"
+        print(f"{r['case']:5} {r['executor']:8} {r['runs']:>4} {r['time_to_verdict_s']:>10.1f} {loop:>8} {over:>9} "
+              f"{r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
+        if r["phases_median_s"]:
+            print("      fixed cost per run (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases_median_s"].items()))
+        print(f"      {r['verdict']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
