@@ -6,6 +6,7 @@ gets from the executor and the run store, and writes reports through ``report``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -22,7 +23,7 @@ from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
 from .runner import RunSpec, parse_step_line
 from .settings import Experiment, Settings
-from .stats import Summary, summarize
+from .stats import summarize
 from .store import (
     RunRecord,
     RunStore,
@@ -108,6 +109,7 @@ class ProtocolSession:
         self.runs_planned = 0
         self._setups: dict[str, Setup] = {}
         self._reported_env: dict[int, dict[str, object]] = {}
+        self._current: tuple[int, str, float] = (0, "", 0.0)  # the run whose output is echoed
         self._commit: str | None = None
         self._parse_line = self._line_parser()
 
@@ -540,13 +542,10 @@ class ProtocolSession:
         index, label, started = self._current
         tr.write_line(f"  [{index}/{max(self.runs_planned, index)} {label} {time.perf_counter() - started:6.1f}s] {line[:500]}")
 
-    def _terminal_unsuppressed(self):  # type: ignore[no-untyped-def]
+    def _terminal_unsuppressed(self) -> contextlib.AbstractContextManager[None]:
+        """Let trainer output through pytest's capturing while a run is awaited."""
         capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if capman is None:
-            import contextlib
-
-            return contextlib.nullcontext()
-        return capman.global_and_fixture_disabled()
+        return contextlib.nullcontext() if capman is None else capman.global_and_fixture_disabled()
 
     def _rel(self, path: Path) -> str:
         try:
@@ -558,9 +557,9 @@ class ProtocolSession:
         lines = []
         base, missing = self._values(BASELINE, self.settings.baseline_seeds)
         if base:
-            b = summarize([r.val_loss for r in base]) if len(base) > 0 else None
+            b = summarize([r.val_loss for r in base])
             where = f" (reused from {self._rel(self.reused_from)})" if self.reused_from else ""
-            std = f" ± {b.std:.4f}" if b and b.n > 1 else ""
+            std = f" ± {b.std:.4f}" if b.n > 1 else ""
             lines.append(f"baseline: {len(base)}/{len(self.settings.baseline_seeds)} seeds, val_loss {b.mean:.4f}{std}{where}")
         if missing:
             lines.append(f"baseline seeds still missing: {', '.join(map(str, missing))}")
