@@ -114,6 +114,8 @@ class ProtocolPlugin:
             self.protocol.finish(cancel=interrupted)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run
+            return
         lines = self.protocol.summary_lines()
         if lines:
             terminalreporter.write_sep("=", "exprun")
