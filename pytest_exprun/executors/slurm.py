@@ -156,7 +156,15 @@ class _Job(RunHandle):
             except Exception as exc:  # noqa: BLE001 - submitit re-raises whatever happened on the node
                 last = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
                 return self._failed(Failure.NOT_STARTED, f"{self.where}; on the node: {last[0]}")
-            return replace(reparse(outcome, self._parse_line), where=f"SLURM job {self.job.job_id}")
+            outcome = replace(reparse(outcome, self._parse_line), where=f"SLURM job {self.job.job_id}")
+            if outcome.ok:
+                return outcome
+            # scancel or the time limit signal the trainer, which the node then reports as
+            # an ordinary signal: SLURM's own word for what happened is the clearer one.
+            state = self._final_state()
+            if state not in ENDED_AS:
+                return outcome
+            self._ended = state
         state = self._ended or "UNKNOWN"
         failure = ENDED_AS.get(state, Failure.NOT_STARTED)
         what = {
@@ -164,6 +172,14 @@ class _Job(RunHandle):
             Failure.TIMEOUT: f"job reached its time limit ({state}, --exprun-slurm-time={self._time_minutes} min)",
         }.get(failure, f"job ended as {state} without a result; see its stderr")
         return self._failed(failure, f"{self.where}: {what}")
+
+    def _final_state(self) -> str | None:
+        deadline = time.monotonic() + RESULT_GRACE_S
+        while True:
+            state = job_state(str(self.job.job_id))
+            if state not in ACTIVE_STATES or time.monotonic() > deadline:
+                return state
+            time.sleep(STATE_POLL_S / 2)
 
     def _failed(self, failure: Failure, where: str) -> RunResult:
         # The spec's own time-out did not fire here; keep it out of the message.
