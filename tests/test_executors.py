@@ -95,3 +95,26 @@ def test_gpus_executor_writes_the_same_reports_as_local(
     assert parallel.parseoutcomes() == local.parseoutcomes()
     assert sorted(parallel_reports) == sorted(local_reports) and len(local_reports) == 2
     assert parallel_reports == local_reports
+
+
+def test_extra_sbatch_options_become_submitit_parameters() -> None:
+    from pytest_exprun.settings import parse_sbatch_options
+
+    assert parse_sbatch_options("--qos=high --account lab --exclusive --mail-type=END") == {
+        "qos": "high", "account": "lab", "exclusive": True, "mail_type": "END",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--exprun-slurm-time=0"], "--exprun-slurm-time must be a positive number of minutes, got '0'"),
+        (["--exprun-slurm-gpus=two"], "--exprun-slurm-gpus must be 0 or a positive integer, got 'two'"),
+        (["--exprun-slurm-extra=-A lab"], "--exprun-slurm-extra takes long sbatch options like --qos=high, got '-A'"),
+    ],
+)
+def test_bad_slurm_options_stop_before_any_run(project: Project, args: list[str], message: str) -> None:
+    result = project.run("-m", "baseline", "--exprun-executor=slurm", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert project.calls() == []
