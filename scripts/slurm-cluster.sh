@@ -41,8 +41,11 @@ start_munge() {
   chmod 400 /etc/munge/munge.key
   mkdir -p /run/munge /var/log/munge /var/lib/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
-  # Our own pid file, so 'stop' ends exactly the munged started here.
-  runuser -u munge -- munged --force --pid-file="$BASE/munged.pid"
+  # Our own pid file (in a folder munged, not running as root, may write), so 'stop'
+  # ends exactly the munged started here.
+  mkdir -p "$BASE/munge"
+  chown munge:munge "$BASE/munge"
+  runuser -u munge -- munged --force --pid-file="$BASE/munge/munged.pid"
   for _ in $(seq 50); do munge_works && return 0; sleep 0.1; done
   say "munged did not start"
   return 1
@@ -121,7 +124,7 @@ stop_pid_file() {
 stop() {
   stop_pid_file "$BASE/slurmd.pid"
   stop_pid_file "$BASE/slurmctld.pid"
-  stop_pid_file "$BASE/munged.pid"
+  stop_pid_file "$BASE/munge/munged.pid"
   say "stopped"
 }
 
