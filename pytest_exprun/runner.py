@@ -72,6 +72,8 @@ class RunResult:
     failure: Failure | None
     tail: tuple[str, ...]
     started_at: float = 0.0
+    #: Where the run happened when that helps the reader, e.g. "SLURM job 123".
+    where: str = ""
 
     @property
     def ok(self) -> bool:
@@ -93,6 +95,8 @@ class RunResult:
         elif self.failure is Failure.NO_VAL_LOSS:
             what += " (expected lines like 'Step 240 | val_loss: 1.9876 | ...')"
         what += f" after {self.wall_time:.1f}s"
+        if self.where:
+            what += f" ({self.where})"
         lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
         return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"
 

@@ -21,7 +21,7 @@ import pytest
 from . import report
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
-from .runner import RunSpec, parse_step_line
+from .runner import RunResult, RunSpec, parse_step_line
 from .settings import Experiment, Settings
 from .stats import summarize
 from .store import (
@@ -101,6 +101,8 @@ class ProtocolSession:
         self.lock = SessionLock(settings.state_dir / "lock")
         self.executor: Executor | None = None
         self.handles: dict[tuple[str, int], RunHandle] = {}
+        #: Runs an eager executor finished (and that were stored) before their test asked.
+        self._stored_early: dict[tuple[str, int], RunRecord] = {}
         self.records: dict[str, dict[int, RunRecord]] = {}
         self.reused_from: Path | None = None
         self.failed: dict[tuple[str, int], str] = {}
@@ -134,6 +136,8 @@ class ProtocolSession:
 
     def finish(self, cancel: bool) -> None:
         if self.executor is not None:
+            if self.executor.eager:
+                self._store_finished()
             for handle in self.handles.values():
                 handle.cancel()
             self.executor.close(cancel=cancel)
@@ -332,7 +336,8 @@ class ProtocolSession:
 
     def run_seed(self, group: str, seed: int) -> RunRecord | str:
         """Measure one seed, or say why it needs no run (returned as the skip reason)."""
-        known = self._known(group, seed)
+        early = self._stored_early.pop((group, seed), None)
+        known = None if early is not None else self._known(group, seed)
         if known is not None:
             if group == BASELINE and self.reused_from is not None:
                 return f"baseline reused from {self._rel(self.reused_from)}"
@@ -343,13 +348,38 @@ class ProtocolSession:
         self._current = (self.runs_started, label, time.perf_counter())
         self._say(f"run {self.runs_started}/{max(self.runs_planned, self.runs_started)}: {label} started")
         with self._terminal_unsuppressed():
-            result = handle.result()
+            result = self._await(handle)
         self.handles.pop((group, seed), None)
         if not result.ok:
             message = result.describe_failure()
             self.failed[(group, seed)] = message
             self._say(f"run {self.runs_started}: {label} FAILED after {result.wall_time:.1f}s")
             raise ProtocolFailure(message)
+        record = early if early is not None else self._store(result)
+        self._say(f"run {self.runs_started}: {label} done in {result.wall_time:.1f}s, val_loss {result.val_loss:.4f}")
+        return record
+
+    def _await(self, handle: RunHandle) -> RunResult:
+        """Wait for one run; meanwhile store every other run that finished, in whatever order."""
+        if self.executor is not None and self.executor.eager:
+            while not handle.wait(0.2):
+                self._store_finished()
+        return handle.result()
+
+    def _store_finished(self) -> None:
+        """Store the finished, successful runs no test has asked for yet, so an interruption keeps them."""
+        for key, handle in list(self.handles.items()):
+            if key not in self._stored_early and handle.wait(0):
+                try:
+                    result = handle.result()
+                except Exception:  # noqa: BLE001 - raised again, and reported, by that run's own test
+                    continue
+                if result.ok:
+                    self._stored_early[key] = self._store(result)
+
+    def _store(self, result: RunResult) -> RunRecord:
+        """Persist one successful run and do what follows from it (hook, checkpoint clean-up, report)."""
+        group, seed = result.spec.group, result.spec.seed
         assert result.val_loss is not None
         environment = read_environment(result.spec.output_dir)
         record = RunRecord(
@@ -366,7 +396,6 @@ class ProtocolSession:
         )
         self.store.save(record)
         self.records.setdefault(group, {})[seed] = record
-        self._say(f"run {self.runs_started}: {label} done in {result.wall_time:.1f}s, val_loss {result.val_loss:.4f}")
         if not self.settings.keep_checkpoints:
             remove_tree(result.spec.output_dir)
         self.config.hook.pytest_exprun_run_finished(config=self.config, record=record)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -48,6 +49,14 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local, gpus or slurm"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
+    ("slurm_partition", "exprun_slurm_partition", "",
+     "SLURM partition for --exprun-executor=slurm (default: the cluster's default partition)"),
+    ("slurm_time", "exprun_slurm_time", "60", "SLURM time limit of each run's job, in minutes"),
+    ("slurm_gpus", "exprun_slurm_gpus", "1", "GPUs per SLURM job (0: ask for none)"),
+    ("slurm_extra", "exprun_slurm_extra", "",
+     "more sbatch options for each job, shell-split, long form, e.g. '--qos=high --account=lab'"),
+    ("slurm_folder", "exprun_slurm_folder", "",
+     "folder for submitit's job files, on storage the nodes share (default: <research dir>/.exprun/slurm)"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
 )
@@ -62,6 +71,18 @@ class Experiment:
     spec: str
     name: str
     flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """How each run becomes a SLURM job; read only by the slurm executor."""
+
+    partition: str | None = None
+    time_minutes: int = 60
+    gpus_per_job: int = 1
+    #: sbatch options as submitit's ``slurm_additional_parameters`` (``qos`` -> ``high``).
+    extra: dict[str, str | bool] = field(default_factory=dict)
+    folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class Settings:
     lock_wait: float
     experiments: tuple[Experiment, ...]
     rootdir: Path
+    slurm: SlurmSettings = field(default_factory=lambda: SlurmSettings())
 
     @property
     def scale(self) -> str:
@@ -176,6 +198,8 @@ def load(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"--exprun-executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     gpus = tuple(g for g in (p.strip() for p in get("gpus").split(",")) if g)
 
+    research_dir = rootdir / get("research_dir")
+    slurm = _slurm(get, rootdir, research_dir) if executor == "slurm" else SlurmSettings()
     experiments = _experiments(config)
     return Settings(
         command=command,
@@ -183,7 +207,7 @@ def load(config: pytest.Config) -> Settings:
         baseline_seeds=baseline_seeds,
         experiment_seeds=experiment_seeds,
         extension_seeds=extension_seeds,
-        research_dir=rootdir / get("research_dir"),
+        research_dir=research_dir,
         checkpoints_dir=rootdir / get("checkpoints_dir"),
         keep_checkpoints=flag_value(config, "keep_checkpoints", "exprun_keep_checkpoints"),
         rerun_baseline=flag_value(config, "rerun_baseline", "exprun_rerun_baseline"),
@@ -195,7 +219,56 @@ def load(config: pytest.Config) -> Settings:
         lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float),
         experiments=experiments,
         rootdir=rootdir,
+        slurm=slurm,
     )
+
+
+def _slurm(get: Callable[[str], str], rootdir: Path, research_dir: Path) -> SlurmSettings:
+    """SLURM options are checked only when the slurm executor is chosen, like its import."""
+    time_text = get("slurm_time").strip()
+    if not time_text.isdigit() or int(time_text) <= 0:
+        raise pytest.UsageError(f"--exprun-slurm-time must be a positive number of minutes, got {time_text!r}")
+    gpus_text = get("slurm_gpus").strip()
+    if not gpus_text.isdigit():
+        raise pytest.UsageError(f"--exprun-slurm-gpus must be 0 or a positive integer, got {gpus_text!r}")
+    folder_text = get("slurm_folder").strip()
+    return SlurmSettings(
+        partition=get("slurm_partition").strip() or None,
+        time_minutes=int(time_text),
+        gpus_per_job=int(gpus_text),
+        extra=parse_sbatch_options(get("slurm_extra")),
+        folder=(rootdir / folder_text) if folder_text else research_dir / ".exprun" / "slurm",
+    )
+
+
+def parse_sbatch_options(text: str) -> dict[str, str | bool]:
+    """``--qos=high --exclusive --account lab`` as ``{"qos": "high", "exclusive": True, "account": "lab"}``.
+
+    Only long options: submitit writes each as ``#SBATCH --name=value``, and short ones have no
+    name it could write.
+    """
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--exprun-slurm-extra cannot be split: {exc}") from None
+    options: dict[str, str | bool] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or len(word) < 3:
+            raise pytest.UsageError(
+                f"--exprun-slurm-extra takes long sbatch options like --qos=high, got {word!r}"
+            )
+        name, eq, value = word[2:].partition("=")
+        if eq:
+            options[name.replace("-", "_")] = value
+        elif i + 1 < len(words) and not words[i + 1].startswith("-"):
+            options[name.replace("-", "_")] = words[i + 1]
+            i += 1
+        else:
+            options[name.replace("-", "_")] = True
+        i += 1
+    return options
 
 
 def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:

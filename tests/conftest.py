@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +67,24 @@ def project(pytester: pytest.Pytester) -> Project:
     proj = Project(pytester)
     proj.plan()
     return proj
+
+
+def normalised_report(path: Path) -> str:
+    """A report with every timing removed (wall times, the Measured line, the body hash), to compare executors."""
+    from pytest_exprun import report
+
+    read = report.read_report(path)
+    assert read.data is not None, f"{path} has no data block"
+    lines = []
+    for line in read.body.splitlines():
+        if line.startswith("- Measured:") or "wall_time" in line or "faster" in line or "slower" in line:
+            continue
+        if re.match(r"^\| \d+ \|", line):  # per-seed rows: keep the seed and val_loss columns only
+            cells = line.split("|")
+            line = "|".join(cell for i, cell in enumerate(cells) if i not in (3, 5))
+        lines.append(line)
+    data = dict(read.data)
+    data.pop("body_sha256", None)
+    for key in ("runs", "baseline_runs"):
+        data[key] = [{k: v for k, v in run.items() if k != "wall_time"} for run in data.get(key, [])]
+    return "\n".join(lines) + "\n" + json.dumps(data, sort_keys=True)

@@ -6,7 +6,8 @@ thread (``local``), concurrently on several GPUs (``gpus``) or as cluster jobs (
 no decision or number of the protocol depends on it.
 
 To add one (say, Ray): subclass ``Executor``, implement ``submit`` (and ``close`` if it holds
-resources), and add it to ``make_executor``.
+resources), and add it to ``make_executor``. An eager one also implements ``RunHandle.wait``;
+docs/executors.md says more.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class RunHandle(ABC):
 
     def cancel(self) -> None:
         """Stop the run if it is still going; its result then reports a cancellation."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once ``result`` would return without waiting.
+
+        Eager executors override this so the session can store runs that finish before
+        their test asks for them. The default says "ask ``result``" at once, which for a
+        lazy handle is where the run happens.
+        """
+        return True
 
 
 class Executor(ABC):

@@ -1,0 +1,120 @@
+"""The gpus executor, on CPU: pinning, one run per GPU at a time, overlap, and same reports as local."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, normalised_report
+
+WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
+NEUTRAL = {"--use_x": {"42": 2.00, "137": 2.01, "256": 1.99, "512": 2.00, "1024": 2.01}}
+
+
+def _intervals_overlap(a: dict, b: dict) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_each_run_sees_only_its_own_gpu(project: Project) -> None:
+    project.plan(sleep=0.3)
+    result = project.run("-m", "baseline", "--exprun-executor=gpus", "--exprun-gpus=0,1")
+    result.assert_outcomes(passed=5)
+    calls = project.calls()
+    assert sorted(c["seed"] for c in calls) == [42, 137, 256, 512, 1024]
+    assert {c["cuda_visible_devices"] for c in calls} == {"0", "1"}
+
+
+def test_runs_on_one_gpu_never_overlap(project: Project) -> None:
+    project.plan(sleep=0.3)
+    project.run("-m", "baseline", "--exprun-executor=gpus", "--exprun-gpus=0,1").assert_outcomes(passed=5)
+    calls = project.calls()
+    for gpu in ("0", "1"):
+        on_gpu = [c for c in calls if c["cuda_visible_devices"] == gpu]
+        assert on_gpu
+        for i, a in enumerate(on_gpu):
+            for b in on_gpu[i + 1:]:
+                assert not _intervals_overlap(a, b), f"two runs shared GPU {gpu} at once"
+
+
+def test_runs_on_different_gpus_overlap(project: Project) -> None:
+    project.plan(sleep=0.3)
+    project.run("-m", "baseline", "--exprun-executor=gpus", "--exprun-gpus=0,1").assert_outcomes(passed=5)
+    calls = project.calls()
+    first = [c for c in calls if c["cuda_visible_devices"] == "0"]
+    second = [c for c in calls if c["cuda_visible_devices"] == "1"]
+    assert any(_intervals_overlap(a, b) for a in first for b in second)
+
+
+def test_failure_on_one_gpu_does_not_stop_the_others(project: Project) -> None:
+    project.plan(behaviour={"137": "exit3"}, sleep=0.3)
+    result = project.run("-m", "baseline", "--exprun-executor=gpus", "--exprun-gpus=0,1")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*baseline[[]seed137[]]: trainer exited with a non-zero code (3)*"])
+    assert sorted(project.seeds_run()) == [42, 256, 512, 1024]
+
+
+def test_no_visible_gpu_is_a_usage_error_before_any_run(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi to find
+    result = project.run("-m", "baseline", "--exprun-executor=gpus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --exprun-executor=gpus found no GPU*pass --exprun-gpus=0,1,...*"])
+    assert project.calls() == []
+
+
+def test_results_finishing_out_of_order_are_kept_for_resume(project: Project) -> None:
+    # Seed 42 hangs until its time-out on one GPU while the other GPU finishes every other
+    # seed; -x then stops the session before any of their tests asked for them.
+    project.plan(behaviour={"42": "hang"})
+    first = project.run("-m", "baseline", "-x", "--exprun-timeout=1", "--exprun-executor=gpus", "--exprun-gpus=0,1")
+    first.assert_outcomes(failed=1)
+    assert sorted(project.seeds_run()) == [137, 256, 512, 1024]
+    project.plan()
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=1, skipped=4)
+    assert sorted(project.seeds_run()) == [42, 137, 256, 512, 1024]
+
+
+@pytest.mark.parametrize("losses", [WINNER, NEUTRAL], ids=["winner", "neutral-with-extension"])
+def test_gpus_executor_writes_the_same_reports_as_local(
+    pytester: pytest.Pytester, project: Project, losses: dict
+) -> None:
+    project.plan(losses)
+    local = project.run("--experiment=use_x")
+    local_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
+    for path in project.research.glob("*.md"):
+        path.unlink()
+    shutil.rmtree(project.research / ".exprun")
+    (project.path / "fake_calls.jsonl").unlink()
+    parallel = project.run("--experiment=use_x", "--exprun-executor=gpus", "--exprun-gpus=0,1,2")
+    parallel_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
+    assert parallel.parseoutcomes() == local.parseoutcomes()
+    assert sorted(parallel_reports) == sorted(local_reports) and len(local_reports) == 2
+    assert parallel_reports == local_reports
+
+
+def test_extra_sbatch_options_become_submitit_parameters() -> None:
+    from pytest_exprun.settings import parse_sbatch_options
+
+    assert parse_sbatch_options("--qos=high --account lab --exclusive --mail-type=END") == {
+        "qos": "high", "account": "lab", "exclusive": True, "mail_type": "END",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--exprun-slurm-time=0"], "--exprun-slurm-time must be a positive number of minutes, got '0'"),
+        (["--exprun-slurm-gpus=two"], "--exprun-slurm-gpus must be 0 or a positive integer, got 'two'"),
+        (["--exprun-slurm-extra=-A lab"], "--exprun-slurm-extra takes long sbatch options like --qos=high, got '-A'"),
+    ],
+)
+def test_bad_slurm_options_stop_before_any_run(project: Project, args: list[str], message: str) -> None:
+    result = project.run("-m", "baseline", "--exprun-executor=slurm", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert project.calls() == []
