@@ -163,7 +163,7 @@ def _wall_time(ax: Any, data: PlotData) -> None:
         ax.bar(x + offset, heights, width, color=colour, label=label)
         present = [h for h in heights if np.isfinite(h)]
         if present:
-            ax.axhline(float(np.mean(present)), color=colour, lw=1, ls="--")
+            ax.axhline(float(np.mean(present)), color=colour, lw=1, ls="--", label=f"{label} mean")
     ax.set_xticks(x, [f"seed {s}" for s in seeds])
     ax.set_ylabel("wall time (s)")
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
