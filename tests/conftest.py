@@ -66,3 +66,15 @@ def project(pytester: pytest.Pytester) -> Project:
     proj = Project(pytester)
     proj.plan()
     return proj
+
+
+@pytest.fixture
+def with_plots() -> None:
+    """Request this to have reports draw their PNGs (matplotlib permitting)."""
+
+
+@pytest.fixture(autouse=True)
+def _plots_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawing costs about half a second per report; only tests that ask for ``with_plots`` pay it."""
+    if "with_plots" not in request.fixturenames:
+        monkeypatch.setattr("pytest_exprun.plots._matplotlib", lambda: None)

@@ -63,7 +63,7 @@ def test_report_numbers_match_scipy(project: Project) -> None:
     assert "at step 40, about 800,000 tokens (80% of the 1,000,000-token budget)" in text
 
 
-def test_json_next_to_the_report_holds_every_number(project: Project) -> None:
+def test_json_next_to_the_report_holds_every_number(project: Project, with_plots: None) -> None:
     project.plan(WINNER)
     project.run("--experiment=use_x")
     data = json.loads((project.research / "experiment_use_x_1M.json").read_text())
@@ -81,7 +81,7 @@ def test_json_next_to_the_report_holds_every_number(project: Project) -> None:
                              "experiment_use_x_1M_wall_time.png"]
 
 
-def test_plots_are_written_next_to_the_report_and_linked(project: Project) -> None:
+def test_plots_are_written_next_to_the_report_and_linked(project: Project, with_plots: None) -> None:
     project.plan(WINNER)
     project.run("--experiment=use_x")
     text = (project.research / "experiment_use_x_1M.md").read_text()
@@ -92,7 +92,9 @@ def test_plots_are_written_next_to_the_report_and_linked(project: Project) -> No
         assert f"({png.name})" in text
 
 
-def test_without_matplotlib_the_report_says_how_to_get_plots(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib_the_report_says_how_to_get_plots(
+    project: Project, monkeypatch: pytest.MonkeyPatch, with_plots: None
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     project.plan(WINNER)
     project.run("--experiment=use_x").assert_outcomes(passed=9, skipped=2)
