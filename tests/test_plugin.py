@@ -266,7 +266,7 @@ def test_help_lists_every_option_in_one_group(project: Project) -> None:
     for option in ["--experiment=FLAG", "--experiment-name", "--exprun-command", "--exprun-train-tokens",
                    "--exprun-baseline-seeds", "--exprun-experiment-seeds", "--exprun-extension-seeds",
                    "--exprun-research-dir", "--exprun-checkpoints-dir", "--exprun-keep-checkpoints",
-                   "--exprun-rerun-baseline", "--exprun-timeout", "--exprun-accept", "--exprun-templates"]:
+                   "--exprun-rerun-baseline", "--exprun-timeout", "--exprun-accept", "--exprun-templates", "--exprun-control"]:
         assert option in section, option
 
 
