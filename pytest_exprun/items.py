@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .session import BASELINE, ProtocolFailure
+from .session import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
 
 if TYPE_CHECKING:
     from .session import ProtocolSession
@@ -55,6 +55,15 @@ class SeedRun(_ProtocolItem):
         self.user_properties.append(("wall_time", f"{outcome.wall_time:.3f}"))
 
 
+class ControlRun(SeedRun):
+    """A fresh run of the baseline's setup that fails when it no longer matches the stored baseline."""
+
+    def runtest(self) -> None:
+        record = self.protocol.run_control(self.seed)
+        self.user_properties.append(("val_loss", f"{record.val_loss:.6f}"))
+        self.user_properties.append(("wall_time", f"{record.wall_time:.3f}"))
+
+
 class VerdictItem(_ProtocolItem):
     """Passes when the experiment's verdict is accepted (WINNER, or NEUTRAL with --exprun-accept)."""
 
@@ -73,7 +82,7 @@ class VerdictItem(_ProtocolItem):
 
 def build_items(session: pytest.Session, protocol: "ProtocolSession", settings: "Settings",
                 include_baseline: bool) -> list[pytest.Item]:
-    """Baseline seeds, then per experiment its seeds, extension seeds and verdict, in run order."""
+    """Baseline seeds, the control run, then per experiment its seeds, extension seeds and verdict."""
     parent = ProtocolCollector.from_parent(session, name="exprun", nodeid="exprun")
     items: list[pytest.Item] = []
 
@@ -86,6 +95,9 @@ def build_items(session: pytest.Session, protocol: "ProtocolSession", settings: 
     if include_baseline or settings.experiments:
         for seed in settings.baseline_seeds:
             add(SeedRun.from_parent(parent, name=f"{BASELINE}[seed{seed}]", group=BASELINE, seed=seed), BASELINE)
+        if settings.control:
+            add(ControlRun.from_parent(parent, name=f"{CONTROL}[seed{CONTROL_SEED}]", group=CONTROL,
+                                       seed=CONTROL_SEED), "experiment")
     for exp in settings.experiments:
         for seed in settings.experiment_seeds:
             add(SeedRun.from_parent(parent, name=f"{exp.name}[seed{seed}]", group=exp.name, seed=seed), "experiment")

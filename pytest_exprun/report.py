@@ -38,6 +38,23 @@ def _signed(value: Any, digits: int = 2) -> str:
     return f"{value:+.{digits}f}"
 
 
+def _pvalue(value: Any) -> str:
+    """Four decimals, or scientific notation once four decimals would read 0.0000."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _percent(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value * 100:.{digits}f}%"
+
+
+def _thousands(value: Any) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
 def _md(value: Any) -> str:
     """Make user-supplied text safe inside a Markdown table cell or heading."""
     text = str(value).replace("\r", " ").replace("\n", " ")
@@ -60,7 +77,11 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     )
     env.filters["f4"] = lambda v: _number(v, 4)
     env.filters["f2"] = lambda v: _number(v, 2)
+    env.filters["f6"] = lambda v: _number(v, 6)
     env.filters["signed"] = _signed
+    env.filters["p"] = _pvalue
+    env.filters["pct"] = _percent
+    env.filters["thousands"] = _thousands
     env.filters["md"] = _md
     env.globals["exprun_version"] = __version__
     return env

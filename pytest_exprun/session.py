@@ -9,16 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pytest
 
-from . import report
+from . import evidence, plots, report
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
 from .runner import RunResult, RunSpec, parse_step_line
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
     from .items import SeedRun
 
 BASELINE = "baseline"
+#: A fresh baseline-like run checked against the stored baseline; never reused across sessions.
+CONTROL = "control"
+CONTROL_SEED = 42
+#: Curve rows shown in a report; the JSON next to it keeps every step.
+CURVE_ROWS = 20
 
 
 class ProtocolFailure(Exception):
@@ -93,6 +100,21 @@ def mixed_environments(*groups: list[RunRecord]) -> str | None:
     return "; ".join(f"{key}: {' vs '.join(values)}" for key, values in sorted(differing.items()))
 
 
+@dataclass(frozen=True)
+class Published:
+    """An experiment report written in this session, kept to re-render it as the Holm family grows."""
+
+    experiment: Experiment
+    comparison: Comparison
+    baseline: list[RunRecord]
+    runs: list[RunRecord]
+    evidence: evidence.Evidence
+    curves: evidence.Curves
+    plots: plots.PlotSet
+    path: Path
+    measured_at: str
+
+
 class ProtocolSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
@@ -109,6 +131,7 @@ class ProtocolSession:
         self.outcomes: list[Outcome] = []
         self.runs_started = 0
         self.runs_planned = 0
+        self.published: dict[str, Published] = {}
         self._setups: dict[str, Setup] = {}
         self._reported_env: dict[int, dict[str, object]] = {}
         self._current: tuple[int, str, float] = (0, "", 0.0)  # the run whose output is echoed
@@ -164,7 +187,7 @@ class ProtocolSession:
 
     def setup(self, group: str) -> Setup:
         if group not in self._setups:
-            flags = () if group == BASELINE else self.experiment(group).flags
+            flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
             self._setups[group] = Setup(
                 command=self.settings.command,
                 train_tokens=self.settings.train_tokens,
@@ -289,7 +312,7 @@ class ProtocolSession:
     def _known(self, group: str, seed: int) -> RunRecord | None:
         """A result for this seed from this session, a reused report, or an earlier session."""
         found = self.records.get(group, {}).get(seed)
-        if found is None:
+        if found is None and group != CONTROL:
             found = self.store.load(group, self.setup(group).key(), seed)
             if found is not None:
                 self.records.setdefault(group, {})[seed] = found
@@ -300,8 +323,8 @@ class ProtocolSession:
 
     def spec(self, group: str, seed: int) -> RunSpec:
         s = self.settings
-        if group == BASELINE:
-            out_name = f"baseline_{s.scale}_seed{seed}"
+        if group in (BASELINE, CONTROL):
+            out_name = f"{group}_{s.scale}_seed{seed}"
             flags: tuple[str, ...] = ()
         else:
             exp_part = "exp" if len(s.experiments) == 1 else f"exp_{group}"
@@ -403,6 +426,27 @@ class ProtocolSession:
             self._maybe_write_baseline_report()
         return record
 
+    def run_control(self, seed: int) -> RunRecord:
+        """Run the baseline's setup afresh and fail if it lands more than 1σ from the baseline mean."""
+        base, missing = self._values(BASELINE, self.settings.baseline_seeds)
+        if missing:
+            raise ProtocolFailure(
+                f"cannot check the control run: baseline seed(s) {', '.join(map(str, missing))} not measured"
+            )
+        outcome = self.run_seed(CONTROL, seed)
+        record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
+        b = summarize([r.val_loss for r in base])
+        check = evidence.check_control(b, record.val_loss)
+        if not check.ok:
+            away = "" if check.sigmas is None else f", {check.sigmas:+.2f}σ"
+            raise ProtocolFailure(
+                f"control run (seed {seed}, no experiment flags) gave val_loss {record.val_loss:.4f}{away} from the "
+                f"baseline mean {b.mean:.4f} ± {b.std:.4f} (more than {evidence.CONTROL_SIGMAS:g}σ): the baseline in "
+                f"{self._rel(self.settings.baseline_report)} no longer matches what the code gives; "
+                "re-measure it with --exprun-rerun-baseline"
+            )
+        return record
+
     # -------------------------------------------------------------- decisions
     def _values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
         seeds = list(seeds)
@@ -476,33 +520,138 @@ class ProtocolSession:
             self.outcomes.append(Outcome(exp, cmp, None, message))
             raise ProtocolFailure(message)
         path = s.experiment_report(name)
-        context = self._experiment_context(exp, cmp, base, runs)
-        body = report.render("experiment.md.j2", context, s.template_dir)
-        data = {
-            "kind": "experiment",
-            "name": name,
-            "flags": list(exp.flags),
-            "scale": s.scale,
-            "verdict": cmp.verdict.value,
-            "setup": self.setup(name).to_json(),
-            "baseline_setup": self.setup(BASELINE).to_json(),
-            "baseline_runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time} for r in base],
-            "runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time} for r in runs],
-        }
-        self._write_owned(path, report.with_data(body, data))
+        self.published[name] = self._evidence_for(exp, cmp, base, runs, path)
+        contexts = self._publish()
+        context = contexts[name]
         accepted = cmp.verdict in s.accept
         table = report.render(
             "verdict.txt.j2",
             {**context, "accepted": accepted, "report": self._rel(path)},
             s.template_dir,
         )
+        self._append_step_summary({**context, "accepted": accepted, "report": self._rel(path)})
         outcome = Outcome(exp, cmp, path, table)
         self.outcomes.append(outcome)
         return outcome
 
+    def _evidence_for(self, exp: Experiment, cmp: Comparison, base: list[RunRecord], runs: list[RunRecord],
+                      path: Path) -> Published:
+        """Statistics, curves and plots of one experiment; computed once, when its verdict is given."""
+        base_val = {r.seed: r.val_loss for r in base}
+        exp_val = {r.seed: r.val_loss for r in runs}
+        found = evidence.evaluate(base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
+        curves = evidence.learning_curves(
+            [r.curve for r in base], [r.curve for r in runs], self.settings.train_tokens, cmp.val_loss.baseline.mean
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drawn = plots.draw(path.parent, path.stem, plots.PlotData(
+            name=exp.name, scale=self.settings.scale, baseline_val=base_val, experiment_val=exp_val,
+            baseline_wall={r.seed: r.wall_time for r in base}, experiment_wall={r.seed: r.wall_time for r in runs},
+            baseline_mean=cmp.val_loss.baseline.mean, baseline_std=cmp.val_loss.baseline.std,
+            experiment_mean=cmp.val_loss.experiment.mean, curves=curves,
+            baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
+        ))
+        return Published(exp, cmp, base, runs, found, curves, drawn, path, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+    def _publish(self) -> dict[str, dict[str, object]]:
+        """(Re)write every report of this session, its JSON twin and the scale's summary.
+
+        Earlier reports are rewritten because Holm's adjustment depends on the whole family of
+        experiments judged in this session, which grows with each verdict.
+        """
+        names = list(self.published)
+        adjusted = evidence.holm_adjust([self.published[n].evidence.welch.p_value for n in names])
+        family = [
+            {"name": n, "p": self.published[n].evidence.welch.p_value, "adjusted": a}
+            for n, a in zip(names, adjusted)
+        ]
+        contexts = {}
+        for name, holm_p in zip(names, adjusted):
+            entry = self.published[name]
+            context = self._experiment_context(entry, family, holm_p)
+            body = report.render("experiment.md.j2", context, self.settings.template_dir)
+            self._write_owned(entry.path, report.with_data(body, self._report_data(entry)))
+            atomic_write_text(entry.path.with_suffix(".json"), _to_json(self._json_data(entry, family, holm_p)))
+            contexts[name] = context
+        self._write_summary()
+        return contexts
+
+    def _report_data(self, entry: Published) -> dict[str, Any]:
+        assert entry.comparison.verdict is not None
+        return {
+            "kind": "experiment",
+            "name": entry.experiment.name,
+            "flags": list(entry.experiment.flags),
+            "scale": self.settings.scale,
+            "verdict": entry.comparison.verdict.value,
+            "setup": self.setup(entry.experiment.name).to_json(),
+            "baseline_setup": self.setup(BASELINE).to_json(),
+            "baseline_runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time} for r in entry.baseline],
+            "runs": [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time} for r in entry.runs],
+        }
+
+    def _json_data(self, entry: Published, family: list[dict[str, Any]], holm_p: float | None) -> dict[str, Any]:
+        """Every number of the report, for scripts and dashboards."""
+        def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
+            return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
+                     "curve": [list(p) for p in r.curve]} for r in records]
+
+        return {
+            **self._report_data(entry),
+            "train_tokens": self.settings.train_tokens,
+            "accepted": entry.comparison.verdict in self.settings.accept,
+            "comparison": asdict(entry.comparison),
+            "evidence": asdict(entry.evidence),
+            "holm": {"family": family, "welch_p_adjusted": holm_p},
+            "learning_curves": asdict(entry.curves),
+            "plots": [p.file for p in entry.plots.plots],
+            "baseline_runs": runs(entry.baseline),
+            "runs": runs(entry.runs),
+            "report": entry.path.name,
+            "git_commit": self._commit,
+            "measured_at": entry.measured_at,
+        }
+
+    def _write_summary(self) -> None:
+        """Rank every experiment report at this scale, from their data blocks, not only this session's."""
+        s = self.settings
+        entries = []
+        for path in sorted(s.research_dir.glob(f"experiment_*_{s.scale}.md")):
+            try:
+                data = report.read_report(path).data
+                if not data or data.get("kind") != "experiment" or data.get("scale") != s.scale:
+                    continue
+                entries.append((
+                    str(data["name"]), str(data["verdict"]),
+                    [float(r["val_loss"]) for r in data["baseline_runs"]],
+                    [float(r["val_loss"]) for r in data["runs"]],
+                    path.name,
+                ))
+            except (OSError, report.ReportError, KeyError, TypeError, ValueError):
+                continue
+        if not entries:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a hand-edited block with degenerate data
+            ranked = evidence.rank_experiments(entries)
+        context = {"scale": s.scale, "ranked": ranked, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        body = report.render("summary.md.j2", context, s.template_dir)
+        data = {"kind": "summary", "scale": s.scale, "experiments": [r.name for r in ranked]}
+        self._write_owned(s.summary_report, report.with_data(body, data))
+
+    def _append_step_summary(self, context: dict[str, object]) -> None:
+        """On GitHub Actions, add the verdict table to the job's summary page."""
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not target:
+            return
+        text = report.render("step_summary.md.j2", context, self.settings.template_dir)
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(text)
+
     def _experiment_context(
-        self, exp: Experiment, cmp: Comparison, base: list[RunRecord], runs: list[RunRecord]
+        self, entry: Published, family: list[dict[str, Any]], holm_p: float | None
     ) -> dict[str, object]:
+        exp, cmp, base, runs = entry.experiment, entry.comparison, entry.baseline, entry.runs
         b = {r.seed: r for r in base}
         e = {r.seed: r for r in runs}
         seed_rows = [
@@ -514,6 +663,10 @@ class ProtocolSession:
                 "exp_wall": e[seed].wall_time if seed in e else None,
             }
             for seed in sorted(set(b) | set(e))
+        ]
+        paired_rows = [
+            {"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
+            for seed, diff in zip(entry.evidence.paired.seeds, entry.evidence.paired.differences)
         ]
         margin = 2 * cmp.val_loss.baseline.std
         bm = cmp.val_loss.baseline.mean
@@ -537,10 +690,18 @@ class ProtocolSession:
             "speed": speed,
             "explanation": explanation,
             "seed_rows": seed_rows,
-            "extra_sections": [],
+            "ev": entry.evidence,
+            "paired_rows": paired_rows,
+            "holm_family": family,
+            "holm_p": holm_p,
+            "curves": entry.curves,
+            "curve_rows": evidence.thin(entry.curves.points, CURVE_ROWS),
+            "plots": entry.plots,
+            "json_file": entry.path.with_suffix(".json").name,
+            "summary_file": self.settings.summary_report.name,
             "setup": self.setup(exp.name).to_json(),
             "git_commit": self._commit,
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "measured_at": entry.measured_at,
         }
 
     # ---------------------------------------------------------------- terminal
@@ -603,3 +764,20 @@ class ProtocolSession:
                 f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {self._rel(outcome.report)}"
             )
         return lines
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: enums by value, tuples as lists, NaN and infinities as null."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _to_json(data: dict[str, Any]) -> str:
+    return json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"

@@ -63,6 +63,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
     ("rerun_baseline", "exprun_rerun_baseline", "measure the baseline again even if a matching report exists; the old one is kept aside"),
+    ("control", "exprun_control", "run seed 42 without experiment flags as its own test, control[seed42], and fail it "
+     "if its val_loss is more than 1 sigma from the baseline mean (the baseline no longer matches the code)"),
 )
 
 
@@ -96,6 +98,7 @@ class Settings:
     checkpoints_dir: Path
     keep_checkpoints: bool
     rerun_baseline: bool
+    control: bool
     timeout: float | None
     accept: frozenset[Verdict]
     template_dir: Path | None
@@ -120,6 +123,10 @@ class Settings:
 
     def experiment_report(self, name: str) -> Path:
         return self.research_dir / f"experiment_{name}_{self.scale}.md"
+
+    @property
+    def summary_report(self) -> Path:
+        return self.research_dir / f"summary_{self.scale}.md"
 
     def argv_prefix(self) -> list[str]:
         """The command to execute: a leading ``python`` means this very interpreter."""
@@ -211,6 +218,7 @@ def load(config: pytest.Config) -> Settings:
         checkpoints_dir=rootdir / get("checkpoints_dir"),
         keep_checkpoints=flag_value(config, "keep_checkpoints", "exprun_keep_checkpoints"),
         rerun_baseline=flag_value(config, "rerun_baseline", "exprun_rerun_baseline"),
+        control=flag_value(config, "control", "exprun_control"),
         timeout=timeout or None,
         accept=accept,
         template_dir=template_dir,
@@ -283,8 +291,8 @@ def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:
         except ProtocolError as exc:
             raise pytest.UsageError(str(exc)) from None
         name = safe_name(custom_name) if custom_name is not None else experiment_name(list(flags))
-        if name == "baseline":
-            raise pytest.UsageError("an experiment cannot be named 'baseline'; pass --experiment-name")
+        if name in {"baseline", "control"}:
+            raise pytest.UsageError(f"an experiment cannot be named {name!r}; pass --experiment-name")
         if name in found:
             raise pytest.UsageError(
                 f"--experiment={spec!r} and --experiment={found[name].spec!r} both make the report name {name!r}"

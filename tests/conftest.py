@@ -88,3 +88,15 @@ def normalised_report(path: Path) -> str:
     for key in ("runs", "baseline_runs"):
         data[key] = [{k: v for k, v in run.items() if k != "wall_time"} for run in data.get(key, [])]
     return "\n".join(lines) + "\n" + json.dumps(data, sort_keys=True)
+
+
+@pytest.fixture
+def with_plots() -> None:
+    """Request this to have reports draw their PNGs (matplotlib permitting)."""
+
+
+@pytest.fixture(autouse=True)
+def _plots_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawing costs about half a second per report; only tests that ask for ``with_plots`` pay it."""
+    if "with_plots" not in request.fixturenames:
+        monkeypatch.setattr("pytest_exprun.plots._matplotlib", lambda: None)

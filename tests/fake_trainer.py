@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+#: (step, val_loss above the final value); the last step prints the planned loss exactly.
+CURVE = ((10, 0.5), (20, 0.25), (30, 0.12), (40, 0.05), (50, 0.0))
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -82,8 +85,13 @@ def main() -> int:
     if behaviour in {"nan", "inf"}:
         loss = float(behaviour)
 
-    print(f"Step 10 | val_loss: {loss + 0.5:.4f} | train_loss: {loss + 0.6:.4f} | tok/s: 1,000 | elapsed: 0.1s")
-    print(f"Step 20 | val_loss: {loss:.4f} | train_loss: {loss + 0.1:.4f} | tok/s: 1,000 | elapsed: 0.2s", flush=True)
+    # A decaying learning curve whose last value is the planned loss; the early steps wobble
+    # a little with the seed so that the curve bands in reports have some width.
+    wobble = 1 + ((args.seed * 31) % 7 - 3) / 30
+    for step, above in CURVE:
+        value = loss + above * wobble
+        print(f"Step {step} | val_loss: {value:.4f} | train_loss: {value + 0.1:.4f} | tok/s: 1,000 | elapsed: {step / 100:.1f}s")
+    sys.stdout.flush()
     with open("fake_calls.jsonl", "a") as handle:
         handle.write(json.dumps({
             "seed": args.seed, "flags": flags, "output_dir": args.output_dir,

@@ -93,7 +93,7 @@ def test_gpus_executor_writes_the_same_reports_as_local(
     parallel = project.run("--experiment=use_x", "--exprun-executor=gpus", "--exprun-gpus=0,1,2")
     parallel_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
     assert parallel.parseoutcomes() == local.parseoutcomes()
-    assert sorted(parallel_reports) == sorted(local_reports) and len(local_reports) == 2
+    assert sorted(parallel_reports) == sorted(local_reports) and len(local_reports) == 3  # baseline, experiment, summary
     assert parallel_reports == local_reports
 
 

@@ -266,7 +266,7 @@ def test_help_lists_every_option_in_one_group(project: Project) -> None:
     for option in ["--experiment=FLAG", "--experiment-name", "--exprun-command", "--exprun-train-tokens",
                    "--exprun-baseline-seeds", "--exprun-experiment-seeds", "--exprun-extension-seeds",
                    "--exprun-research-dir", "--exprun-checkpoints-dir", "--exprun-keep-checkpoints",
-                   "--exprun-rerun-baseline", "--exprun-timeout", "--exprun-accept", "--exprun-templates"]:
+                   "--exprun-rerun-baseline", "--exprun-timeout", "--exprun-accept", "--exprun-templates", "--exprun-control"]:
         assert option in section, option
 
 
@@ -292,14 +292,15 @@ def test_hooks_let_a_project_adapt_command_and_parser(project: Project) -> None:
     result = project.run("-m", "baseline", "-k", "seed42", "-s")
     result.assert_outcomes(passed=1)
     assert project.calls()[0]["flags"] == ["--extra", "baseline"]
-    result.stdout.fnmatch_lines(["collected 5 items / 4 deselected / 1 selected", "*FINISHED 42 30.0*"])
+    result.stdout.fnmatch_lines(["collected 5 items / 4 deselected / 1 selected", "*FINISHED 42 60.0*"])
 
 
 def test_run_record_keeps_the_learning_curve(project: Project) -> None:
     project.run("-m", "baseline", "-k", "seed42")
     (record,) = (project.research / ".exprun" / "runs" / "1M" / "baseline").glob("*/seed42.json")
     data = json.loads(record.read_text())
-    assert data["curve"] == [[10, 2.5], [20, 2.0]]
+    assert [step for step, _ in data["curve"]] == [10, 20, 30, 40, 50]
+    assert data["curve"][-1] == [50, 2.0] and data["curve"][0][1] > data["curve"][-1][1]
     assert Path(project.path / data["log"]).read_text().startswith("fake trainer: seed 42")
 
 

@@ -1,0 +1,169 @@
+"""PNG figures next to an experiment report, drawn with matplotlib when it is installed.
+
+matplotlib is an optional extra (``pip install 'pytest-exprun[plots]'``), imported only here
+and only when a report is written; figures are drawn on the Agg canvas directly, so no
+pyplot state or display is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .evidence import Curves
+
+INSTALL_HINT = "pip install 'pytest-exprun[plots]'"
+FIGSIZE = (8.0, 4.5)
+DPI = 100  # 800 × 450 pixels
+BASELINE_COLOUR = "#4C72B0"
+EXPERIMENT_COLOUR = "#DD8452"
+
+
+@dataclass(frozen=True)
+class Plot:
+    title: str
+    file: str  # name of the PNG next to the report
+
+
+@dataclass(frozen=True)
+class PlotSet:
+    plots: tuple[Plot, ...]
+    missing: str | None  # why there are no plots, with how to get them
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """The numbers the figures show; computed elsewhere, only drawn here."""
+
+    name: str
+    scale: str
+    baseline_val: Mapping[int, float]
+    experiment_val: Mapping[int, float]
+    baseline_wall: Mapping[int, float]
+    experiment_wall: Mapping[int, float]
+    baseline_mean: float
+    baseline_std: float
+    experiment_mean: float
+    curves: Curves
+    baseline_curves: Sequence[Sequence[tuple[int, float]]]
+    experiment_curves: Sequence[Sequence[tuple[int, float]]]
+
+
+def _matplotlib() -> tuple[Any, Any] | None:
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure, FigureCanvasAgg
+
+
+def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
+    """Write ``<stem>_val_loss.png``, ``<stem>_curves.png`` and ``<stem>_wall_time.png``."""
+    found = _matplotlib()
+    if found is None:
+        return PlotSet((), f"matplotlib is not installed; `{INSTALL_HINT}` and run again for plots")
+    figure_cls, canvas_cls = found
+    plots = []
+    for suffix, title, painter in (
+        ("val_loss", "val_loss per seed", _val_loss),
+        ("curves", "Learning curves", _curves),
+        ("wall_time", "Wall time per seed", _wall_time),
+    ):
+        if painter is _curves and not data.curves.points:
+            continue
+        fig = figure_cls(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        canvas_cls(fig)
+        ax = fig.add_subplot()
+        painter(ax, data)
+        _style(ax)
+        ax.set_title(f"{data.name} · {data.scale} · {title}", fontsize=11, loc="left")
+        file = f"{stem}_{suffix}.png"
+        fig.savefig(folder / file, dpi=DPI)
+        plots.append(Plot(title, file))
+    return PlotSet(tuple(plots), None)
+
+
+def _style(ax: Any) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(labelsize=9)
+
+
+def _jitter(count: int) -> np.ndarray:
+    """Deterministic horizontal spread so equal values stay visible side by side."""
+    return np.linspace(-0.12, 0.12, count) if count > 1 else np.zeros(count)
+
+
+def _val_loss(ax: Any, data: PlotData) -> None:
+    mean, sigma = data.baseline_mean, data.baseline_std
+    if np.isfinite(sigma) and sigma > 0:
+        ax.axhspan(mean - 2 * sigma, mean + 2 * sigma, color=BASELINE_COLOUR, alpha=0.12,
+                   label="baseline mean ± 2σ (NEUTRAL zone)")
+    ax.axhline(mean, color=BASELINE_COLOUR, lw=1, ls=":")
+    groups = (("baseline", data.baseline_val, BASELINE_COLOUR, mean),
+              ("experiment", data.experiment_val, EXPERIMENT_COLOUR, data.experiment_mean))
+    for x, (label, values, colour, group_mean) in enumerate(groups):
+        seeds = sorted(values)
+        ys = [values[s] for s in seeds]
+        xs = x + _jitter(len(ys))
+        ax.scatter(xs, ys, s=46, color=colour, edgecolor="white", linewidth=0.8, zorder=3,
+                   label=f"{label} (n={len(ys)})")
+        for xi, yi, seed in zip(xs, ys, seeds):
+            ax.annotate(str(seed), (xi, yi), xytext=(6, 0), textcoords="offset points", fontsize=7,
+                        color="#555555", va="center")
+        ax.hlines(group_mean, x - 0.3, x + 0.3, color=colour, lw=2.5, zorder=2)
+    ax.set_xticks([0, 1], ["baseline", "experiment"])
+    ax.set_xlim(-0.6, 1.6)
+    ax.set_ylabel("final val_loss (lower is better)")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+
+
+def _curves(ax: Any, data: PlotData) -> None:
+    points = data.curves.points
+    steps = np.array([p.step for p in points], dtype=float)
+    for curves, colour in ((data.baseline_curves, BASELINE_COLOUR), (data.experiment_curves, EXPERIMENT_COLOUR)):
+        for curve in curves:
+            if curve:
+                xs, ys = zip(*curve)
+                ax.plot(xs, ys, color=colour, lw=0.6, alpha=0.35)
+    for label, colour, means, stds in (
+        ("baseline", BASELINE_COLOUR, [p.baseline_mean for p in points], [p.baseline_std for p in points]),
+        ("experiment", EXPERIMENT_COLOUR, [p.experiment_mean for p in points], [p.experiment_std for p in points]),
+    ):
+        m = np.array([np.nan if v is None else v for v in means], dtype=float)
+        if np.all(np.isnan(m)):
+            continue
+        s = np.array([0.0 if v is None else v for v in stds], dtype=float)
+        keep = ~np.isnan(m)
+        ax.plot(steps[keep], m[keep], color=colour, lw=2, label=f"{label} mean")
+        ax.fill_between(steps[keep], (m - s)[keep], (m + s)[keep], color=colour, alpha=0.2,
+                        label=f"{label} ± std")
+    target = data.curves.to_target
+    ax.axhline(target.target, color="#333333", lw=1, ls="--", label="baseline final mean")
+    if target.step is not None:
+        ax.axvline(target.step, color=EXPERIMENT_COLOUR, lw=1, ls=":",
+                   label=f"experiment reaches it (step {target.step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("val_loss")
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
+
+
+def _wall_time(ax: Any, data: PlotData) -> None:
+    seeds = sorted(set(data.baseline_wall) | set(data.experiment_wall))
+    x = np.arange(len(seeds))
+    width = 0.38
+    for offset, label, values, colour in ((-width / 2, "baseline", data.baseline_wall, BASELINE_COLOUR),
+                                          (width / 2, "experiment", data.experiment_wall, EXPERIMENT_COLOUR)):
+        heights = [values.get(s, np.nan) for s in seeds]
+        ax.bar(x + offset, heights, width, color=colour, label=label)
+        present = [h for h in heights if np.isfinite(h)]
+        if present:
+            ax.axhline(float(np.mean(present)), color=colour, lw=1, ls="--", label=f"{label} mean")
+    ax.set_xticks(x, [f"seed {s}" for s in seeds])
+    ax.set_ylabel("wall time (s)")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
