@@ -34,9 +34,12 @@ import torch.nn.functional as F
 # tiny is the default everywhere (fast on a laptop CPU); small is nanoGPT's
 # Shakespeare shape; base is for GPU users.
 PRESETS = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, lr=3e-3, eval_tokens=16384),
-    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, lr=3e-3, eval_tokens=131072),
-    "base": dict(n_layer=12, n_head=8, n_embd=512, block_size=512, batch_size=32, lr=1.5e-3, eval_tokens=262144),
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, lr=3e-3, warmup_frac=0.05,
+                 eval_tokens=16384),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, lr=2e-3, warmup_frac=0.1,
+                  eval_tokens=131072),  # batch 16: at 1M tokens, more steps beat bigger ones
+    "base": dict(n_layer=12, n_head=8, n_embd=512, block_size=512, batch_size=16, lr=5e-4, warmup_frac=0.1,
+                 eval_tokens=262144),
 }
 
 
@@ -87,7 +90,7 @@ def parse_args(argv=None):
     g.add_argument("--n_embd", type=int, default=None)
     g.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate")
     g.add_argument("--min_lr_frac", type=float, default=0.0, help="final lr as a fraction of peak (default: 0)")
-    g.add_argument("--warmup_frac", type=float, default=0.05, help="warmup, fraction of steps (default: 0.05)")
+    g.add_argument("--warmup_frac", type=float, default=None, help="warmup, fraction of steps")
     g.add_argument("--decay", choices=["cosine", "linear"], default="cosine", help="lr decay (default: cosine)")
     g.add_argument("--weight_decay", type=float, default=0.1, help="on 2-D weights (default: 0.1)")
     g.add_argument("--beta1", type=float, default=0.9)
@@ -351,7 +354,46 @@ class GPT(nn.Module):
 
 
 # -----------------------------------------------------------------------------
-# Optimizers. Muon: momentum, then the update orthogonalised by Newton-Schulz.
+# Optimizers, written out: torch.optim's first use imports torch._dynamo, seconds of start-up.
+# Both keep their step count and accept learning rates as tensors, so a CUDA graph can hold them.
+
+class AdamW:
+    """Adam with decoupled weight decay; each line is one foreach kernel over all tensors."""
+    def __init__(self, param_groups, betas=(0.9, 0.95), eps=1e-8):
+        self.param_groups, self.betas, self.eps = param_groups, betas, eps
+        self.t = None
+
+    @torch.no_grad()
+    def step(self):
+        beta1, beta2 = self.betas
+        if self.t is None:  # state is created on the first step
+            self.t = torch.zeros((), device=self.param_groups[0]["params"][0].device)
+            for group in self.param_groups:
+                group["m"] = [torch.zeros_like(p) for p in group["params"]]
+                group["v"] = [torch.zeros_like(p) for p in group["params"]]
+        self.t.add_(1)
+        for group in self.param_groups:
+            params, m, v, lr = group["params"], group["m"], group["v"], group["lr"]
+            grads = [p.grad for p in params]
+            if not params:
+                continue
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, (1 - beta2 ** self.t).sqrt())
+            torch._foreach_add_(denom, self.eps)
+            updates = torch._foreach_div(m, denom)
+            torch._foreach_mul_(updates, -lr / (1 - beta1 ** self.t))
+            torch._foreach_add_(params, updates)
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
 
 def newton_schulz(G, steps=5):
     """Approximately U V^T of G = U S V^T: the quintic iteration of Keller Jordan's Muon."""
@@ -366,21 +408,21 @@ def newton_schulz(G, steps=5):
     return (X.T if G.size(0) > G.size(1) else X).to(G.dtype)
 
 
-class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+class Muon(AdamW):
+    """Momentum (Nesterov), then the update orthogonalised: every direction moves at the same rate."""
+    def __init__(self, param_groups, momentum=0.95):
+        super().__init__(param_groups)
+        self.momentum = momentum
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            lr, mu = group["lr"], group["momentum"]
-            for p in group["params"]:
-                state = self.state[p]
-                if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p.grad)
-                buf = state["momentum"].mul_(mu).add_(p.grad)
-                update = newton_schulz(p.grad.add(buf, alpha=mu))  # Nesterov
-                p.mul_(1 - lr * group["weight_decay"])
+            lr = group["lr"]
+            if "m" not in group:
+                group["m"] = [torch.zeros_like(p) for p in group["params"]]
+            for p, buf in zip(group["params"], group["m"]):
+                buf.mul_(self.momentum).add_(p.grad)
+                update = newton_schulz(p.grad.add(buf, alpha=self.momentum))
                 p.sub_(update * (lr * max(1.0, p.size(0) / p.size(1)) ** 0.5))
 
 
@@ -396,9 +438,7 @@ def make_optimizers(model, args, graphed):
     no_decay = [p for p in params if p.dim() < 2]
     groups = [dict(params=decay, weight_decay=args.weight_decay, lr=lr(args.lr), base_lr=args.lr),
               dict(params=no_decay, weight_decay=0.0, lr=lr(args.lr), base_lr=args.lr)]
-    cuda = args.device.type == "cuda"
-    # foreach, not fused: fused AdamW's first step costs seconds of start-up on a GPU.
-    optimizers = [torch.optim.AdamW(groups, betas=(args.beta1, args.beta2), foreach=cuda, capturable=graphed)]
+    optimizers = [AdamW(groups, betas=(args.beta1, args.beta2))]
     if hidden:
         optimizers.append(Muon([dict(params=[p for p in params if id(p) in hidden], lr=lr(args.muon_lr),
                                      base_lr=args.muon_lr)], momentum=args.muon_momentum))
@@ -410,7 +450,7 @@ def lr_factor(step, args, steps):
     warmup = max(1, round(args.warmup_frac * steps))
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - 1 - warmup)
+    progress = (step - warmup) / max(1, steps - warmup)  # the last step still moves
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if args.decay == "cosine" else 1 - progress
     return args.min_lr_frac + (1 - args.min_lr_frac) * shape
 
@@ -449,7 +489,7 @@ class TrainStep:
         if not self.graphed:
             loss = self.step(rows)
             for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
             return loss
         if self.calls <= 3:  # real steps, eager on a side stream: they create the optimizer state
             side = torch.cuda.Stream()
@@ -457,7 +497,7 @@ class TrainStep:
             with torch.cuda.stream(side):
                 loss = self.step(rows)
                 for opt in self.optimizers:
-                    opt.zero_grad(set_to_none=True)
+                    opt.zero_grad()
             torch.cuda.current_stream().wait_stream(side)
             return loss
         if self.graph is None:  # capture; the capture itself does not run, so replay below
@@ -472,9 +512,9 @@ class TrainStep:
 @torch.no_grad()
 def evaluate(model, val, offsets, args):
     """Mean loss over a fixed set of validation windows (the same for every seed)."""
-    total = torch.zeros((), device=args.device)
-    for i in range(0, len(offsets), args.batch_size):
-        rows = get_batch(val, offsets[i:i + args.batch_size], args.block_size, args.device)
+    total, batch = torch.zeros((), device=args.device), max(args.batch_size, 64)  # no grads: room for more
+    for i in range(0, len(offsets), batch):
+        rows = get_batch(val, offsets[i:i + batch], args.block_size, args.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.type == "cuda"):
             _, loss = model(rows[:, :-1], rows[:, 1:])
         total += loss * len(rows)

@@ -5,7 +5,7 @@
 
 Prints one row per run and the medians: wall time of the whole process (time.perf_counter
 around subprocess.run), the trainer's own tokens/s over the whole run and in steady state
-(from its first evaluation to its last), model FLOPs utilisation on a GPU, and val_loss.
+(from its first evaluation to its last), start-up (process start to the first step), model FLOPs utilisation on a GPU, and val_loss.
 Arguments after `--` go to the trainer unchanged.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run_once(trainer_args: list[str], output_dir: Path) -> dict:
     steady = ((last["step"] - first["step"]) * tokens_per_step / (last["train_time_s"] - first["train_time_s"])
               if last["step"] > first["step"] else metrics["tokens_per_s"])
     on_gpu = metrics["device"] != "cpu"
-    return dict(wall_s=wall, tok_s=metrics["tokens_per_s"], steady_tok_s=steady,
+    return dict(wall_s=wall, startup_s=metrics["startup_s"], tok_s=metrics["tokens_per_s"], steady_tok_s=steady,
                 mfu=steady * metrics["flops_per_token"] / PEAK_BF16_FLOPS if on_gpu else None,
                 val_loss=metrics["val_loss"], device=metrics["device"], torch=metrics["torch_version"],
                 params=metrics["n_params"], train_tokens=metrics["train_tokens"])
@@ -63,13 +63,13 @@ def main() -> None:
             row = run_once([*trainer_args, *seed], Path(tmp) / f"run{i}")
             rows.append(row)
             mfu = f" | MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
-            print(f"run {i + 1}: wall {row['wall_s']:.2f}s | tok/s {row['tok_s']:,.0f} | steady tok/s "
+            print(f"run {i + 1}: wall {row['wall_s']:.2f}s | start-up {row['startup_s']:.2f}s | tok/s {row['tok_s']:,.0f} | steady tok/s "
                   f"{row['steady_tok_s']:,.0f}{mfu} | val_loss {row['val_loss']:.4f}", flush=True)
-    med = {k: statistics.median(r[k] for r in rows) for k in ("wall_s", "tok_s", "steady_tok_s", "val_loss")}
+    med = {k: statistics.median(r[k] for r in rows) for k in ("wall_s", "startup_s", "tok_s", "steady_tok_s", "val_loss")}
     mfu = f" | MFU {statistics.median(r['mfu'] for r in rows):.1%}" if rows[0]["mfu"] is not None else ""
     print(f"MEDIAN {args.label or ' '.join(trainer_args)} ({args.runs} runs, {rows[0]['device']}, torch "
           f"{rows[0]['torch']}, {rows[0]['params'] / 1e6:.2f}M params, {rows[0]['train_tokens']:,} tokens): "
-          f"wall {med['wall_s']:.2f}s | tok/s {med['tok_s']:,.0f} | steady tok/s {med['steady_tok_s']:,.0f}"
+          f"wall {med['wall_s']:.2f}s | start-up {med['startup_s']:.2f}s | tok/s {med['tok_s']:,.0f} | steady tok/s {med['steady_tok_s']:,.0f}"
           f"{mfu} | val_loss {med['val_loss']:.4f}", flush=True)
 
 
