@@ -31,10 +31,11 @@ import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # Presets: model shape plus the recipe tuned for it at ~1M training tokens.
-# tiny is the default everywhere (fast on a laptop CPU); small is nanoGPT's
-# Shakespeare shape; base is for GPU users.
+# tiny is the default everywhere: a 2-core CPU trains it on 1M tokens in about 40 s
+# (context 64 keeps attention cheap there); small is nanoGPT's Shakespeare shape;
+# base is for GPU users.
 PRESETS = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, batch_size=32, lr=3e-3, warmup_frac=0.05,
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=64, lr=3e-3, warmup_frac=0.05,
                  eval_tokens=16384),
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, lr=2e-3, warmup_frac=0.1,
                   eval_tokens=131072),  # batch 16: at 1M tokens, more steps beat bigger ones
