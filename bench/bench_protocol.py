@@ -64,10 +64,24 @@ def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path
         metrics = json.loads((out_dir / "metrics.json").read_text())
         runs.append({"group": record["group"], "seed": record["seed"], "val_loss": record["val_loss"],
                      "wall_time": record["wall_time"], "train_time": metrics["train_time_s"],
-                     "timings": metrics.get("timings", {}), "argv": record["argv"]})
+                     "timings": phases_of(record["wall_time"], metrics), "argv": record["argv"]})
     verdict = next((line.split(" → ")[0] for line in proc.stdout.splitlines()
                     if ": WINNER" in line or ": NEUTRAL" in line or ": LOSER" in line), "no verdict line")
     return {"total": total, "runs": runs, "returncode": proc.returncode, "verdict": verdict.strip()}
+
+
+def phases_of(wall_time: float, metrics: dict) -> dict:
+    """Split one run's wall time into what the trainer reports: start-up, training, the rest."""
+    startup = metrics.get("startup_s")
+    inside = metrics.get("wall_time_s")
+    if startup is None or inside is None:
+        return {}
+    return {
+        "interpreter start": wall_time - inside,  # process start until the trainer's first line of Python
+        "imports, data, model": startup,  # to the first training step
+        "training": metrics["train_time_s"],
+        "evaluation, saving, exit": inside - startup - metrics["train_time_s"],
+    }
 
 
 def run_loop(runs: list[dict], work: Path) -> float:
