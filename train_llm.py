@@ -457,12 +457,11 @@ def lr_factor(step, args, steps):
 
 
 def set_lr(optimizers, factor):
-    for opt in optimizers:
-        for group in opt.param_groups:
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(group["base_lr"] * factor)
-            else:
-                group["lr"] = group["base_lr"] * factor
+    for group in (group for opt in optimizers for group in opt.param_groups):
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(group["base_lr"] * factor)  # in place: a CUDA graph reads this tensor
+        else:
+            group["lr"] = group["base_lr"] * factor
 
 
 # -----------------------------------------------------------------------------
@@ -480,25 +479,26 @@ class TrainStep:
             _, loss = self.model(rows[:, :-1], rows[:, 1:])
         loss.backward()
         if self.args.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip, foreach=self.graphed or None)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)  # no sync: graph-safe
         for opt in self.optimizers:
             opt.step()
         return loss.detach()
 
+    def eager(self, rows):
+        loss = self.step(rows)
+        for opt in self.optimizers:
+            opt.zero_grad()
+        return loss
+
     def __call__(self, rows):
         self.calls += 1
         if not self.graphed:
-            loss = self.step(rows)
-            for opt in self.optimizers:
-                opt.zero_grad()
-            return loss
+            return self.eager(rows)
         if self.calls <= 3:  # real steps, eager on a side stream: they create the optimizer state
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                loss = self.step(rows)
-                for opt in self.optimizers:
-                    opt.zero_grad()
+                loss = self.eager(rows)
             torch.cuda.current_stream().wait_stream(side)
             return loss
         if self.graph is None:  # capture; the capture itself does not run, so replay below
@@ -594,8 +594,8 @@ def main(argv=None):
         os.replace(tmp, out / "ckpt.pt")
     metrics = dict(
         val_loss=val_loss, train_loss=train_loss, train_tokens=steps * tokens_per_step,
-        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - START, startup_s=startup,
-        train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
+        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - START,
+        startup_s=startup, train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
         flops_per_token=model.flops_per_token(), config=dict(asdict(cfg), preset=args.config),
         seed=args.seed, device=device_name, torch_version=torch.__version__, data=data_description,
         data_fingerprint=fingerprint, flags={k: str(v) if isinstance(v, torch.device) else v
