@@ -120,7 +120,8 @@ class _Log:
 
     def __init__(self, path: Path, limit: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "wb")
+        # Unbuffered: output reaches the file as it arrives, so `tail -f` follows a long run.
+        self._file = open(path, "wb", buffering=0)
         self._limit = limit
         self._written = 0
         self.truncated = False
@@ -130,16 +131,21 @@ class _Log:
             return
         room = self._limit - self._written
         if len(data) > room:
-            self._file.write(data[:room])
-            self._file.write(b"\n[exprun: log truncated here; the last lines follow]\n")
+            self._write_all(data[:room])
+            self._write_all(b"\n[exprun: log truncated here; the last lines follow]\n")
             self.truncated = True
             return
-        self._file.write(data)
+        self._write_all(data)
         self._written += len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) or 0 :]
 
     def close(self, tail: deque[str]) -> None:
         if self.truncated:
-            self._file.write("\n".join(tail).encode() + b"\n")
+            self._write_all("\n".join(tail).encode() + b"\n")
         self._file.close()
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pytest
 
@@ -19,6 +23,30 @@ QUIET_REWRITE = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
 
 #: Baseline losses with mean 2.0 and sample std sqrt(0.001 / 4) = 0.0158114 (2σ = 0.0316).
 BASELINE_LOSSES = {"42": 2.00, "137": 2.02, "256": 1.98, "512": 2.01, "1024": 1.99}
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something true; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @dataclass
@@ -51,6 +79,23 @@ class Project:
 
     def seeds_run(self, flags: list[str] | None = None) -> list[int]:
         return [c["seed"] for c in self.calls() if c["flags"] == (flags or [])]
+
+    def started(self) -> list[dict[str, Any]]:
+        """Every trainer start so far (seed, flags, pid), finished or not."""
+        log = self.path / "fake_started.jsonl"
+        if not log.exists():
+            return []
+        # Only whole lines: a trainer may be writing the last one right now.
+        return [json.loads(line) for line in log.read_text().split("\n")[:-1] if line.strip()]
+
+    def popen(self, *args: str, output: str = "pytest_out.txt") -> subprocess.Popen[bytes]:
+        """Start pytest in a process of its own, to signal it or race it against another."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        with open(self.path / output, "wb") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                cwd=self.path, stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
 
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, *args)
