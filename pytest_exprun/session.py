@@ -243,7 +243,10 @@ class ProtocolSession:
         if path.exists() and not report.is_ours_unedited(path):
             kept = set_aside(path, "bak")
             warnings.warn(StoreWarning(f"{path} was not written by exprun or was edited; kept as {kept.name}"))
-        atomic_write_text(path, text)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise ProtocolFailure(f"could not write {path} ({exc}); the previous file, if any, is unchanged") from None
 
     # -------------------------------------------------------------------- runs
     def _known(self, group: str, seed: int) -> RunRecord | None:
@@ -300,6 +303,9 @@ class ProtocolSession:
         if known is not None:
             if group == BASELINE and self.reused_from is not None:
                 return f"baseline reused from {self._rel(self.reused_from)}"
+            if group == BASELINE and not self.settings.baseline_report.exists():
+                # Runs stored by a session that stopped before writing the report.
+                self._maybe_write_baseline_report()
             return f"already measured in an earlier session ({self._rel(self.store.record_path(group, known.setup_key, seed))})"
         handle = self._submit(group, seed)
         self.runs_started += 1
@@ -326,7 +332,16 @@ class ProtocolSession:
             log=self._rel(result.spec.log_path),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
         )
-        self.store.save(record)
+        try:
+            self.store.save(record)
+        except OSError as exc:
+            message = (
+                f"{label}: could not store the result ({exc}); the run finished with val_loss "
+                f"{result.val_loss:.4f} (log: {self._rel(result.spec.log_path)}) but it is not recorded "
+                "and will run again next time"
+            )
+            self.failed[(group, seed)] = message
+            raise ProtocolFailure(message) from None
         self.records.setdefault(group, {})[seed] = record
         self._say(f"run {self.runs_started}: {label} done in {result.wall_time:.1f}s, val_loss {result.val_loss:.4f}")
         if not self.settings.keep_checkpoints:

@@ -124,3 +124,136 @@ def test_ctrl_c_stops_the_trainer_keeps_finished_runs_and_resumes(project: Proje
     result.assert_outcomes(passed=3, skipped=2)
     assert project.seeds_run() == [42, 137, 256, 512, 1024]
     assert "| 256 | 1.9800 |" in (project.research / "baseline_variance_1M.md").read_text()
+
+
+# ------------------------------------------------------------------ 3. atomic writes
+def _write_then_crash(tmp_path: Path, patch: str) -> subprocess.CompletedProcess[str]:
+    """In a child process, overwrite ``report.md`` with ``os.<patch>`` replaced by an instant exit."""
+    script = textwrap.dedent(f"""
+        import os, pathlib
+        from pytest_exprun.store import atomic_write_text
+        real = os.{patch}
+        os.{patch} = lambda *a, **k: os._exit(9)
+        atomic_write_text(pathlib.Path("report.md"), "new " * 100_000)
+    """)
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("patch", ["fsync", "replace"])
+def test_crash_mid_write_leaves_the_old_file_whole(tmp_path: Path, patch: str) -> None:
+    (tmp_path / "report.md").write_text("old report\n")
+    assert _write_then_crash(tmp_path, patch).returncode == 9
+    assert (tmp_path / "report.md").read_text() == "old report\n"
+    # A crash cannot clean up after itself; what is left is a hidden temp file beside it.
+    assert all(p.name.startswith(".report.md.") and p.name.endswith(".tmp")
+               for p in tmp_path.iterdir() if p.name != "report.md")
+
+
+def test_writer_killed_at_random_instants_never_leaves_a_torn_file(tmp_path: Path) -> None:
+    versions = {"a" * 2_000_000 + "\n", "b" * 3_000_000 + "\n"}
+    script = textwrap.dedent("""
+        import pathlib, sys
+        from pytest_exprun.store import atomic_write_text
+        path = pathlib.Path("report.md")
+        texts = ["a" * 2_000_000 + "\\n", "b" * 3_000_000 + "\\n"]
+        atomic_write_text(path, texts[0])
+        print("ready", flush=True)
+        i = 0
+        while True:
+            i += 1
+            atomic_write_text(path, texts[i % 2])
+    """)
+    for attempt in range(15):
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        # Let it run a varying while; the kill lands somewhere inside a write.
+        try:
+            proc.wait(timeout=0.01 + 0.013 * attempt)
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        assert (tmp_path / "report.md").read_text() in versions
+
+
+def test_full_disk_while_writing_keeps_the_old_file_and_no_temp(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_exprun.store import atomic_write_text
+
+    path = tmp_path / "seed42.json"
+    path.write_text('{"old": true}\n')
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        atomic_write_text(path, '{"new": true}\n')
+    assert path.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["seed42.json"]
+
+
+def test_full_disk_during_a_session_fails_the_seed_clearly_and_keeps_the_report(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.run("-m", "baseline").assert_outcomes(passed=5)
+    report = project.research / "baseline_variance_1M.md"
+    before = report.read_text()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    result = project.run("-m", "baseline", "--exprun-rerun-baseline", "-k", "seed42")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*baseline[[]seed42[]]: could not store the result (*No space left on device*)*"])
+    assert "Traceback" not in result.stdout.str()
+    # The report was set aside for re-measuring, never torn or lost.
+    (kept,) = project.research.glob("baseline_variance_1M.md.replaced-*")
+    assert kept.read_text() == before
+    assert not list(project.research.rglob("*.tmp"))
+
+
+# --------------------------------------------------------------- 4. two sessions at once
+def test_two_sessions_at_once_run_each_seed_exactly_once(project: Project) -> None:
+    plan = json.loads((project.path / "fake_plan.json").read_text())
+    (project.path / "fake_plan.json").write_text(json.dumps({**plan, "gate": "gate_open"}))
+    first = project.popen("-m", "baseline", "-rs", output="first.txt")
+    second = project.popen("-m", "baseline", "-rs", output="second.txt")
+    outputs = [project.path / "first.txt", project.path / "second.txt"]
+    waiting = wait_for(lambda: [p for p in outputs if "waiting for it to finish" in p.read_text()],
+                       what="one session to wait for the other")
+    (project.path / "gate_open").touch()
+    assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    assert started_seeds(project) == [42, 137, 256, 512, 1024]
+    (waiter,) = waiting
+    text = waiter.read_text()
+    assert "exprun: another exprun session (pid " in text
+    assert "5 skipped" in text and "baseline reused from docs/research/baseline_variance_1M.md" in text
+    assert stored_seeds(project) == [42, 137, 256, 512, 1024]
+    assert not list(project.research.rglob("*.tmp")) and not list(project.research.rglob("*.corrupt-*"))
+
+
+def test_second_session_refuses_at_once_with_lock_wait_zero(project: Project) -> None:
+    plan = json.loads((project.path / "fake_plan.json").read_text())
+    (project.path / "fake_plan.json").write_text(json.dumps({**plan, "gate": "gate_open"}))
+    first = project.popen("-m", "baseline", output="first.txt")
+    wait_for(lambda: project.started(), what="the first session's first run")
+    result = project.run_subprocess("-m", "baseline", "--exprun-lock-wait=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: another exprun session is using *docs/research (lock *lock); "
+                                 "wait for it or raise --exprun-lock-wait"])
+    (project.path / "gate_open").touch()
+    assert first.wait(timeout=120) == 0
+    assert started_seeds(project) == [42, 137, 256, 512, 1024]
+
+
+def test_baseline_report_missing_after_all_runs_stored_is_written_from_the_store(project: Project) -> None:
+    project.run("-m", "baseline").assert_outcomes(passed=5)
+    report = project.research / "baseline_variance_1M.md"
+    expected = report.read_text().split("- Measured:")[0]
+    report.unlink()  # as if the session stopped between the last record and the report
+    project.run("-m", "baseline").assert_outcomes(skipped=5)
+    assert report.read_text().split("- Measured:")[0] == expected
+    assert len(started_seeds(project)) == 5
