@@ -197,6 +197,11 @@ class ProtocolSession:
             raise report.ReportError(
                 f"{path} holds seeds {sorted(runs)} but the protocol needs {expected}; {rerun}"
             )
+        if read.edited and data.get("tables_sha256", report.tables_digest(read.body)) != report.tables_digest(read.body):
+            raise report.ReportError(
+                f"{path} was edited by hand: the numbers in its tables no longer match what was measured "
+                f"(added prose is fine, changed table rows are not); restore it (e.g. from git) or {rerun}"
+            )
         if read.edited:
             shown = report.visible_seed_rows(read.body)
             for seed, (val_loss, wall_time) in runs.items():

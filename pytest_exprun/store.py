@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -186,8 +187,8 @@ class RunRecord:
             finished_at=str(data.get("finished_at", "")),
             extra=dict(data.get("extra", {})),
         )
-        if record.val_loss != record.val_loss or record.wall_time < 0:
-            raise ValueError("val_loss is NaN or wall_time negative")
+        if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
+            raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
         return record
 
 
@@ -211,14 +212,14 @@ class RunStore:
         """The stored run, or None; an unreadable record is set aside with a warning, not used."""
         path = self.record_path(group, setup_key, seed)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             warnings.warn(StoreWarning(f"cannot read {path}: {exc}; seed {seed} will be run again"))
             return None
         try:
-            record = RunRecord.from_json(text)
+            record = RunRecord.from_json(raw.decode("utf-8"))
             if record.seed != seed or record.group != group or record.setup_key != setup_key:
                 raise ValueError("its group, seed or setup does not match its location")
         except (ValueError, KeyError, TypeError) as exc:

@@ -257,3 +257,145 @@ def test_baseline_report_missing_after_all_runs_stored_is_written_from_the_store
     project.run("-m", "baseline").assert_outcomes(skipped=5)
     assert report.read_text().split("- Measured:")[0] == expected
     assert len(started_seeds(project)) == 5
+
+
+# ------------------------------------------------- 5. corrupt or hand-edited state
+def _record(project: Project, seed: int, group: str = "baseline") -> Path:
+    (path,) = (project.path / RECORDS / group).glob(f"*/seed{seed}.json")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda text: text[: len(text) // 2], "not a valid run record (*)"),
+        (lambda text: "\x00\xff garbage \x9c", "not a valid run record (*)"),
+        (lambda text: "", "not a valid run record (*)"),
+        (lambda text: text.replace('"val_loss": 2.0', '"val_loss": Infinity', 1), "not a valid run record (*finite*)"),
+        (lambda text: text.replace('"seed": 42', '"seed": 137', 1), "not a valid run record (*does not match its location)"),
+    ],
+    ids=["truncated", "garbage", "empty", "infinite", "moved"],
+)
+def test_damaged_run_record_is_set_aside_and_only_its_seed_reruns(project: Project, damage, why: str) -> None:
+    project.run("-m", "baseline", "-k", "seed42 or seed137").assert_outcomes(passed=2)
+    path = _record(project, 42)
+    original = path.read_bytes()
+    path.write_bytes(damage(original.decode()).encode("utf-8", "surrogateescape"))
+    damaged = path.read_bytes()
+    result = project.run_subprocess("-m", "baseline")
+    result.assert_outcomes(passed=4, skipped=1)
+    result.stderr.fnmatch_lines([f"*{path}*{why}; kept as seed42.json.corrupt-*, seed 42 will be run again*"])
+    assert started_seeds(project) == [42, 137, 42, 256, 512, 1024]
+    (kept,) = path.parent.glob("seed42.json.corrupt-*")
+    assert kept.read_bytes() == damaged
+    assert json.loads(path.read_text())["val_loss"] == 2.0
+
+
+def _baseline(project: Project) -> Path:
+    project.run("-m", "baseline").assert_outcomes(passed=5)
+    return project.research / "baseline_variance_1M.md"
+
+
+def _refused(project: Project, *patterns: str, args: tuple[str, ...] = ("--experiment=use_x",)) -> None:
+    before = len(project.started())
+    result = project.run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(list(patterns))
+    assert "Traceback" not in result.stderr.str()
+    assert len(project.started()) == before
+
+
+def test_baseline_report_with_four_seeds_is_refused(project: Project) -> None:
+    project.run("-m", "baseline", "--exprun-baseline-seeds=42,137,256,512").assert_outcomes(passed=4)
+    _refused(project, "ERROR: *baseline_variance_1M.md holds seeds [[]42, 137, 256, 512[]] but the protocol "
+                      "needs [[]42, 137, 256, 512, 1024[]]; re-measure with --exprun-rerun-baseline*")
+
+
+def test_baseline_report_with_edited_seed_numbers_is_refused(project: Project) -> None:
+    report = _baseline(project)
+    text = report.read_text()
+    report.write_text(text.replace("| 137 | 2.0200 |", "| 137 | 1.9000 |"))
+    _refused(project, "ERROR: *baseline_variance_1M.md was edited by hand: *restore it (e.g. from git) or "
+                      "re-measure with --exprun-rerun-baseline*")
+
+
+def test_baseline_report_with_edited_summary_numbers_is_refused(project: Project) -> None:
+    report = _baseline(project)
+    text = report.read_text()
+    report.write_text(text.replace("| val_loss | 2.0000 | 0.0158 |", "| val_loss | 2.0000 | 0.0010 |"))
+    _refused(project, "ERROR: *baseline_variance_1M.md was edited by hand*re-measure with --exprun-rerun-baseline*")
+
+
+def test_baseline_report_with_only_prose_added_is_reused_and_kept(project: Project) -> None:
+    report = _baseline(project)
+    text = report.read_text().replace("## Per-Seed Results", "Measured on the old cluster; see notes.\n\n## Per-Seed Results")
+    report.write_text(text)
+    project.plan(WINNER)
+    result = project.run("--experiment=use_x", "-rs")
+    result.assert_outcomes(passed=4, skipped=7)
+    result.stdout.fnmatch_lines(["*baseline reused from docs/research/baseline_variance_1M.md*"])
+    assert report.read_text() == text
+    assert started_seeds(project) == [42, 137, 256, 512, 1024]
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("# Baseline 1M\n\n| Metric | Mean | Std | Min | Max |\n|---|---|---|---|---|\n"
+         "| val_loss | 2.0000 | 0.0158 | 1.9800 | 2.0200 |\n", "has no exprun data block*"),
+        ("# Baseline\n\n<!-- exprun-data: {\"kind\": \"baseline\", \"runs\": [} -->\n", "its exprun data block is damaged*"),
+        ("# Baseline\n\n<!-- exprun-data: {\"kind\": \"baseline\"} -->\n", "its exprun data block is damaged*"),
+        (b"# Baseline \xff\xfe\n", "is not UTF-8 text"),
+    ],
+    ids=["short-format", "damaged-json", "missing-fields", "binary"],
+)
+def test_hand_written_or_damaged_baseline_is_refused_then_kept_aside_on_rerun(
+    project: Project, content: str | bytes, pattern: str
+) -> None:
+    report = project.research / "baseline_variance_1M.md"
+    report.parent.mkdir(parents=True)
+    raw = content if isinstance(content, bytes) else content.encode()
+    report.write_bytes(raw)
+    _refused(project, f"ERROR: *baseline_variance_1M.md*{pattern}")
+    assert report.read_bytes() == raw
+    result = project.run("-m", "baseline", "--exprun-rerun-baseline")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["exprun: re-measuring the baseline; the previous report is kept as baseline_variance_1M.md.bak-*"])
+    (kept,) = project.research.glob("baseline_variance_1M.md.bak-*")
+    assert kept.read_bytes() == raw
+    assert "<!-- exprun-data:" in report.read_text()
+
+
+def test_hand_edited_experiment_report_is_kept_aside_when_rewritten(project: Project) -> None:
+    project.plan(WINNER)
+    project.run("--experiment=use_x").assert_outcomes(passed=9, skipped=2)
+    report = project.research / "experiment_use_x_1M.md"
+    mine = report.read_text() + "\nMy conclusions: ship it.\n"
+    report.write_text(mine)
+    result = project.run("--experiment=use_x")
+    result.assert_outcomes(passed=1, skipped=10)
+    result.stdout.fnmatch_lines(["*experiment_use_x_1M.md was not written by exprun or was edited; kept as experiment_use_x_1M.md.bak-*"])
+    (kept,) = project.research.glob("experiment_use_x_1M.md.bak-*")
+    assert kept.read_text() == mine
+    assert "My conclusions" not in report.read_text()
+
+
+# ------------------------------------------------------------------ 6. stale baseline
+def test_baseline_from_another_trainer_command_is_refused_saying_what_changed(project: Project) -> None:
+    _baseline(project)
+    (project.path / "fake_trainer2.py").write_text((project.path / "fake_trainer.py").read_text())
+    _refused(
+        project,
+        "ERROR: *baseline_variance_1M.md was measured with a different setup (trainer command "
+        "'python fake_trainer.py' → 'python fake_trainer2.py'; fake_trainer.py changed (sha256 * → absent); "
+        "fake_trainer2.py changed (sha256 absent → *)); it is not reused for a changed trainer: "
+        "re-measure with --exprun-rerun-baseline*",
+        args=("--experiment=use_x", "--exprun-command=python fake_trainer2.py"),
+    )
+
+
+def test_baseline_from_an_edited_trainer_is_refused_before_any_experiment_run(project: Project) -> None:
+    _baseline(project)
+    with open(project.path / "fake_trainer.py", "a") as handle:
+        handle.write("LEARNING_RATE = 3e-4  # tuned\n")
+    _refused(project, "ERROR: *was measured with a different setup (fake_trainer.py changed (sha256 * → *))*")
