@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import signal
 import subprocess
@@ -399,3 +400,87 @@ def test_baseline_from_an_edited_trainer_is_refused_before_any_experiment_run(pr
     with open(project.path / "fake_trainer.py", "a") as handle:
         handle.write("LEARNING_RATE = 3e-4  # tuned\n")
     _refused(project, "ERROR: *was measured with a different setup (fake_trainer.py changed (sha256 * → *))*")
+
+
+# ------------------------------------------------------------------- 7. hostile input
+HOSTILE = [
+    ("--note $(touch pwned)", ["--note", "$(touch", "pwned)"]),
+    ("--note=`touch pwned_too`", ["--note=`touch", "pwned_too`"]),
+    ("note=; rm -rf important", ["--note", "; rm -rf important"]),
+    ("../../escape", ["--../../escape"]),
+    ("/etc/passwd=1", ["--/etc/passwd", "1"]),
+    ("msg=line one\nline two", ["--msg", "line one\nline two"]),
+    ("größe=ü✓", ["--größe", "ü✓"]),
+    ("x" * 300, ["--" + "x" * 300]),
+]
+
+
+def _tree(root: Path, skip: set[str]) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] not in skip}
+
+
+def test_hostile_experiment_flags_reach_the_trainer_verbatim_and_write_only_where_allowed(project: Project) -> None:
+    (project.path / "important").write_text("keep me\n")
+    skip = {"docs", "checkpoints", "fake_calls.jsonl", "fake_started.jsonl"}
+    before = _tree(project.path, skip)
+    args = [f"--experiment={spec}" for spec, _ in HOSTILE]
+    result = project.run(*args, "--exprun-baseline-seeds=42,137", "--exprun-experiment-seeds=42,137",
+                         "--exprun-extension-seeds=", "--exprun-keep-checkpoints")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert "Traceback" not in result.stdout.str()
+    flags_run = [c["flags"] for c in project.calls() if c["flags"]]
+    assert flags_run == [flags for _, flags in HOSTILE for _seed in (42, 137)]
+    assert _tree(project.path, skip) == before
+    assert not list(project.path.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+    reports = [p.name for p in project.research.glob("experiment_*")]
+    assert len(reports) == len(HOSTILE)
+    for name in reports + [p.name for p in (project.path / "checkpoints").iterdir()]:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", name), name
+        assert ".." not in name
+    for path in project.research.rglob("*"):
+        assert path.resolve().is_relative_to(project.research.resolve())
+
+
+@pytest.mark.parametrize("name", ["../../../outside", "/tmp/evil", "a/b\\c", "$(touch pwned)", "\n", "..", "名前"])
+def test_hostile_experiment_name_still_makes_a_safe_report_name(project: Project, name: str) -> None:
+    project.plan(WINNER)
+    project.run("--experiment=use_x", f"--experiment-name={name}").assert_outcomes(passed=9, skipped=2)
+    (report,) = project.research.glob("experiment_*")
+    assert re.fullmatch(r"experiment_[A-Za-z0-9_.-]+_1M\.md", report.name) and ".." not in report.name
+    assert not list(project.path.rglob("pwned*"))
+    assert not list(project.path.parent.glob("outside*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--exprun-train-tokens=0"], "--exprun-train-tokens must be a positive integer, got 0"),
+        (["--exprun-train-tokens=-1000"], "--exprun-train-tokens must be a positive integer, got -1000"),
+        (["--exprun-train-tokens=lots"], "--exprun-train-tokens must be a positive integer, got 'lots'"),
+        (["--exprun-baseline-seeds=,"], "--exprun-baseline-seeds is empty*"),
+        (["--exprun-baseline-seeds=42"], "--exprun-baseline-seeds needs at least 2 seeds*"),
+        (["--exprun-baseline-seeds=42,42,137"], "--exprun-baseline-seeds lists seed(s) [[]42[]] more than once"),
+        (["--exprun-baseline-seeds=42,-1"], "--exprun-baseline-seeds must be non-negative integers*"),
+        (["--exprun-baseline-seeds=4;2"], "--exprun-baseline-seeds must be comma-separated integers*"),
+        (["--exprun-experiment-seeds= "], "--exprun-experiment-seeds is empty*"),
+        (["--exprun-experiment-seeds=1,2", "--exprun-extension-seeds=2,3"], "seed(s) [[]2[]] are both experiment and extension seeds*"),
+        (["--exprun-command=python no_such_trainer.py"], "trainer file *no_such_trainer.py does not exist*"),
+        (["--exprun-command=./train.sh"], "trainer command './train.sh' is not an executable program*"),
+        (["--exprun-command=no-such-program-anywhere"], "trainer command 'no-such-program-anywhere' is not an executable program*"),
+        (["--exprun-command="], "--exprun-command is empty*"),
+        (["--exprun-command=python 'unclosed"], "--exprun-command cannot be split: *"),
+        (["--exprun-timeout=-5"], "--exprun-timeout must be 0 (no limit) or positive, got -5"),
+        (["--exprun-lock-wait=soon"], "--exprun-lock-wait must be a number, got 'soon'"),
+        (["--experiment=has space=1"], "--experiment='has space=1': expected NAME or NAME=VALUE*"),
+        (["--experiment=--x 'unclosed"], "cannot split --experiment=*"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_before_any_run(project: Project, args: list[str], message: str) -> None:
+    (project.path / "train.sh").write_text("#!/bin/sh\necho 'Step 1 | val_loss: 2.0'\n")  # not executable
+    result = project.run("-m", "baseline", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert len(errors) == 1, errors
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert project.started() == []
