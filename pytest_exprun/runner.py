@@ -186,6 +186,36 @@ class _LineSplitter:
         return text
 
 
+class LineThrottle:
+    """Let through a burst of lines, then at most ``rate`` a second; count the ones held back.
+
+    Echoing a trainer's output keeps a long run watchable, but a trainer that floods its
+    output must not flood the terminal or a CI log too: every line is in the run's log anyway.
+    """
+
+    def __init__(self, rate: float = 20.0, burst: int = 1000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._held_back = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self._held_back += 1
+        return False
+
+    def take_held_back(self) -> int:
+        """How many lines were held back since the last call."""
+        count, self._held_back = self._held_back, 0
+        return count
+
+
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period."""
     for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):

@@ -19,7 +19,7 @@ import pytest
 from . import report
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
-from .runner import RunSpec, parse_step_line
+from .runner import LineThrottle, RunSpec, parse_step_line
 from .settings import Experiment, Settings
 from .stats import Summary, summarize
 from .store import (
@@ -80,6 +80,7 @@ class ProtocolSession:
         self._setups: dict[str, Setup] = {}
         self._commit: str | None = None
         self._parse_line = self._line_parser()
+        self._echo_throttle = LineThrottle()
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
@@ -510,9 +511,12 @@ class ProtocolSession:
 
     def _echo(self, line: str) -> None:
         tr = self._terminal()
-        if tr is None or self.config.get_verbosity() < 0:
+        if tr is None or self.config.get_verbosity() < 0 or not self._echo_throttle.allow():
             return
         index, label, started = self._current
+        held_back = self._echo_throttle.take_held_back()
+        if held_back:
+            tr.write_line(f"  [{label}: {held_back} lines not shown here; every line is in the run's log]")
         tr.write_line(f"  [{index}/{max(self.runs_planned, index)} {label} {time.perf_counter() - started:6.1f}s] {line[:500]}")
 
     def _terminal_unsuppressed(self):  # type: ignore[no-untyped-def]

@@ -36,8 +36,10 @@ class StoreWarning(pytest.PytestWarning):
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that a crash at any instant leaves the old file or the new, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -53,6 +55,28 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _file_mode(path: Path) -> int:
+    """The replaced file's permissions, or what a plain ``open`` would give a new file.
+
+    ``mkstemp`` creates files readable by their owner alone; a report must stay readable
+    by whoever could read the one it replaces.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
 
 
 def set_aside(path: Path, why: str) -> Path:

@@ -484,3 +484,15 @@ def test_bad_input_is_a_one_line_error_before_any_run(project: Project, args: li
     assert len(errors) == 1, errors
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert project.started() == []
+
+
+def test_atomic_write_keeps_permissions_like_a_plain_write(tmp_path: Path) -> None:
+    from pytest_exprun.store import atomic_write_text
+
+    plain, atomic = tmp_path / "plain.md", tmp_path / "atomic.md"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert atomic.stat().st_mode == plain.stat().st_mode
+    atomic.chmod(0o640)
+    atomic_write_text(atomic, "y")
+    assert atomic.stat().st_mode & 0o777 == 0o640
