@@ -199,6 +199,7 @@ class LineThrottle:
         self._tokens = float(burst)
         self._last = time.monotonic()
         self._held_back = 0
+        self._told = -math.inf
 
     def allow(self) -> bool:
         now = time.monotonic()
@@ -210,9 +211,12 @@ class LineThrottle:
         self._held_back += 1
         return False
 
-    def take_held_back(self) -> int:
-        """How many lines were held back since the last call."""
-        count, self._held_back = self._held_back, 0
+    def take_held_back(self, every: float = 10.0) -> int:
+        """Lines held back since last told, at most once per ``every`` seconds (else 0)."""
+        now = time.monotonic()
+        if not self._held_back or now - self._told < every:
+            return 0
+        count, self._held_back, self._told = self._held_back, 0, now
         return count
 
 

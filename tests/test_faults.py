@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, pid_alive, wait_for
+from conftest import BASELINE_LOSSES, Project, pid_alive, wait_for
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 RECORDS = Path("docs/research/.exprun/runs/1M")
@@ -496,3 +496,55 @@ def test_atomic_write_keeps_permissions_like_a_plain_write(tmp_path: Path) -> No
     atomic.chmod(0o640)
     atomic_write_text(atomic, "y")
     assert atomic.stat().st_mode & 0o777 == 0o640
+
+
+# ------------------------------------------------------------------- 8. huge output
+PEAK_RSS = textwrap.dedent("""
+    import resource, subprocess, sys
+    with open("pytest_out.txt", "wb") as out:
+        rc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *sys.argv[1:]],
+                            stdout=out, stderr=subprocess.STDOUT).returncode
+    print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+""")
+
+
+def _run_measuring_memory(project: Project, *args: str) -> tuple[int, int]:
+    """Exit code and peak RSS in MB of a pytest process (and its trainers) run from the outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], cwd=project.path, env=env,
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    rc, kilobytes = map(int, out.split())
+    return rc, kilobytes // 1024
+
+
+def _check_huge_output_run(project: Project, seed: int, peak_mb: int) -> None:
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+    record = json.loads(_record(project, seed).read_text())
+    assert record["val_loss"] == float(BASELINE_LOSSES[str(seed)])
+    log = _record(project, seed).with_suffix(".log")
+    assert log.stat().st_size < 64 * 1024 * 1024 + 64 * 1024
+    assert "[exprun: log truncated here; the last lines follow]" in log.read_text(errors="replace")
+    assert log.read_text(errors="replace").rstrip().endswith(f"val_loss: {BASELINE_LOSSES[str(seed)]:.4f} "
+                                                              "| train_loss: " f"{BASELINE_LOSSES[str(seed)] + 0.1:.4f} "
+                                                              "| tok/s: 1,000 | elapsed: 0.2s")
+
+
+def test_one_line_of_100_mb_costs_bounded_memory_and_is_parsed(project: Project) -> None:
+    project.plan(behaviour={"42": "bigline"})
+    rc, peak_mb = _run_measuring_memory(project, "-m", "baseline", "-k", "seed42")
+    assert rc == 0
+    _check_huge_output_run(project, 42, peak_mb)
+    shown = (project.path / "pytest_out.txt").read_text()
+    assert len(shown) < 100_000 and max(len(line) for line in shown.splitlines()) < 1000
+
+
+@pytest.mark.slow
+def test_a_gigabyte_of_output_costs_bounded_memory_and_terminal_space(project: Project) -> None:
+    project.plan(behaviour={"137": "flood"})
+    rc, peak_mb = _run_measuring_memory(project, "-m", "baseline", "-k", "seed137")
+    assert rc == 0
+    _check_huge_output_run(project, 137, peak_mb)
+    shown = (project.path / "pytest_out.txt").read_text()
+    assert len(shown) < 2_000_000
+    assert "lines not shown here; every line is in the run's log]" in shown
+    assert "exprun: run 1: baseline[seed137] done in" in shown
