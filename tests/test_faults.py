@@ -548,3 +548,30 @@ def test_a_gigabyte_of_output_costs_bounded_memory_and_terminal_space(project: P
     assert len(shown) < 2_000_000
     assert "lines not shown here; every line is in the run's log]" in shown
     assert "exprun: run 1: baseline[seed137] done in" in shown
+
+
+# ------------------------------------------------------------------------- 9. load
+QUICK_TRAINER = """#!/bin/sh
+seed=0
+while [ $# -gt 0 ]; do
+  case "$1" in --seed) seed="$2"; shift 2 ;; *) shift ;; esac
+done
+echo "$seed" >> quick_calls.txt
+echo "Step 1 | val_loss: 2.$((seed % 97 + 100)) | train_loss: 2.5"
+"""
+
+
+def test_two_hundred_seeds_all_run_once_and_all_are_kept(project: Project) -> None:
+    trainer = project.path / "quick.sh"
+    trainer.write_text(QUICK_TRAINER)
+    trainer.chmod(0o755)
+    seeds = ",".join(str(s) for s in range(200))
+    result = project.run("-q", "-m", "baseline", f"--exprun-baseline-seeds={seeds}", "--exprun-command=./quick.sh")
+    result.assert_outcomes(passed=200)
+    assert sorted(map(int, (project.path / "quick_calls.txt").read_text().split())) == list(range(200))
+    assert stored_seeds(project) == list(range(200))
+    text = (project.research / "baseline_variance_1M.md").read_text()
+    assert "| 199 | 2.1050 |" in text and "Seeds used: 0, 1, 2," in text
+    project.run("-q", "-m", "baseline", f"--exprun-baseline-seeds={seeds}",
+                "--exprun-command=./quick.sh").assert_outcomes(skipped=200)
+    assert len((project.path / "quick_calls.txt").read_text().split()) == 200
