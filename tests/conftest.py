@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -54,6 +55,7 @@ class Project:
     """A pytester project whose trainer is ``fake_trainer.py``, steered by ``fake_plan.json``."""
 
     pytester: pytest.Pytester
+    spawned: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -92,10 +94,25 @@ class Project:
         """Start pytest in a process of its own, to signal it or race it against another."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         with open(self.path / output, "wb") as out:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
                 cwd=self.path, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
+        self.spawned.append(proc)
+        return proc
+
+    def clean_up(self) -> None:
+        """After a failed test: end the pytest processes it started and any trainer still running."""
+        for proc in self.spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for start in self.started():
+            if pid_alive(start["pid"]) and b"fake_trainer" in Path(f"/proc/{start['pid']}/cmdline").read_bytes():
+                try:
+                    os.killpg(start["pid"], signal.SIGKILL)  # each trainer leads its own group
+                except ProcessLookupError:
+                    pass
 
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, *args)
@@ -105,9 +122,10 @@ class Project:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Project:
+def project(pytester: pytest.Pytester) -> Iterator[Project]:
     shutil.copy(FAKE_TRAINER, pytester.path / "fake_trainer.py")
     pytester.makeini("[pytest]\nexprun_command = python fake_trainer.py\n")
     proj = Project(pytester)
     proj.plan()
-    return proj
+    yield proj
+    proj.clean_up()

@@ -575,3 +575,17 @@ def test_two_hundred_seeds_all_run_once_and_all_are_kept(project: Project) -> No
     project.run("-q", "-m", "baseline", f"--exprun-baseline-seeds={seeds}",
                 "--exprun-command=./quick.sh").assert_outcomes(skipped=200)
     assert len((project.path / "quick_calls.txt").read_text().split()) == 200
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_pytest_terminated_ends_its_trainer_too(project: Project, sig: signal.Signals) -> None:
+    project.plan(behaviour={"137": "grandchild"})
+    proc = project.popen("-m", "baseline")
+    wait_for(lambda: (project.path / "fake_grandchild.pid").read_text().endswith("\n")
+             if (project.path / "fake_grandchild.pid").exists() else False, what="the 2nd seed to start")
+    trainer, grandchild = map(int, (project.path / "fake_grandchild.pid").read_text().split())
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED
+    assert f"KeyboardInterrupt: stopped by {sig.name}" in (project.path / "pytest_out.txt").read_text()
+    assert not pid_alive(trainer) and not pid_alive(grandchild)
+    assert stored_seeds(project) == [42]
