@@ -66,11 +66,12 @@ class Project:
         return self.path / "docs" / "research"
 
     def plan(self, losses: dict[str, dict[str, float]] | None = None,
-             behaviour: dict[str, str] | None = None, sleep: float = 0.0) -> None:
+             behaviour: dict[str, str] | None = None, sleep: float = 0.0, gate: str | None = None) -> None:
+        """Steer the fake trainer; with ``gate``, every run waits until that file exists."""
         all_losses: dict[str, Any] = {"": BASELINE_LOSSES}
         all_losses.update(losses or {})
         (self.path / "fake_plan.json").write_text(
-            json.dumps({"losses": all_losses, "behaviour": behaviour or {}, "sleep": sleep})
+            json.dumps({"losses": all_losses, "behaviour": behaviour or {}, "sleep": sleep, "gate": gate})
         )
 
     def calls(self) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,26 +65,36 @@ def test_failed_seed_says_what_happened_and_only_it_runs_again(
     assert started_seeds(project) == [42, 137, 256, 512, 1024]
 
 
+def run_log(project: Project, seed: int) -> Path:
+    """The log of a baseline seed's run, once the run has started."""
+    found = wait_for(lambda: list((project.path / RECORDS / "baseline").glob(f"*/seed{seed}.log")),
+                     what=f"the log of seed {seed}")
+    return found[0]
+
+
+def grandchild_pids(project: Project) -> tuple[int, int]:
+    """(trainer, its child) once the ``grandchild`` trainer has started its child."""
+    pid_file = project.path / "fake_grandchild.pid"
+    text = wait_for(lambda: pid_file.exists() and pid_file.read_text().endswith("\n") and pid_file.read_text(),
+                    what="the grandchild trainer to start its child")
+    trainer, child = map(int, text.split())
+    return trainer, child
+
+
 def test_trainer_killed_from_outside_mid_run_fails_that_seed_only(project: Project) -> None:
     project.plan(behaviour={"256": "hang"})
-    proc = project.popen("-m", "baseline", "-rf")
-    victim = wait_for(lambda: [s["pid"] for s in project.started() if s["seed"] == 256], what="seed 256 to start")[0]
-    wait_for(lambda: "hanging" in (project.research / ".exprun").joinpath(*_log_parts(project, 256)).read_text(),
-             what="seed 256 to print")
+    proc = project.popen("-m", "baseline")
+    log = run_log(project, 256)
+    wait_for(lambda: "hanging" in log.read_text(), what="seed 256 to print")
+    (victim,) = [s["pid"] for s in project.started() if s["seed"] == 256]
     os.kill(victim, signal.SIGKILL)
-    assert proc.wait(timeout=60) == 1
+    assert proc.wait(timeout=60) == pytest.ExitCode.TESTS_FAILED
     out = (project.path / "pytest_out.txt").read_text()
     assert "baseline[seed256]: trainer was killed by a signal (SIGKILL)" in out
     assert "    hanging..." in out
     assert "4 passed" in out and "1 failed" in out
     assert stored_seeds(project) == [42, 137, 512, 1024]
     assert not (project.research / "baseline_variance_1M.md").exists()
-
-
-def _log_parts(project: Project, seed: int) -> tuple[str, ...]:
-    (log,) = wait_for(lambda: list((project.research / ".exprun" / "runs" / "1M" / "baseline").glob(f"*/seed{seed}.log")),
-                      what=f"the log of seed {seed}")
-    return log.relative_to(project.research / ".exprun").parts
 
 
 def test_timeout_ends_the_whole_process_group_grandchild_included(project: Project) -> None:
@@ -95,7 +105,7 @@ def test_timeout_ends_the_whole_process_group_grandchild_included(project: Proje
         "*baseline[[]seed137[]]: trainer timed out after 1s (--exprun-timeout); its process group was ended after *s",
         "    fake trainer: seed 137*",
     ])
-    trainer, grandchild = map(int, (project.path / "fake_grandchild.pid").read_text().split())
+    trainer, grandchild = grandchild_pids(project)
     assert not pid_alive(trainer)
     assert not pid_alive(grandchild)
     assert stored_seeds(project) == [42, 256, 512, 1024]
@@ -108,9 +118,7 @@ def test_timeout_ends_the_whole_process_group_grandchild_included(project: Proje
 def test_ctrl_c_stops_the_trainer_keeps_finished_runs_and_resumes(project: Project) -> None:
     project.plan(behaviour={"256": "grandchild"})
     proc = project.popen("-m", "baseline")
-    wait_for(lambda: (project.path / "fake_grandchild.pid").exists()
-             and (project.path / "fake_grandchild.pid").read_text().endswith("\n"), what="the 3rd seed to start")
-    trainer, grandchild = map(int, (project.path / "fake_grandchild.pid").read_text().split())
+    trainer, grandchild = grandchild_pids(project)  # the 3rd seed's trainer is running
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED
     out = (project.path / "pytest_out.txt").read_text()
@@ -218,8 +226,7 @@ def test_full_disk_during_a_session_fails_the_seed_clearly_and_keeps_the_report(
 
 # --------------------------------------------------------------- 4. two sessions at once
 def test_two_sessions_at_once_run_each_seed_exactly_once(project: Project) -> None:
-    plan = json.loads((project.path / "fake_plan.json").read_text())
-    (project.path / "fake_plan.json").write_text(json.dumps({**plan, "gate": "gate_open"}))
+    project.plan(gate="gate_open")
     first = project.popen("-m", "baseline", "-rs", output="first.txt")
     second = project.popen("-m", "baseline", "-rs", output="second.txt")
     outputs = [project.path / "first.txt", project.path / "second.txt"]
@@ -237,8 +244,7 @@ def test_two_sessions_at_once_run_each_seed_exactly_once(project: Project) -> No
 
 
 def test_second_session_refuses_at_once_with_lock_wait_zero(project: Project) -> None:
-    plan = json.loads((project.path / "fake_plan.json").read_text())
-    (project.path / "fake_plan.json").write_text(json.dumps({**plan, "gate": "gate_open"}))
+    project.plan(gate="gate_open")
     first = project.popen("-m", "baseline", output="first.txt")
     wait_for(lambda: project.started(), what="the first session's first run")
     result = project.run_subprocess("-m", "baseline", "--exprun-lock-wait=0")
@@ -581,9 +587,7 @@ def test_two_hundred_seeds_all_run_once_and_all_are_kept(project: Project) -> No
 def test_pytest_terminated_ends_its_trainer_too(project: Project, sig: signal.Signals) -> None:
     project.plan(behaviour={"137": "grandchild"})
     proc = project.popen("-m", "baseline")
-    wait_for(lambda: (project.path / "fake_grandchild.pid").read_text().endswith("\n")
-             if (project.path / "fake_grandchild.pid").exists() else False, what="the 2nd seed to start")
-    trainer, grandchild = map(int, (project.path / "fake_grandchild.pid").read_text().split())
+    trainer, grandchild = grandchild_pids(project)  # the 2nd seed's trainer is running
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED
     assert f"KeyboardInterrupt: stopped by {sig.name}" in (project.path / "pytest_out.txt").read_text()
