@@ -8,6 +8,7 @@ that prints gigabytes, or one line of 100 MB, costs bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -221,21 +222,28 @@ class LineThrottle:
 
 
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
-                return
-            time.sleep(0.02)
+    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period.
+
+    A second Ctrl-C during the grace period skips the rest of it: the group is killed at once.
+    """
     try:
+        for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if proc.poll() is not None and not _group_alive(proc.pid):
+                    return
+                time.sleep(0.02)
         proc.wait(timeout=TERMINATE_GRACE_S)
     except subprocess.TimeoutExpired:
         pass
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def _group_alive(pgid: int) -> bool:

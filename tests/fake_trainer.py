@@ -8,6 +8,7 @@ as ``fake_plan.json`` in the working directory says:
      "sleep": 0.0}
 
 Behaviours: exit3, nan, inf, silent (no val_loss), hang, selfkill (SIGKILL itself),
+stubborn (notes SIGTERM in ``fake_sigterm.txt`` and carries on),
 bigline (one line of 100 MB), flood (about 1 GB of log lines), grandchild (starts a
 sleeping child that outlives it unless its process group is ended, and writes both pids
 to ``fake_grandchild.pid``).
@@ -69,6 +70,16 @@ def main() -> int:
     if behaviour == "hang":
         print("hanging...", flush=True)
         time.sleep(3600)
+    if behaviour == "stubborn":
+        # Like a trainer that saves a checkpoint on SIGTERM and takes its time about it.
+        def note(signum: int, frame: object) -> None:
+            with open("fake_sigterm.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+        signal.signal(signal.SIGTERM, note)
+        print("stubborn...", flush=True)
+        while True:
+            time.sleep(1)
     if behaviour == "grandchild":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         with open("fake_grandchild.pid", "a") as handle:

@@ -593,3 +593,16 @@ def test_pytest_terminated_ends_its_trainer_too(project: Project, sig: signal.Si
     assert f"KeyboardInterrupt: stopped by {sig.name}" in (project.path / "pytest_out.txt").read_text()
     assert not pid_alive(trainer) and not pid_alive(grandchild)
     assert stored_seeds(project) == [42]
+
+
+def test_second_ctrl_c_kills_a_trainer_that_ignores_sigterm_at_once(project: Project) -> None:
+    project.plan(behaviour={"42": "stubborn"})
+    proc = project.popen("-m", "baseline")
+    log = run_log(project, 42)
+    wait_for(lambda: "stubborn" in log.read_text(), what="the trainer to start")
+    (trainer,) = [s["pid"] for s in project.started()]
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: (project.path / "fake_sigterm.txt").exists(), what="exprun to send SIGTERM")
+    proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C, within the grace period
+    assert proc.wait(timeout=3) == pytest.ExitCode.INTERRUPTED
+    assert not pid_alive(trainer)
