@@ -86,7 +86,14 @@ class ProtocolSession:
     def start(self, items: Iterable["SeedRun"]) -> None:
         """Before the first run: check inputs, take the lock, decide what the baseline is."""
         self._check_trainer()
-        if not self.lock.acquire(self.settings.lock_wait, self._say):
+        try:
+            locked = self.lock.acquire(self.settings.lock_wait, self._say)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"cannot use {self.settings.research_dir} as the research dir ({exc}); "
+                "fix --exprun-research-dir (or exprun_research_dir in your ini file)"
+            ) from None
+        if not locked:
             raise pytest.UsageError(
                 f"another exprun session is using {self.settings.research_dir} "
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"

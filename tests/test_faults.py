@@ -479,6 +479,7 @@ def test_hostile_experiment_name_still_makes_a_safe_report_name(project: Project
         (["--exprun-timeout=-5"], "--exprun-timeout must be 0 (no limit) or positive, got -5"),
         (["--exprun-lock-wait=soon"], "--exprun-lock-wait must be a number, got 'soon'"),
         (["--experiment=has space=1"], "--experiment='has space=1': expected NAME or NAME=VALUE*"),
+        (["--exprun-research-dir=train.sh/research"], "cannot use *train.sh/research as the research dir (*Not a directory*)*"),
         (["--experiment=--x 'unclosed"], "cannot split --experiment=*"),
     ],
 )
