@@ -117,7 +117,11 @@ def parse_step_line(line: str) -> tuple[int, float] | None:
 
 
 class _Log:
-    """The run's log file, capped: past the cap only a marker is written, and the tail at the end."""
+    """The run's log file, capped: past the cap only a marker is written, and the tail at the end.
+
+    A log that cannot be written (a full disk) does not stop the run: the error is kept
+    and reported with the run's last lines, which are kept in memory anyway.
+    """
 
     def __init__(self, path: Path, limit: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +130,10 @@ class _Log:
         self._limit = limit
         self._written = 0
         self.truncated = False
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> None:
-        if self.truncated:
+        if self.truncated or self.error is not None:
             return
         room = self._limit - self._written
         if len(data) > room:
@@ -141,13 +146,21 @@ class _Log:
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            view = view[self._file.write(view) or 0 :]
+        try:
+            while view:
+                view = view[self._file.write(view) or 0 :]
+        except OSError as exc:
+            self.error = exc
 
     def close(self, tail: deque[str]) -> None:
-        if self.truncated:
+        if self.truncated and self.error is None:
             self._write_all("\n".join(tail).encode() + b"\n")
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
+        if self.error is not None:
+            tail.append(f"[exprun: the log file could not be written: {self.error}]")
 
 
 class _LineSplitter:
