@@ -481,6 +481,11 @@ def test_hostile_experiment_name_still_makes_a_safe_report_name(project: Project
         (["--experiment=has space=1"], "--experiment='has space=1': expected NAME or NAME=VALUE*"),
         (["--exprun-research-dir=train.sh/research"], "cannot use *train.sh/research as the research dir (*Not a directory*)*"),
         (["--experiment=--x 'unclosed"], "cannot split --experiment=*"),
+        (["--experiment=--output_dir /etc"], "--experiment='--output_dir /etc' passes --output_dir, which would "
+                                             "override --output_dir: exprun sets --train_tokens, --seed, --output_dir*"),
+        (["--experiment=seed=1"], "--experiment='seed=1' passes --seed, which would override --seed*"),
+        (["--experiment=--lr 1e-3 --see=7"], "*passes --see, which would override --seed*"),
+        (["--experiment=--train_tokens=5"], "*passes --train_tokens, which would override --train_tokens*"),
     ],
 )
 def test_bad_input_is_a_one_line_error_before_any_run(project: Project, args: list[str], message: str) -> None:
