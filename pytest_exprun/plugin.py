@@ -7,6 +7,8 @@ neither ``--experiment`` nor ``-m baseline``, registers nothing and starts no tr
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from typing import Generator
 
 import pytest
@@ -61,6 +63,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _stop_on_termination() -> dict[int, object]:
+    """Treat SIGTERM and SIGHUP like Ctrl-C, so the running trainer's group is ended too.
+
+    Trainers run in their own process group: if pytest died of a plain SIGTERM (a job
+    scheduler, ``kill``, a closed terminal), they would keep running, unseen.
+    """
+    previous: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, _interrupt)
+    return previous
+
+
 class ProtocolPlugin:
     """Hooks that exist only in a session that runs the protocol."""
 
@@ -105,6 +126,7 @@ class ProtocolPlugin:
         ):
             return (yield)
         interrupted = True
+        previous = _stop_on_termination()
         try:
             self.protocol.start(runs)
             result = yield
@@ -112,6 +134,8 @@ class ProtocolPlugin:
             return result
         finally:
             self.protocol.finish(cancel=interrupted)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run

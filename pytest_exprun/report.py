@@ -99,9 +99,15 @@ def body_digest(body: str) -> str:
     return hashlib.sha256(body.rstrip().encode("utf-8")).hexdigest()
 
 
+def tables_digest(body: str) -> str:
+    """Digest of the table rows alone: prose may be added to a report, its numbers not changed."""
+    rows = [line.strip() for line in body.splitlines() if line.lstrip().startswith("|")]
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()
+
+
 def with_data(body: str, data: dict[str, Any]) -> str:
     """Append the machine-readable block that lets us verify and reuse the report later."""
-    payload = dict(data, body_sha256=body_digest(body), exprun_version=__version__)
+    payload = dict(data, body_sha256=body_digest(body), tables_sha256=tables_digest(body), exprun_version=__version__)
     # '>' only ever occurs inside JSON strings, where \u003e is equivalent; this keeps '-->' out.
     blob = json.dumps(payload, sort_keys=True, allow_nan=False).replace(">", "\\u003e")
     return f"{body.rstrip()}\n\n<!-- {DATA_MARKER}: {blob} -->\n"

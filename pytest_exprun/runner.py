@@ -8,6 +8,7 @@ that prints gigabytes, or one line of 100 MB, costs bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -120,31 +121,50 @@ def parse_step_line(line: str) -> tuple[int, float] | None:
 
 
 class _Log:
-    """The run's log file, capped: past the cap only a marker is written, and the tail at the end."""
+    """The run's log file, capped: past the cap only a marker is written, and the tail at the end.
+
+    A log that cannot be written (a full disk) does not stop the run: the error is kept
+    and reported with the run's last lines, which are kept in memory anyway.
+    """
 
     def __init__(self, path: Path, limit: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "wb")
+        # Unbuffered: output reaches the file as it arrives, so `tail -f` follows a long run.
+        self._file = open(path, "wb", buffering=0)
         self._limit = limit
         self._written = 0
         self.truncated = False
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> None:
-        if self.truncated:
+        if self.truncated or self.error is not None:
             return
         room = self._limit - self._written
         if len(data) > room:
-            self._file.write(data[:room])
-            self._file.write(b"\n[exprun: log truncated here; the last lines follow]\n")
+            self._write_all(data[:room])
+            self._write_all(b"\n[exprun: log truncated here; the last lines follow]\n")
             self.truncated = True
             return
-        self._file.write(data)
+        self._write_all(data)
         self._written += len(data)
 
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0 :]
+        except OSError as exc:
+            self.error = exc
+
     def close(self, tail: deque[str]) -> None:
-        if self.truncated:
-            self._file.write("\n".join(tail).encode() + b"\n")
-        self._file.close()
+        if self.truncated and self.error is None:
+            self._write_all("\n".join(tail).encode() + b"\n")
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
+        if self.error is not None:
+            tail.append(f"[exprun: the log file could not be written: {self.error}]")
 
 
 class _LineSplitter:
@@ -184,22 +204,63 @@ class _LineSplitter:
         return text
 
 
+class LineThrottle:
+    """Let through a burst of lines, then at most ``rate`` a second; count the ones held back.
+
+    Echoing a trainer's output keeps a long run watchable, but a trainer that floods its
+    output must not flood the terminal or a CI log too: every line is in the run's log anyway.
+    """
+
+    def __init__(self, rate: float = 20.0, burst: int = 1000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._held_back = 0
+        self._told = -math.inf
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self._held_back += 1
+        return False
+
+    def take_held_back(self, every: float = 10.0) -> int:
+        """Lines held back since last told, at most once per ``every`` seconds (else 0)."""
+        now = time.monotonic()
+        if not self._held_back or now - self._told < every:
+            return 0
+        count, self._held_back, self._told = self._held_back, 0, now
+        return count
+
+
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
-                return
-            time.sleep(0.02)
+    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period.
+
+    A second Ctrl-C during the grace period skips the rest of it: the group is killed at once.
+    """
     try:
+        for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if proc.poll() is not None and not _group_alive(proc.pid):
+                    return
+                time.sleep(0.02)
         proc.wait(timeout=TERMINATE_GRACE_S)
     except subprocess.TimeoutExpired:
         pass
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def _group_alive(pgid: int) -> bool:
@@ -207,7 +268,32 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    """Whether a group member is still running, not merely a zombie left for init to reap.
+
+    Orphaned children of a killed trainer stay zombies until init reaps them, which some
+    systems do only every second or two; waiting for that would delay every time-out.
+    Without /proc (not Linux), any member counts.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp.
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run_trainer(

@@ -23,7 +23,7 @@ import pytest
 from . import evidence, plots, report
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
-from .runner import RunResult, RunSpec, parse_step_line
+from .runner import LineThrottle, RunResult, RunSpec, parse_step_line
 from .settings import Experiment, Settings
 from .stats import summarize
 from .store import (
@@ -137,12 +137,20 @@ class ProtocolSession:
         self._current: tuple[int, str, float] = (0, "", 0.0)  # the run whose output is echoed
         self._commit: str | None = None
         self._parse_line = self._line_parser()
+        self._echo_throttle = LineThrottle()
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
         """Before the first run: check inputs, take the lock, decide what the baseline is."""
         self._check_trainer()
-        if not self.lock.acquire(self.settings.lock_wait, self._say):
+        try:
+            locked = self.lock.acquire(self.settings.lock_wait, self._say)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"cannot use {self.settings.research_dir} as the research dir ({exc}); "
+                "fix --exprun-research-dir (or exprun_research_dir in your ini file)"
+            ) from None
+        if not locked:
             raise pytest.UsageError(
                 f"another exprun session is using {self.settings.research_dir} "
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"
@@ -259,6 +267,11 @@ class ProtocolSession:
             raise report.ReportError(
                 f"{path} holds seeds {sorted(runs)} but the protocol needs {expected}; {rerun}"
             )
+        if read.edited and data.get("tables_sha256", report.tables_digest(read.body)) != report.tables_digest(read.body):
+            raise report.ReportError(
+                f"{path} was edited by hand: the numbers in its tables no longer match what was measured "
+                f"(added prose is fine, changed table rows are not); restore it (e.g. from git) or {rerun}"
+            )
         if read.edited:
             shown = report.visible_seed_rows(read.body)
             for seed, (val_loss, wall_time) in runs.items():
@@ -306,7 +319,10 @@ class ProtocolSession:
         if path.exists() and not report.is_ours_unedited(path):
             kept = set_aside(path, "bak")
             warnings.warn(StoreWarning(f"{path} was not written by exprun or was edited; kept as {kept.name}"))
-        atomic_write_text(path, text)
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise ProtocolFailure(f"could not write {path} ({exc}); the previous file, if any, is unchanged") from None
 
     # -------------------------------------------------------------------- runs
     def _known(self, group: str, seed: int) -> RunRecord | None:
@@ -364,6 +380,9 @@ class ProtocolSession:
         if known is not None:
             if group == BASELINE and self.reused_from is not None:
                 return f"baseline reused from {self._rel(self.reused_from)}"
+            if group == BASELINE and not self.settings.baseline_report.exists():
+                # Runs stored by a session that stopped before writing the report.
+                self._maybe_write_baseline_report()
             return f"already measured in an earlier session ({self._rel(self.store.record_path(group, known.setup_key, seed))})"
         handle = self._submit(group, seed)
         self.runs_started += 1
@@ -417,7 +436,16 @@ class ProtocolSession:
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
             extra={"environment": environment} if environment else {},
         )
-        self.store.save(record)
+        try:
+            self.store.save(record)
+        except OSError as exc:
+            message = (
+                f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
+                f"{result.val_loss:.4f} (log: {self._rel(result.spec.log_path)}) but it is not recorded "
+                "and will run again next time"
+            )
+            self.failed[(group, seed)] = message
+            raise ProtocolFailure(message) from None
         self.records.setdefault(group, {})[seed] = record
         if not self.settings.keep_checkpoints:
             remove_tree(result.spec.output_dir)
@@ -727,9 +755,12 @@ class ProtocolSession:
 
     def _echo(self, line: str) -> None:
         tr = self._terminal()
-        if tr is None or self.config.get_verbosity() < 0:
+        if tr is None or self.config.get_verbosity() < 0 or not self._echo_throttle.allow():
             return
         index, label, started = self._current
+        held_back = self._echo_throttle.take_held_back()
+        if held_back:
+            tr.write_line(f"  [{label}: {held_back} lines not shown here; every line is in the run's log]")
         tr.write_line(f"  [{index}/{max(self.runs_planned, index)} {label} {time.perf_counter() - started:6.1f}s] {line[:500]}")
 
     def _terminal_unsuppressed(self) -> contextlib.AbstractContextManager[None]:

@@ -279,6 +279,29 @@ def parse_sbatch_options(text: str) -> dict[str, str | bool]:
     return options
 
 
+#: Arguments exprun passes to every run itself; an experiment must not override them.
+PROTOCOL_ARGUMENTS = ("--train_tokens", "--seed", "--output_dir")
+
+
+def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...]) -> None:
+    """An experiment flag that overrides the seed, tokens or output dir would make the data wrong.
+
+    The trainer takes the last value given, and argparse accepts abbreviations (``--see``),
+    so prefixes count too.
+    """
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        if not name.startswith("--") or len(name) < 3:
+            continue
+        clash = next((arg for arg in PROTOCOL_ARGUMENTS if arg.startswith(name)), None)
+        if clash is not None:
+            raise pytest.UsageError(
+                f"--experiment={spec!r} passes {name}, which would override {clash}: exprun sets "
+                f"{', '.join(PROTOCOL_ARGUMENTS)} for every run itself; use --exprun-train-tokens, "
+                "the --exprun-*-seeds options or --exprun-checkpoints-dir instead"
+            )
+
+
 def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:
     specs: list[str] = config.getoption("experiment") or []
     custom_name = config.getoption("experiment_name")
@@ -290,6 +313,7 @@ def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:
             flags = tuple(experiment_flags(spec))
         except ProtocolError as exc:
             raise pytest.UsageError(str(exc)) from None
+        _refuse_protocol_arguments(spec, flags)
         name = safe_name(custom_name) if custom_name is not None else experiment_name(list(flags))
         if name in {"baseline", "control"}:
             raise pytest.UsageError(f"an experiment cannot be named {name!r}; pass --experiment-name")

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -35,8 +36,10 @@ class StoreWarning(pytest.PytestWarning):
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that a crash at any instant leaves the old file or the new, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -52,6 +55,28 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _file_mode(path: Path) -> int:
+    """The replaced file's permissions, or what a plain ``open`` would give a new file.
+
+    ``mkstemp`` creates files readable by their owner alone; a report must stay readable
+    by whoever could read the one it replaces.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
 
 
 def set_aside(path: Path, why: str) -> Path:
@@ -186,8 +211,8 @@ class RunRecord:
             finished_at=str(data.get("finished_at", "")),
             extra=dict(data.get("extra", {})),
         )
-        if record.val_loss != record.val_loss or record.wall_time < 0:
-            raise ValueError("val_loss is NaN or wall_time negative")
+        if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
+            raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
         return record
 
 
@@ -211,14 +236,14 @@ class RunStore:
         """The stored run, or None; an unreadable record is set aside with a warning, not used."""
         path = self.record_path(group, setup_key, seed)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             warnings.warn(StoreWarning(f"cannot read {path}: {exc}; seed {seed} will be run again"))
             return None
         try:
-            record = RunRecord.from_json(text)
+            record = RunRecord.from_json(raw.decode("utf-8"))
             if record.seed != seed or record.group != group or record.setup_key != setup_key:
                 raise ValueError("its group, seed or setup does not match its location")
         except (ValueError, KeyError, TypeError) as exc:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-from dataclasses import dataclass
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -22,11 +27,36 @@ QUIET_REWRITE = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
 BASELINE_LOSSES = {"42": 2.00, "137": 2.02, "256": 1.98, "512": 2.01, "1024": 1.99}
 
 
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something true; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @dataclass
 class Project:
     """A pytester project whose trainer is ``fake_trainer.py``, steered by ``fake_plan.json``."""
 
     pytester: pytest.Pytester
+    spawned: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -37,11 +67,12 @@ class Project:
         return self.path / "docs" / "research"
 
     def plan(self, losses: dict[str, dict[str, float]] | None = None,
-             behaviour: dict[str, str] | None = None, sleep: float = 0.0) -> None:
+             behaviour: dict[str, str] | None = None, sleep: float = 0.0, gate: str | None = None) -> None:
+        """Steer the fake trainer; with ``gate``, every run waits until that file exists."""
         all_losses: dict[str, Any] = {"": BASELINE_LOSSES}
         all_losses.update(losses or {})
         (self.path / "fake_plan.json").write_text(
-            json.dumps({"losses": all_losses, "behaviour": behaviour or {}, "sleep": sleep})
+            json.dumps({"losses": all_losses, "behaviour": behaviour or {}, "sleep": sleep, "gate": gate})
         )
 
     def calls(self) -> list[dict[str, Any]]:
@@ -53,6 +84,38 @@ class Project:
     def seeds_run(self, flags: list[str] | None = None) -> list[int]:
         return [c["seed"] for c in self.calls() if c["flags"] == (flags or [])]
 
+    def started(self) -> list[dict[str, Any]]:
+        """Every trainer start so far (seed, flags, pid), finished or not."""
+        log = self.path / "fake_started.jsonl"
+        if not log.exists():
+            return []
+        # Only whole lines: a trainer may be writing the last one right now.
+        return [json.loads(line) for line in log.read_text().split("\n")[:-1] if line.strip()]
+
+    def popen(self, *args: str, output: str = "pytest_out.txt") -> subprocess.Popen[bytes]:
+        """Start pytest in a process of its own, to signal it or race it against another."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        with open(self.path / output, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                cwd=self.path, stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+        self.spawned.append(proc)
+        return proc
+
+    def clean_up(self) -> None:
+        """After a failed test: end the pytest processes it started and any trainer still running."""
+        for proc in self.spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for start in self.started():
+            if pid_alive(start["pid"]) and b"fake_trainer" in Path(f"/proc/{start['pid']}/cmdline").read_bytes():
+                try:
+                    os.killpg(start["pid"], signal.SIGKILL)  # each trainer leads its own group
+                except ProcessLookupError:
+                    pass
+
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, *args)
 
@@ -61,12 +124,13 @@ class Project:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Project:
+def project(pytester: pytest.Pytester) -> Iterator[Project]:
     shutil.copy(FAKE_TRAINER, pytester.path / "fake_trainer.py")
     pytester.makeini("[pytest]\nexprun_command = python fake_trainer.py\n")
     proj = Project(pytester)
     proj.plan()
-    return proj
+    yield proj
+    proj.clean_up()
 
 
 def normalised_report(path: Path) -> str:
@@ -77,7 +141,7 @@ def normalised_report(path: Path) -> str:
     assert read.data is not None, f"{path} has no data block"
     lines = []
     for line in read.body.splitlines():
-        if line.startswith("- Measured:") or "wall_time" in line or "faster" in line or "slower" in line:
+        if line.startswith(("- Measured:", "Updated ")) or "wall_time" in line or "faster" in line or "slower" in line:
             continue
         if re.match(r"^\| \d+ \|", line):  # per-seed rows: keep the seed and val_loss columns only
             cells = line.split("|")
@@ -85,6 +149,7 @@ def normalised_report(path: Path) -> str:
         lines.append(line)
     data = dict(read.data)
     data.pop("body_sha256", None)
+    data.pop("tables_sha256", None)  # covers the wall-time cells too
     for key in ("runs", "baseline_runs"):
         data[key] = [{k: v for k, v in run.items() if k != "wall_time"} for run in data.get(key, [])]
     return "\n".join(lines) + "\n" + json.dumps(data, sort_keys=True)

@@ -8,10 +8,14 @@ as ``fake_plan.json`` in the working directory says:
      "sleep": 0.0}
 
 Behaviours: exit3, nan, inf, silent (no val_loss), hang, selfkill (SIGKILL itself),
+stubborn (notes SIGTERM in ``fake_sigterm.txt`` and carries on),
 bigline (one line of 100 MB), flood (about 1 GB of log lines), grandchild (starts a
-sleeping child that outlives it unless its process group is ended).
-Every call is appended to ``fake_calls.jsonl`` so tests can see which seeds ran, when,
-and with which CUDA_VISIBLE_DEVICES.
+sleeping child that outlives it unless its process group is ended, and writes both pids
+to ``fake_grandchild.pid``).
+Every start is appended to ``fake_started.jsonl`` (seed and pid) so a test can wait for a
+given run to be under way; with ``"gate": "FILE"`` in the plan a run waits until FILE
+exists before it finishes. Every finished call is appended to ``fake_calls.jsonl`` so
+tests can see which seeds ran, when, and with which CUDA_VISIBLE_DEVICES.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def main() -> int:
         # Small seed-dependent noise around 2.0; any flag shifts it a little.
         loss = 2.0 + ((args.seed * 7919) % 101 - 50) / 5000 + 0.001 * len(flags)
 
+    with open("fake_started.jsonl", "a") as handle:
+        handle.write(json.dumps({"seed": args.seed, "flags": flags, "pid": os.getpid()}) + "\n")
+
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoint.bin").write_bytes(b"\0" * 16)
@@ -56,6 +63,9 @@ def main() -> int:
     (out / "metrics.json").write_text(json.dumps(metrics))
     print(f"fake trainer: seed {args.seed}, flags {flags}, {args.train_tokens} tokens", flush=True)
     time.sleep(float(plan.get("sleep", 0.0)))
+    gate = plan.get("gate")
+    while gate and not Path(gate).exists():
+        time.sleep(0.02)
 
     if behaviour == "exit3":
         print("Traceback (most recent call last):\nRuntimeError: boom", flush=True)
@@ -65,10 +75,20 @@ def main() -> int:
     if behaviour == "hang":
         print("hanging...", flush=True)
         time.sleep(3600)
+    if behaviour == "stubborn":
+        # Like a trainer that saves a checkpoint on SIGTERM and takes its time about it.
+        def note(signum: int, frame: object) -> None:
+            with open("fake_sigterm.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+
+        signal.signal(signal.SIGTERM, note)
+        print("stubborn...", flush=True)
+        while True:
+            time.sleep(1)
     if behaviour == "grandchild":
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         with open("fake_grandchild.pid", "a") as handle:
-            handle.write(f"{os.getpid()}\n")
+            handle.write(f"{os.getpid()} {child.pid}\n")
         time.sleep(3600)
     if behaviour == "bigline":
         chunk = "x" * (1 << 20)
