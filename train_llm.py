@@ -390,11 +390,6 @@ class AdamW:
             torch._foreach_mul_(updates, -lr / (1 - beta1 ** self.t))
             torch._foreach_add_(params, updates)
 
-    def zero_grad(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
-
 
 def newton_schulz(G, steps=5):
     """Approximately U V^T of G = U S V^T: the quintic iteration of Keller Jordan's Muon."""
@@ -409,11 +404,10 @@ def newton_schulz(G, steps=5):
     return (X.T if G.size(0) > G.size(1) else X).to(G.dtype)
 
 
-class Muon(AdamW):
+class Muon:
     """Momentum (Nesterov), then the update orthogonalised: every direction moves at the same rate."""
     def __init__(self, param_groups, momentum=0.95):
-        super().__init__(param_groups)
-        self.momentum = momentum
+        self.param_groups, self.momentum = param_groups, momentum
 
     @torch.no_grad()
     def step(self):
@@ -486,8 +480,7 @@ class TrainStep:
 
     def eager(self, rows):
         loss = self.step(rows)
-        for opt in self.optimizers:
-            opt.zero_grad()
+        self.model.zero_grad(set_to_none=True)
         return loss
 
     def __call__(self, rows):
