@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import optimize
-from scipy import stats as sps
+
+from ._lazy import LazyModule
+
+# scipy.stats takes about a second to import: only sessions that judge an experiment pay it.
+optimize = LazyModule("scipy.optimize")
+sps = LazyModule("scipy.stats")
 
 from .protocol import SIGNIFICANT_SIGMAS
 from .stats import Summary
