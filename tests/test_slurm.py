@@ -44,7 +44,7 @@ def slurm_cluster() -> None:
 SLURM = ("--exprun-executor=slurm", "--exprun-slurm-gpus=0", "--exprun-slurm-time=5")
 
 
-def test_protocol_through_slurm_gives_the_same_verdict_and_reports_as_local(project: Project) -> None:
+def test_protocol_through_slurm_gives_the_same_verdict_and_reports_as_local(project: Project, with_plots: None) -> None:
     project.plan(WINNER)
     local = project.run("--experiment=use_x")
     local_reports = {p.name: normalised_report(p) for p in project.research.glob("*.md")}
@@ -56,7 +56,7 @@ def test_protocol_through_slurm_gives_the_same_verdict_and_reports_as_local(proj
     result.assert_outcomes(passed=9, skipped=2)
     assert result.parseoutcomes() == local.parseoutcomes()
     slurm_reports = {p.name: normalised_report(p) for p in project.research.glob("*.md")}
-    assert slurm_reports == local_reports and len(slurm_reports) == 2
+    assert slurm_reports == local_reports and len(slurm_reports) == 3  # baseline, experiment, summary
     # The job files went to the default folder, one per job, and the logs to the usual place.
     jobs = [p for p in (project.research / ".exprun" / "slurm").iterdir() if p.is_dir()]
     assert len(jobs) == 8
