@@ -11,7 +11,7 @@ profile)
   for i in 1 2 3; do  # the floor a fresh process pays before any training
     python3 -c "import time; t=time.perf_counter(); import torch; a=time.perf_counter(); torch.zeros(1, device='cuda'); print(f'import torch {a-t:.2f}s, CUDA context {time.perf_counter()-a:.2f}s')"
   done
-  python3 -m cProfile -s cumtime train_llm.py --config small --data "$DATA" --output_dir /tmp/prof | head -60
+  python3 -m cProfile -s cumtime train_llm.py --config small --data "$DATA" --output_dir "$(mktemp -d)" | head -60
   ;;
 sweep)
   python3 bench/sweep_trainer.py --parallel 4 --seeds 2 --common "--config small --data $DATA" \
