@@ -36,7 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="report name for the single --experiment (default: made from its flags)")
     for dest, ini, default, text in settings_mod.OPTIONS:
         flag = "--exprun-" + dest.replace("_", "-")
-        group.addoption(flag, dest=f"exprun_{dest}", default=None, help=f"{text} (default: {default!r}; ini: {ini})")
+        group.addoption(flag, dest=f"exprun_{dest}", default=None, metavar=dest.rsplit("_", 1)[-1].upper(),
+                        help=f"{text} (default: {default!r}; ini: {ini})")
         parser.addini(ini, text, default=default)
     for dest, ini, text in settings_mod.FLAGS:
         flag = "--exprun-" + dest.replace("_", "-")
