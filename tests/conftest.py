@@ -157,7 +157,8 @@ def normalised_report(path: Path) -> str:
 
 @pytest.fixture
 def with_plots() -> None:
-    """Request this to have reports draw their PNGs (matplotlib permitting)."""
+    """Request this to have reports draw their PNGs; skips where the plots extra is not installed."""
+    pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
 
 
 @pytest.fixture(autouse=True)
