@@ -159,6 +159,10 @@ def normalised_report(path: Path) -> str:
 def with_plots() -> None:
     """Request this to have reports draw their PNGs; skips where the plots extra is not installed."""
     pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
+    # Import what plots.py uses here, in the outer session: pytester's in-process runs drop modules
+    # first imported inside them, and a second fresh import of matplotlib breaks its docstrings.
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

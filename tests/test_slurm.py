@@ -46,7 +46,7 @@ SLURM = ("--exprun-executor=slurm", "--exprun-slurm-gpus=0", "--exprun-slurm-tim
 
 def test_protocol_through_slurm_gives_the_same_verdict_and_reports_as_local(project: Project, with_plots: None) -> None:
     project.plan(WINNER)
-    local = project.run("--experiment=use_x")
+    local = project.run_subprocess("--experiment=use_x")  # a process of its own: a clean matplotlib
     local_reports = {p.name: normalised_report(p) for p in project.research.glob("*.md")}
     for path in project.research.glob("*.md"):
         path.unlink()
