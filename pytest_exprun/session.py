@@ -16,7 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn
 
 import pytest
 
@@ -133,6 +133,7 @@ class ProtocolSession:
         self.runs_planned = 0
         self.published: dict[str, Published] = {}
         self._setups: dict[str, Setup] = {}
+        self._trainer_files: tuple[tuple[str, str], ...] | None = None
         self._reported_env: dict[int, dict[str, object]] = {}
         self._current: tuple[int, str, float] = (0, "", 0.0)  # the run whose output is echoed
         self._commit: str | None = None
@@ -195,12 +196,14 @@ class ProtocolSession:
 
     def setup(self, group: str) -> Setup:
         if group not in self._setups:
+            if self._trainer_files is None:  # hashed once: every group runs the same trainer
+                self._trainer_files = trainer_files(self.settings.command, self.settings.rootdir)
             flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
             self._setups[group] = Setup(
                 command=self.settings.command,
                 train_tokens=self.settings.train_tokens,
                 flags=flags,
-                trainer_files=trainer_files(self.settings.command, self.settings.rootdir),
+                trainer_files=self._trainer_files,
             )
         return self._setups[group]
 
@@ -267,12 +270,13 @@ class ProtocolSession:
             raise report.ReportError(
                 f"{path} holds seeds {sorted(runs)} but the protocol needs {expected}; {rerun}"
             )
-        if read.edited and data.get("tables_sha256", report.tables_digest(read.body)) != report.tables_digest(read.body):
-            raise report.ReportError(
-                f"{path} was edited by hand: the numbers in its tables no longer match what was measured "
-                f"(added prose is fine, changed table rows are not); restore it (e.g. from git) or {rerun}"
-            )
-        if read.edited:
+        if read.edited and "tables_sha256" in data:
+            if data["tables_sha256"] != report.tables_digest(read.body):
+                raise report.ReportError(
+                    f"{path} was edited by hand: the numbers in its tables no longer match what was measured "
+                    f"(added prose is fine, changed table rows are not); restore it (e.g. from git) or {rerun}"
+                )
+        elif read.edited:
             shown = report.visible_seed_rows(read.body)
             for seed, (val_loss, wall_time) in runs.items():
                 row = shown.get(seed)
@@ -312,7 +316,6 @@ class ProtocolSession:
                       "environment": r.extra.get("environment", {})} for r in ordered],
         }
         self._write_owned(self.settings.baseline_report, report.with_data(body, data))
-        self.reused_from = None
 
     def _write_owned(self, path: Path, text: str) -> None:
         """Write a report, never silently replacing a file that a person wrote or edited."""
@@ -522,21 +525,13 @@ class ProtocolSession:
                 missing += [f"{name} seed {x}" for x in more_missing]
                 runs = first + more
         if missing:
-            message = (
-                f"no verdict for {name}: {', '.join(missing)} not measured (failed, interrupted or "
-                "deselected); run the same command again and only the missing seeds will run"
-            )
-            self.outcomes.append(Outcome(exp, None, None, message))
-            raise ProtocolFailure(message)
+            self._no_verdict(exp, None, f"{', '.join(missing)} not measured (failed, interrupted or "
+                             "deselected); run the same command again and only the missing seeds will run")
         mixed = mixed_environments(base, runs)
         if mixed:
-            message = (
-                f"no verdict for {name}: the runs were not measured in the same environment ({mixed}); "
-                "a baseline from another machine, torch or data set is not comparable: "
-                "re-measure it here with --exprun-rerun-baseline"
-            )
-            self.outcomes.append(Outcome(exp, None, None, message))
-            raise ProtocolFailure(message)
+            self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); "
+                             "a baseline from another machine, torch or data set is not comparable: "
+                             "re-measure it here with --exprun-rerun-baseline")
         cmp = compare(
             summarize([r.val_loss for r in base]),
             summarize([r.val_loss for r in runs]),
@@ -544,9 +539,7 @@ class ProtocolSession:
             summarize([r.wall_time for r in runs]),
         )
         if cmp.verdict is None:
-            message = f"no verdict for {name}: {cmp.problem}"
-            self.outcomes.append(Outcome(exp, cmp, None, message))
-            raise ProtocolFailure(message)
+            self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
         path = s.experiment_report(name)
         self.published[name] = self._evidence_for(exp, cmp, base, runs, path)
         contexts = self._publish()
@@ -675,6 +668,12 @@ class ProtocolSession:
         text = report.render("step_summary.md.j2", context, self.settings.template_dir)
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(text)
+
+    def _no_verdict(self, exp: Experiment, cmp: Comparison | None, why: str) -> NoReturn:
+        """Fail the verdict test, keeping the reason for the terminal summary."""
+        message = f"no verdict for {exp.name}: {why}"
+        self.outcomes.append(Outcome(exp, cmp, None, message))
+        raise ProtocolFailure(message)
 
     def _experiment_context(
         self, entry: Published, family: list[dict[str, Any]], holm_p: float | None
