@@ -18,10 +18,10 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
 
 #: ``Step 240 | val_loss: 1.9876 | ...``: the protocol reads the last val_loss printed.
 STEP_LINE = re.compile(r"^\s*Step\s+(\d+)\s*\|\s*val_loss:\s*([^\s|]+)")
@@ -33,7 +33,7 @@ TERMINATE_GRACE_S = 5.0
 #: After the trainer exits, how long to wait for children still holding its output open.
 ORPHAN_GRACE_S = 1.0
 
-LineParser = Callable[[str], Optional[tuple[int, float]]]
+LineParser = Callable[[str], tuple[int, float] | None]
 
 
 class Failure(str, Enum):
@@ -296,6 +296,98 @@ def _has_live_member(pgid: int) -> bool:
     return False
 
 
+class OutputReader:
+    """A child's merged stdout/stderr: raw bytes to the run's log, capped lines to the caller.
+
+    ``log`` may be swapped between reads: a warm worker's output belongs to one run after another.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: _Log) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.log = log
+        self._fd = proc.stdout.fileno()
+        self._splitter = _LineSplitter()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+
+    def read(self, timeout: float) -> list[str] | None:
+        """The lines completed within ``timeout`` seconds (maybe none); None once the output has ended."""
+        if not self._selector.select(timeout=timeout):
+            return []
+        data = os.read(self._fd, 1 << 16)
+        if not data:
+            return None
+        self.log.write(data)
+        return self._splitter.feed(data)
+
+    def rest(self) -> list[str]:
+        """A last line the child left unterminated."""
+        return self._splitter.flush()
+
+    def close(self) -> None:
+        self._selector.close()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class RunLines:
+    """What the protocol keeps of one run's output: the last lines, the learning curve, the echo."""
+
+    def __init__(self, on_line: Callable[[str], None] | None, parse_line: LineParser) -> None:
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.curve: list[tuple[int, float]] = []
+        self._on_line = on_line
+        self._parse_line = parse_line
+
+    def __call__(self, lines: list[str]) -> None:
+        for line in lines:
+            self.tail.append(line)
+            parsed = self._parse_line(line)
+            if parsed is not None:
+                self.curve.append(parsed)
+            if self._on_line is not None:
+                self._on_line(line)
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.curve[-1][1] if self.curve else None
+
+
+def classify(stopped: Failure | None, returncode: int | None, val_loss: float | None) -> Failure | None:
+    """Why a finished run is unusable, or None when it produced a finite val_loss."""
+    if stopped is not None:
+        return stopped
+    if returncode is not None and returncode < 0:
+        return Failure.SIGNAL
+    if returncode != 0:
+        return Failure.EXIT_CODE
+    if val_loss is None:
+        return Failure.NO_VAL_LOSS
+    if not math.isfinite(val_loss):
+        return Failure.NON_FINITE
+    return None
+
+
+def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen[bytes]:
+    """Start a trainer in its own process group (so it can be ended with its children), output merged."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        cwd=cwd,
+    )
+
+
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a trainer's process group if anything in it is still running (Ctrl-C included)."""
+    if proc.poll() is None or _group_alive(proc.pid):
+        _end_group(proc)
+
+
 def run_trainer(
     spec: RunSpec,
     on_line: Callable[[str], None] | None = None,
@@ -306,42 +398,19 @@ def run_trainer(
     """Run one trainer to completion (or time-out, or cancellation) and classify the outcome."""
     spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
     log = _Log(spec.log_path, max_log_bytes)
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    curve: list[tuple[int, float]] = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+    lines = RunLines(on_line, parse_line)
     wall_start = time.time()
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(
-            list(spec.argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            cwd=spec.cwd,
-        )
+        proc = start_process(list(spec.argv), spec.env, spec.cwd, subprocess.DEVNULL)
     except OSError as exc:
-        tail.append(f"{type(exc).__name__}: {exc}")
+        lines.tail.append(f"{type(exc).__name__}: {exc}")
         log.write(f"{exc}\n".encode())
-        log.close(tail)
-        return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(tail), wall_start)
+        log.close(lines.tail)
+        return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(lines.tail), wall_start)
 
-    def handle(lines: list[str]) -> None:
-        for line in lines:
-            tail.append(line)
-            parsed = parse_line(line)
-            if parsed is not None:
-                curve.append(parsed)
-            if on_line is not None:
-                on_line(line)
-
-    splitter = _LineSplitter()
+    reader = OutputReader(proc, log)
     stopped: Failure | None = None
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
     exited_at: float | None = None
     try:
         while True:
@@ -352,12 +421,10 @@ def run_trainer(
             if cancel is not None and cancel.is_set():
                 stopped = Failure.CANCELLED
                 break
-            if selector.select(timeout=0.1):
-                data = os.read(fd, 1 << 16)
-                if not data:
-                    break
-                log.write(data)
-                handle(splitter.feed(data))
+            got = reader.read(0.1)
+            if got is None:
+                break
+            lines(got)
             if proc.poll() is not None:
                 # The trainer is gone; a child of it may still hold the pipe open.
                 exited_at = exited_at or now
@@ -365,33 +432,19 @@ def run_trainer(
                     break
     finally:
         # Runs on Ctrl-C too: nothing the trainer started outlives the run.
-        if proc.poll() is None or _group_alive(proc.pid):
-            _end_group(proc)
-        selector.close()
-        proc.stdout.close()
-    handle(splitter.flush())
+        end_process(proc)
+        reader.close()
+    lines(reader.rest())
     returncode = proc.wait()
     wall_time = time.perf_counter() - start
-    log.close(tail)
-
-    val_loss = curve[-1][1] if curve else None
-    failure = stopped
-    if failure is None:
-        if returncode < 0:
-            failure = Failure.SIGNAL
-        elif returncode != 0:
-            failure = Failure.EXIT_CODE
-        elif val_loss is None:
-            failure = Failure.NO_VAL_LOSS
-        elif not math.isfinite(val_loss):
-            failure = Failure.NON_FINITE
+    log.close(lines.tail)
     return RunResult(
         spec=spec,
-        val_loss=val_loss,
+        val_loss=lines.val_loss,
         wall_time=wall_time,
-        curve=tuple(curve),
+        curve=tuple(lines.curve),
         returncode=returncode,
-        failure=failure,
-        tail=tuple(tail),
+        failure=classify(stopped, returncode, lines.val_loss),
+        tail=tuple(lines.tail),
         started_at=wall_start,
     )

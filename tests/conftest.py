@@ -16,6 +16,11 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
+# pytester's in-process runs drop the modules first imported inside them, and numpy's C
+# extensions refuse a second import ("cannot load module more than once per process"): import
+# the statistics stack here, in the outer session, so any test file can run on its own.
+import scipy.stats  # noqa: E402, F401  (the plugin imports it lazily)
+
 pytest_plugins = ["pytester"]
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
