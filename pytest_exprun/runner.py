@@ -46,6 +46,7 @@ class Failure(str, Enum):
     NON_FINITE = "printed a non-finite val_loss"
     CANCELLED = "was cancelled"
     NOT_STARTED = "could not be started"
+    WORKER_LOST = "worker exited in the middle of the run"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ class Outcome:
 
 #: Keys of a trainer's ``metrics.json`` that must agree between runs that are compared.
 ENVIRONMENT_KEYS = ("device", "torch_version", "data_fingerprint")
+#: What a run's wall time covers (``Executor.timing``); runs stored before it was recorded
+#: were all timed as one process per run.
+TIMING_KEY = "timing"
+DEFAULT_TIMING = "process"
 
 
 def read_environment(output_dir: Path) -> dict[str, object]:
@@ -92,7 +96,8 @@ def mixed_environments(*groups: list[RunRecord]) -> str | None:
     seen: dict[str, set[str]] = {}
     for records in groups:
         for record in records:
-            for key, value in (record.extra.get("environment") or {}).items():
+            environment = {TIMING_KEY: DEFAULT_TIMING, **(record.extra.get("environment") or {})}
+            for key, value in environment.items():
                 seen.setdefault(key, set()).add(str(value))
     differing = {key: sorted(values) for key, values in seen.items() if len(values) > 1}
     if not differing:
@@ -427,6 +432,8 @@ class ProtocolSession:
         group, seed = result.spec.group, result.spec.seed
         assert result.val_loss is not None
         environment = read_environment(result.spec.output_dir)
+        assert self.executor is not None
+        environment[TIMING_KEY] = self.executor.timing
         record = RunRecord(
             group=group,
             seed=seed,
@@ -437,7 +444,7 @@ class ProtocolSession:
             argv=list(result.spec.argv),
             log=self._rel(result.spec.log_path),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
-            extra={"environment": environment} if environment else {},
+            extra={"environment": environment},
         )
         try:
             self.store.save(record)
@@ -530,8 +537,9 @@ class ProtocolSession:
         mixed = mixed_environments(base, runs)
         if mixed:
             self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); "
-                             "a baseline from another machine, torch or data set is not comparable: "
-                             "re-measure it here with --exprun-rerun-baseline")
+                             "a baseline from another machine, torch, data set or executor timing (a process "
+                             "per run against a warm worker) is not comparable: re-measure it here with "
+                             "--exprun-rerun-baseline")
         cmp = compare(
             summarize([r.val_loss for r in base]),
             summarize([r.val_loss for r in runs]),

@@ -28,7 +28,7 @@ from .protocol import (
 )
 
 DEFAULT_COMMAND = "python train_llm.py"
-EXECUTORS = ("local", "gpus", "slurm")
+EXECUTORS = ("local", "warm", "gpus", "slurm")
 
 # (option dest, ini name, default, help). One table so that the command line, the ini
 # file and the defaults can never drift apart.
@@ -47,7 +47,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("timeout", "exprun_timeout", "0", "seconds one run may take before its process group is ended (0: no limit)"),
     ("accept", "exprun_accept", "winner", "verdicts that pass: 'winner', or 'neutral' to also pass NEUTRAL"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
-    ("executor", "exprun_executor", "local", "how runs are started: local, gpus or slurm"),
+    ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
     ("slurm_partition", "exprun_slurm_partition", "",
      "SLURM partition for --exprun-executor=slurm (default: the cluster's default partition)"),

@@ -12,6 +12,11 @@ stubborn (notes SIGTERM in ``fake_sigterm.txt`` and carries on),
 bigline (one line of 100 MB), flood (about 1 GB of log lines), grandchild (starts a
 sleeping child that outlives it unless its process group is ended, and writes both pids
 to ``fake_grandchild.pid``).
+Started with ``--worker`` it speaks the warm executor's worker protocol (docs/executors.md):
+``exprun-worker: ready``, then one run per JSON line on stdin, each ending with
+``exprun-worker: done <code>``; it exits after a failed run and at the end of its input.
+``"worker": false`` in the plan makes it a trainer without worker support, and
+``"worker_start": "exit2"`` or ``"hang"`` makes its start fail or hang.
 Every start is appended to ``fake_started.jsonl`` (seed and pid) so a test can wait for a
 given run to be under way; with ``"gate": "FILE"`` in the plan a run waits until FILE
 exists before it finishes. Every finished call is appended to ``fake_calls.jsonl`` so
@@ -33,14 +38,41 @@ from pathlib import Path
 CURVE = ((10, 0.5), (20, 0.25), (30, 0.12), (40, 0.05), (50, 0.0))
 
 
-def main() -> int:
+def read_plan() -> dict:
+    plan_path = Path("fake_plan.json")
+    return json.loads(plan_path.read_text()) if plan_path.exists() else {}
+
+
+def serve(common: list[str]) -> int:
+    """The worker protocol: runs from stdin, one after another in this process."""
+    start = read_plan().get("worker_start")
+    if start == "exit2":
+        print("error: unknown preset 'huge'", flush=True)
+        return 2
+    if start == "hang":
+        time.sleep(3600)
+    print("exprun-worker: ready", flush=True)
+    for line in sys.stdin:
+        try:
+            code = main(common + json.loads(line)["argv"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        print(f"exprun-worker: done {code}", flush=True)
+        if code:
+            return code
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    plan = read_plan()
+    if "--worker" in argv and plan.get("worker", True):
+        return serve([a for a in argv if a != "--worker"])
     parser = argparse.ArgumentParser()
     parser.add_argument("--train_tokens", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--output_dir", required=True)
-    args, flags = parser.parse_known_args()
-    plan_path = Path("fake_plan.json")
-    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    args, flags = parser.parse_known_args(argv)
     key = " ".join(flags)
     seed = str(args.seed)
     started = time.time()

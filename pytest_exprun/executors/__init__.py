@@ -2,7 +2,7 @@
 
 An executor takes ``RunSpec``s and hands back ``RunHandle``s; the protocol session asks
 each handle for its ``RunResult`` in test order. Whether runs happen lazily in the calling
-thread (``local``), concurrently on several GPUs (``gpus``) or as cluster jobs (``slurm``),
+thread (``local``), one after another in a warm trainer process (``warm``), concurrently on several GPUs (``gpus``) or as cluster jobs (``slurm``),
 no decision or number of the protocol depends on it.
 
 To add one (say, Ray): subclass ``Executor``, implement ``submit`` (and ``close`` if it holds
@@ -47,6 +47,8 @@ class Executor(ABC):
     streams_output: bool = False
     #: Whether submitting ahead of time starts work (so the session should submit early).
     eager: bool = False
+    #: What a run's wall time covers; runs timed differently are never compared.
+    timing: str = "process"
 
     @abstractmethod
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle: ...
@@ -60,6 +62,10 @@ def make_executor(settings: "Settings") -> Executor:
         from .local import LocalExecutor
 
         return LocalExecutor()
+    if settings.executor == "warm":
+        from .warm import WarmExecutor
+
+        return WarmExecutor(settings.argv_prefix())
     if settings.executor == "gpus":
         from .gpus import GpuExecutor
 

@@ -1,0 +1,226 @@
+"""Runs one after another in a warm trainer process, so start-up is paid once per session.
+
+At 1M tokens on a GPU, a fresh trainer process spends longer importing torch and creating
+its CUDA context than training. A trainer that speaks the worker protocol (``train_llm.py``
+does; docs/executors.md describes it) is started once, as ``<command> --worker``, and is sent
+one run after another on its stdin, each fully re-seeded in the trainer; its output goes to
+each run's own log as with ``local``. A run that fails, times out or is cancelled ends the
+worker (its state is not trusted afterwards); the next run starts a fresh one.
+
+A run's wall time here is the run alone, without the interpreter and framework start-up
+that ``local`` includes, so the two are never compared (the session records how a run was
+timed and refuses to compare runs timed differently).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from ..runner import (
+    MAX_LOG_BYTES,
+    ORPHAN_GRACE_S,
+    Failure,
+    LineParser,
+    OutputReader,
+    RunLines,
+    RunResult,
+    RunSpec,
+    _Log,
+    classify,
+    end_process,
+    start_process,
+)
+from . import Executor, LineSink, RunHandle
+
+WORKER_FLAG = "--worker"
+READY = "exprun-worker: ready"
+DONE = re.compile(r"^exprun-worker: done (-?\d+)$")
+#: After a failed run the worker exits by itself; how long to give it before ending it.
+EXIT_GRACE_S = 2.0
+
+
+class _Worker:
+    """One warm trainer process and the reader of its output."""
+
+    def __init__(self, argv: list[str], spec: RunSpec) -> None:
+        self.proc = start_process(argv, spec.env, spec.cwd, subprocess.PIPE)
+        self.reader: OutputReader | None = None
+        self.runs = 0
+
+    def attach(self, log: _Log) -> OutputReader:
+        if self.reader is None:
+            self.reader = OutputReader(self.proc, log)
+        self.reader.log = log
+        return self.reader
+
+    def send(self, argv: Sequence[str]) -> bool:
+        """Hand the worker one run; False if it is gone."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps({"argv": list(argv)}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        return True
+
+    def stop(self, grace: float) -> int:
+        """End the worker and everything it started, after ``grace`` seconds to exit by itself."""
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()  # EOF: an idle worker exits on its own
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        end_process(self.proc)
+        if self.reader is not None:
+            self.reader.close()
+        return self.proc.wait()
+
+
+class _Waiting:
+    """How one wait on the worker ended."""
+
+    def __init__(self, marker: str | None = None, stopped: Failure | None = None) -> None:
+        self.marker = marker
+        self.stopped = stopped
+
+
+def _read_until(
+    worker: _Worker, log: _Log, lines: RunLines, marker: re.Pattern[str] | str,
+    timeout: float | None, cancel: threading.Event,
+) -> _Waiting:
+    """Pass the worker's lines to ``lines`` until ``marker``, its exit, a time-out or cancellation."""
+    reader = worker.attach(log)
+    start = time.perf_counter()
+    exited_at: float | None = None
+    while True:
+        now = time.perf_counter()
+        if timeout is not None and now - start > timeout:
+            return _Waiting(stopped=Failure.TIMEOUT)
+        if cancel.is_set():
+            return _Waiting(stopped=Failure.CANCELLED)
+        got = reader.read(0.1)
+        if got is None:
+            lines(reader.rest())
+            return _Waiting()
+        for i, line in enumerate(got):
+            if (marker.match(line) if isinstance(marker, re.Pattern) else line == marker):
+                lines(got[:i])
+                return _Waiting(marker=line)
+        lines(got)
+        if worker.proc.poll() is not None:
+            # The worker is gone; a child of it may still hold the pipe open.
+            exited_at = exited_at or now
+            if now - exited_at > ORPHAN_GRACE_S:
+                return _Waiting()
+
+
+class _InWorker(RunHandle):
+    def __init__(self, executor: WarmExecutor, spec: RunSpec, on_line: LineSink | None,
+                 parse_line: LineParser) -> None:
+        self._executor = executor
+        self._spec = spec
+        self._on_line = on_line
+        self._parse_line = parse_line
+        self._cancel = threading.Event()
+        self._result: RunResult | None = None
+
+    def result(self) -> RunResult:
+        if self._result is None:
+            self._result = self._executor.run(self._spec, self._on_line, self._parse_line, self._cancel)
+        return self._result
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+class WarmExecutor(Executor):
+    streams_output = True
+    eager = False
+    timing = "warm worker"
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.command = tuple(command)
+        self._worker: _Worker | None = None
+
+    def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
+        return _InWorker(self, spec, on_line, parse_line)
+
+    def run(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser,
+            cancel: threading.Event) -> RunResult:
+        spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = _Log(spec.log_path, MAX_LOG_BYTES)
+        lines = RunLines(on_line, parse_line)
+        wall_start = time.time()
+        start = time.perf_counter()
+
+        def failed(failure: Failure, returncode: int | None, note: str, where: str) -> RunResult:
+            if note:
+                lines.tail.append(f"[exprun: {note}]")
+                log.write(f"[exprun: {note}]\n".encode())
+            log.close(lines.tail)
+            return RunResult(spec, lines.val_loss, time.perf_counter() - start, tuple(lines.curve), returncode,
+                             failure, tuple(lines.tail), wall_start, where=where)
+
+        if tuple(spec.argv[: len(self.command)]) != self.command:
+            return failed(Failure.NOT_STARTED, None, (
+                f"the warm executor starts '{' '.join(self.command)} {WORKER_FLAG}' and sends each run the "
+                "arguments that follow the command, but this run's argv does not start with the command "
+                "(changed by a pytest_exprun_build_argv hook?); use --exprun-executor=local"), "")
+        if self._worker is None:
+            try:
+                self._worker = _Worker([*self.command, WORKER_FLAG], spec)
+            except OSError as exc:
+                return failed(Failure.NOT_STARTED, None, f"{type(exc).__name__}: {exc}", "")
+            where = f"warm worker {self._worker.proc.pid}, starting"
+            waited = _read_until(self._worker, log, lines, READY, spec.timeout, cancel)
+            if waited.marker is None:
+                code = self._retire(grace=0.0)
+                if waited.stopped is not None:
+                    return failed(waited.stopped, code, "", where)
+                return failed(classify(None, code, None) or Failure.WORKER_LOST, code, (
+                    f"the trainer exited before its worker was ready: does it support {WORKER_FLAG}? "
+                    "(docs/executors.md describes the protocol; --exprun-executor=local needs none)"), where)
+            # Runs are timed from here on: start-up belongs to the worker, not to its first run.
+            wall_start, start = time.time(), time.perf_counter()
+
+        worker = self._worker
+        worker.runs += 1
+        where = f"warm worker {worker.proc.pid}, its run {worker.runs}"
+        if not worker.send(spec.argv[len(self.command):]):
+            code = self._retire(grace=0.0)
+            return failed(classify(None, code, None) or Failure.WORKER_LOST, code, "", where)
+        waited = _read_until(worker, log, lines, DONE, spec.timeout, cancel)
+        wall_time = time.perf_counter() - start
+        returncode: int | None
+        stopped = waited.stopped
+        if waited.marker is not None:
+            match = DONE.match(waited.marker)
+            assert match is not None
+            returncode = int(match.group(1))
+            if returncode != 0:
+                self._retire(grace=EXIT_GRACE_S)  # it exits by itself after a failed run
+        else:
+            # Timed out or cancelled (end it now), or it ended in the middle of the run.
+            returncode = self._retire(grace=0.0)
+            if stopped is None and returncode == 0:
+                stopped = Failure.WORKER_LOST
+        log.close(lines.tail)
+        failure = classify(stopped, returncode, lines.val_loss)
+        return RunResult(spec, lines.val_loss, wall_time, tuple(lines.curve), returncode, failure,
+                         tuple(lines.tail), wall_start, where=where if failure else "")
+
+    def _retire(self, grace: float) -> int | None:
+        worker, self._worker = self._worker, None
+        return None if worker is None else worker.stop(grace)
+
+    def close(self, cancel: bool) -> None:
+        self._retire(grace=0.0 if cancel else EXIT_GRACE_S)
+
