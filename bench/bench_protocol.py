@@ -5,7 +5,8 @@ For each case (5 baseline + 3 experiment seeds, and 5 + 5) and each executor, th
   1. ``pytest --experiment=...`` from the repository root, timed from outside (the time a
      researcher waits for the verdict), and
   2. the very same trainer invocations (argv read back from the run records) as a bare
-     ``bash`` for-loop, right after it, so the two are measured side by side,
+     ``bash`` loop (for ``--executors warm``: the same runs fed by hand to one bare
+     ``train_llm.py --worker``), right after it, so the two are measured side by side,
 
 then reports the plugin's overhead (protocol − loop) / protocol, the sum of pure training time
 (first to last step, from each run's metrics.json) against the whole, and the fixed cost per run
@@ -17,6 +18,7 @@ and so runs the two extension seeds.
 
     python bench/bench_protocol.py --config tiny                       # CPU
     python bench/bench_protocol.py --config small --executors local,gpus --data input.txt
+    python bench/bench_protocol.py --config small --executors local,warm --reps 3
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def phases_of(wall_time: float, metrics: dict) -> dict:
     if startup is None or inside is None:
         return {}
     return {
-        "interpreter start": wall_time - inside,  # process start until the trainer's first line of Python
+        "process start or hand-over": wall_time - inside,  # until the run's first line of Python (a warm worker: the hand-over)
         "imports, data, model": startup,  # to the first training step
         "training": metrics["train_time_s"],
         "evaluation, saving, exit": inside - startup - metrics["train_time_s"],
@@ -91,6 +93,20 @@ def run_loop(runs: list[dict], work: Path) -> float:
     start = time.perf_counter()
     subprocess.run(["bash", str(work / "loop.sh")], cwd=ROOT, check=True)
     return time.perf_counter() - start
+
+
+def run_worker_loop(runs: list[dict], work: Path, trainer: str) -> float:
+    """The same runs through one bare warm worker (``--worker``, jobs on stdin): the warm executor's
+    plain alternative, started and fed by hand."""
+    command = shlex.split(trainer)
+    command[0] = sys.executable
+    jobs = "".join(json.dumps({"argv": r["argv"][len(command):]}) + "\n" for r in runs)
+    start = time.perf_counter()
+    proc = subprocess.run([*command, "--worker"], input=jobs, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or proc.stdout.count("exprun-worker: done 0") != len(runs):
+        raise SystemExit(f"the bare worker failed:\n{proc.stdout[-3000:]}")
+    return elapsed
 
 
 def main() -> None:
@@ -122,10 +138,13 @@ def main() -> None:
                     totals.append(proto["total"])
                     if executor == "local":
                         loops.append(run_loop(proto["runs"], work))
+                    elif executor == "warm":
+                        loops.append(run_worker_loop(proto["runs"], work, trainer))
             proto["total"] = statistics.median(totals)
             loop = statistics.median(loops) if loops else None
             runs = proto["runs"]
             train = sum(r["train_time"] for r in runs)
+            outside = proto["total"] - sum(r["wall_time"] for r in runs)
             fixed = [r["wall_time"] - r["train_time"] for r in runs]
             phases = {}
             for r in runs:
@@ -134,6 +153,7 @@ def main() -> None:
             results.append({
                 "case": case, "executor": executor, "runs": len(runs), "time_to_verdict_s": proto["total"],
                 "bare_loop_s": loop, "plugin_overhead_pct": None if loop is None else (proto["total"] - loop) / proto["total"] * 100,
+                "sum_run_wall_s": sum(r["wall_time"] for r in runs), "outside_runs_s": outside,
                 "sum_train_time_s": train, "compute_floor_share_pct": train / proto["total"] * 100,
                 "fixed_cost_per_run_median_s": statistics.median(fixed),
                 "phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
@@ -144,12 +164,12 @@ def main() -> None:
 
     print(f"\nmachine: {os.cpu_count()} CPUs | trainer: {trainer} | train tokens {args.train_tokens}")
     print(f"{'case':5} {'executor':8} {'runs':>4} {'verdict s':>10} {'loop s':>8} {'overhead':>9} "
-          f"{'train s':>8} {'floor':>6} {'fixed/run':>9}")
+          f"{'outside':>8} {'train s':>8} {'floor':>6} {'fixed/run':>9}")
     for r in results:
         loop = "-" if r["bare_loop_s"] is None else f"{r['bare_loop_s']:.1f}"
         over = "-" if r["plugin_overhead_pct"] is None else f"{r['plugin_overhead_pct']:+.1f}%"
         print(f"{r['case']:5} {r['executor']:8} {r['runs']:>4} {r['time_to_verdict_s']:>10.1f} {loop:>8} {over:>9} "
-              f"{r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
+              f"{r['outside_runs_s']:>7.1f}s {r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
         if r["phases_median_s"]:
             print("      fixed cost per run (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases_median_s"].items()))
         print(f"      {r['verdict']}")

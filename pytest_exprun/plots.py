@@ -7,6 +7,7 @@ pyplot state or display is involved.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -83,9 +84,19 @@ def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
         _style(ax)
         ax.set_title(f"{data.name} · {data.scale} · {title}", fontsize=11, loc="left")
         file = f"{stem}_{suffix}.png"
-        fig.savefig(folder / file, dpi=DPI)
+        _save(fig, folder / file)
         plots.append(Plot(title, file))
     return PlotSet(tuple(plots), None)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write the PNG under a temporary name first: an interrupted session never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(temporary, dpi=DPI, format="png")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _style(ax: Any) -> None:

@@ -16,11 +16,11 @@ import warnings
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import evidence, plots, report
+from . import aside, evidence, plots, report
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
 from .runner import LineThrottle, RunResult, RunSpec, parse_step_line
@@ -80,6 +80,13 @@ TIMING_KEY = "timing"
 DEFAULT_TIMING = "process"
 
 
+T = TypeVar("T")
+
+
+def _here(func: Callable[..., T], *args: Any) -> T:
+    return func(*args)
+
+
 def read_environment(output_dir: Path) -> dict[str, object]:
     """What machine, framework and data a run used, if the trainer wrote a ``metrics.json``."""
     try:
@@ -127,6 +134,7 @@ class ProtocolSession:
         self.store = RunStore(settings.state_dir, settings.scale)
         self.lock = SessionLock(settings.state_dir / "lock")
         self.executor: Executor | None = None
+        self.aside: aside.Aside | None = None
         self.handles: dict[tuple[str, int], RunHandle] = {}
         #: Runs an eager executor finished (and that were stored) before their test asked.
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
@@ -166,6 +174,8 @@ class ProtocolSession:
         self.executor = make_executor(self.settings)
         pending = [item for item in items if self._known(item.group, item.seed) is None]
         self.runs_planned = len(pending)
+        if pending and self.settings.experiments:
+            self.aside = aside.start()  # imports the statistics and plotting while the runs go on
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:
@@ -178,6 +188,8 @@ class ProtocolSession:
             for handle in self.handles.values():
                 handle.cancel()
             self.executor.close(cancel=cancel)
+        if self.aside is not None:
+            self.aside.close()
         self.lock.release()
 
     def _check_trainer(self) -> None:
@@ -568,12 +580,13 @@ class ProtocolSession:
         """Statistics, curves and plots of one experiment; computed once, when its verdict is given."""
         base_val = {r.seed: r.val_loss for r in base}
         exp_val = {r.seed: r.val_loss for r in runs}
-        found = evidence.evaluate(base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
+        work = self.aside.call if self.aside is not None else _here
+        found = work(evidence.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
         curves = evidence.learning_curves(
             [r.curve for r in base], [r.curve for r in runs], self.settings.train_tokens, cmp.val_loss.baseline.mean
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        drawn = plots.draw(path.parent, path.stem, plots.PlotData(
+        drawn = work(plots.draw, path.parent, path.stem, plots.PlotData(
             name=exp.name, scale=self.settings.scale, baseline_val=base_val, experiment_val=exp_val,
             baseline_wall={r.seed: r.wall_time for r in base}, experiment_wall={r.seed: r.wall_time for r in runs},
             baseline_mean=cmp.val_loss.baseline.mean, baseline_std=cmp.val_loss.baseline.std,

@@ -175,6 +175,20 @@ def with_plots() -> None:
     import matplotlib.figure  # noqa: F401
 
 
+@pytest.fixture
+def with_aside() -> None:
+    """Request this to have verdicts computed in the helper process, as in real sessions."""
+
+
+@pytest.fixture(autouse=True)
+def _aside_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper costs a Python start and the scipy and matplotlib imports per session, and
+    the in-process monkeypatches of other fixtures do not reach it: tests get the in-process
+    path (the very functions the helper calls) unless they ask for ``with_aside``."""
+    if "with_aside" not in request.fixturenames:
+        monkeypatch.setattr("pytest_exprun.aside.start", lambda: None)
+
+
 @pytest.fixture(autouse=True)
 def _plots_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Drawing costs about half a second per report; only tests that ask for ``with_plots`` pay it."""
