@@ -9,9 +9,15 @@ sources), and fast on one NVIDIA GPU (bf16 autocast, the whole step in one CUDA 
 Prints one line per evaluation, `Step N | val_loss: ... | train_loss: ... | tok/s: ... |
 elapsed: ...s`, the last one at --train_tokens, and writes metrics.json and ckpt.pt to
 --output_dir. Exit codes: 0 done, 2 bad input, 3 diverged (NaN or inf loss).
+
+With --worker, one process runs run after run (JSON lines on stdin), each as a fresh process
+would, so a plugin pays Python's and torch's start-up once per session rather than once per run;
+the protocol is described in docs/executors.md.
 """
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -19,6 +25,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,6 +90,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="text file, folder of text files, or folder with "
                    "train.bin/val.bin of uint16 ids (default: this Python's standard-library sources)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto")
+    p.add_argument("--worker", action="store_true",
+                   help="run after run in this one process, one per stdin line {\"argv\": [...]}, each exactly as "
+                        "`train_llm.py <these args> <argv>` runs in a fresh process (protocol: docs/executors.md)")
     g = p.add_argument_group("training (default: the preset's value where shown as None)")
     g.add_argument("--batch_size", type=int, default=None, help="sequences per step")
     g.add_argument("--block_size", type=int, default=None, help="context length")
@@ -106,6 +116,9 @@ def parse_args(argv=None):
                    help="write the final model to ckpt.pt (default: true)")
     add_experiment_flags(p)
     args = p.parse_args(argv)
+    if args.worker:  # the __main__ block takes it out; here it is abbreviated or inside a job
+        fail("--worker starts worker mode only as a whole word on the command line, not in a job")
+    del args.worker  # not a run's setting: metrics.json's flags stay as they were
     for key, value in PRESETS[args.config].items():  # resolve preset defaults
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -515,7 +528,8 @@ def evaluate(model, val, offsets, args):
     return (total / len(offsets)).item()
 
 
-def main(argv=None):
+def main(argv=None, start=START):
+    """One run; elapsed times count from start (the process's start, or a worker's job's)."""
     args = parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -559,7 +573,7 @@ def main(argv=None):
     train_step = TrainStep(model, optimizers, args, graphed)
     train_loss_sum, since_eval, train_time, history = torch.zeros((), device=args.device), 0, 0.0, []
     t_start = time.perf_counter()
-    startup = t_start - START
+    startup = t_start - start
     for step in range(1, steps + 1):
         set_lr(optimizers, lr_factor(step - 1, args, steps))
         rows = get_batch(train, train_offsets[step - 1], args.block_size, args.device)
@@ -571,7 +585,7 @@ def main(argv=None):
             val_loss = evaluate(model, val, val_offsets, args)
             tok_s = step * tokens_per_step / train_time
             print(f"Step {step} | val_loss: {val_loss:.4f} | train_loss: {train_loss:.4f} | "
-                  f"tok/s: {tok_s:,.0f} | elapsed: {time.perf_counter() - START:.1f}s", flush=True)
+                  f"tok/s: {tok_s:,.0f} | elapsed: {time.perf_counter() - start:.1f}s", flush=True)
             history.append(dict(step=step, val_loss=val_loss, train_loss=train_loss, train_time_s=train_time))
             if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
                 fail(f"training diverged at step {step}: loss is NaN or inf; lower --lr", code=3)
@@ -587,7 +601,7 @@ def main(argv=None):
         os.replace(tmp, out / "ckpt.pt")
     metrics = dict(
         val_loss=val_loss, train_loss=train_loss, train_tokens=steps * tokens_per_step,
-        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - START,
+        train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - start,
         startup_s=startup, train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
         flops_per_token=model.flops_per_token(), config=dict(asdict(cfg), preset=args.config),
         seed=args.seed, device=device_name, torch_version=torch.__version__, data=data_description,
@@ -598,5 +612,92 @@ def main(argv=None):
     print(f"done: val_loss {val_loss:.4f} | {metrics['wall_time_s']:.1f}s | wrote {out / 'metrics.json'}", flush=True)
 
 
+# -----------------------------------------------------------------------------
+# Worker mode: run after run in one process, each exactly as a fresh process would run it.
+# A fresh process costs seconds (import torch, the CUDA context, loading kernels on first use);
+# training 1M tokens on a GPU takes about one. Protocol (docs/executors.md): after start-up print
+# `exprun-worker: ready`; then for each stdin line {"argv": [...]} run `<common args> <argv>` and
+# print `exprun-worker: done <exit code>`; stop after a failed job (its state is not trusted), at a
+# malformed line (code 2), or at EOF (code 0).
+
+READY, DONE = "exprun-worker: ready", "exprun-worker: done"
+WARM_UP_STEPS = 5  # past the 3 eager steps, the CUDA graph's capture and a replay
+
+
+def exit_code(exc):
+    """The exit status a process ending with this SystemExit would have."""
+    return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+
+
+def run_job(argv, fresh, start):
+    """main(argv) as a fresh process runs it; returns its exit code."""
+    # What main and torch leave set in the process goes back to how it was at start-up: a job
+    # without --num_threads gets torch's default, as in a fresh process. Everything random is
+    # seeded inside main from --seed.
+    torch.set_num_threads(fresh["num_threads"])
+    torch.set_float32_matmul_precision(fresh["matmul_precision"])
+    try:
+        main(argv, start)
+    except SystemExit as e:  # fail(), or --help
+        return exit_code(e)
+    except Exception:
+        traceback.print_exc()  # as Python prints an uncaught one; the worker exits after it
+        return 1
+    return 0
+
+
+def warm_up(common, args, fresh):
+    """One short run with the common args (parsed: args) into a temporary folder, its output held
+    back, so that the first job pays no one-time costs that later jobs do not: on a GPU the CUDA
+    context, kernels loaded on first use and the first CUDA graph capture. On a CPU, where first
+    calls cost far less, one step (about 0.3 s for tiny). Either way bad common args or data fail
+    here, before `ready`. Returns the exit code; on failure prints what the run printed to stderr
+    (the one-line error), as a job with these args would."""
+    on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    steps = WARM_UP_STEPS if on_gpu else 1
+    out, err = io.StringIO(), io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="train_llm-warm-up-") as tmp, \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_job([*common, "--train_tokens", str(steps * args.batch_size * args.block_size),
+                        "--eval_every", str(steps), "--eval_tokens", str(max(args.batch_size, 64) * args.block_size),
+                        "--save_checkpoint", "false", "--output_dir", tmp], fresh, time.perf_counter())
+    if code:
+        print(err.getvalue(), end="", file=sys.stderr, flush=True)
+    return code
+
+
+def worker(common):
+    """Worker mode's loop; returns the process's exit code."""
+    fresh = dict(num_threads=torch.get_num_threads(), matmul_precision=torch.get_float32_matmul_precision())
+    try:
+        args = parse_args([*common, "--train_tokens", str(2**62)])  # the warm-up's step shape
+    except SystemExit as e:  # bad common args (or --help) end the worker before `ready`
+        return exit_code(e)
+    code = warm_up(common, args, fresh)
+    if code:
+        return code
+    print(READY, flush=True)
+    for line in sys.stdin.buffer:  # bytes: a line that is not UTF-8 is malformed like any other
+        start = time.perf_counter()
+        try:
+            job = json.loads(line)
+        except ValueError:  # not JSON, or not UTF-8
+            job = None
+        argv = job.get("argv") if isinstance(job, dict) else None
+        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            print(f'error: worker: expected one JSON object {{"argv": [strings]}} per line, got '
+                  f'{line.decode(errors="replace").strip()[:200]!r}',
+                  file=sys.stderr, flush=True)
+            code = 2
+        else:
+            code = run_job([*common, *argv], fresh, start)
+        print(f"{DONE} {code}", flush=True)
+        if code:
+            return code
+    return 0
+
+
 if __name__ == "__main__":
+    if "--worker" in sys.argv[1:]:
+        sys.exit(worker([a for a in sys.argv[1:] if a != "--worker"]))
     main()

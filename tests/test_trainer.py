@@ -1,10 +1,13 @@
-"""The reference trainer, train_llm.py, run as the plugin runs it: a subprocess per run.
+"""The reference trainer, train_llm.py, run as the plugin runs it: a subprocess per run, or
+many runs through one warm worker process (--worker).
 
 Runs are short (a few steps of the tiny model on a small generated text) and start two at a
 time, one CPU thread each, because importing torch dominates each run's cost.
 """
 from __future__ import annotations
 
+import gc
+import importlib.util
 import json
 import os
 import random
@@ -68,9 +71,9 @@ def text_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_trainer(tmp_path_factory, cache_dir):
-    def run(*args: str) -> Run:
+    def run(*args: str, **env_vars: str) -> Run:
         out = tmp_path_factory.mktemp("run")
-        env = dict(os.environ, TRAIN_LLM_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, TRAIN_LLM_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", **env_vars)
         proc = subprocess.run([sys.executable, str(TRAINER), "--output_dir", str(out), *args],
                               capture_output=True, text=True, env=env, timeout=300)
         return Run(proc.returncode, proc.stdout, proc.stderr, out)
@@ -236,3 +239,173 @@ def test_diverging_run_stops_with_exit_code_3(run_trainer, text_file):
     assert run.returncode == 3
     assert "Traceback" not in run.stderr
     assert re.search(r"NaN|inf", run.stderr.strip().splitlines()[-1])
+
+
+# -----------------------------------------------------------------------------
+# Worker mode: `train_llm.py <common args> --worker` runs one job per stdin line, each of which
+# must come out exactly as `train_llm.py <common args> <job args>` in a fresh process.
+
+READY = "exprun-worker: ready"
+DONE = re.compile(r"exprun-worker: done (\d+)")
+# FAST less --num_threads, so that a job without it gets torch's default; OMP_NUM_THREADS=1 makes
+# that default one thread, in fresh processes and in the worker alike, on any machine.
+WORKER_COMMON = FAST[:FAST.index("--num_threads")] + FAST[FAST.index("--num_threads") + 2:]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# One step of a wider model: its losses depend on the thread count here (val_loss differs in the
+# 7th digit between 1 and 2 threads with torch 2.13 on CPU), so a job left at the previous job's
+# --num_threads 2 would not match its fresh process.
+WIDE = ["--n_embd", "512", "--n_layer", "1", "--train_tokens", "256"]
+WORKER_JOBS = {
+    "baseline": ["--seed", "1"],
+    "use_qk_norm": ["--seed", "1", "--use_qk_norm"],
+    "other_seed": ["--seed", "2"],
+    "muon": ["--seed", "1", "--optimizer", "muon"],
+    "wide_two_threads": [*WIDE, "--seed", "1", "--num_threads", "2"],
+    "wide_default_threads": [*WIDE, "--seed", "1"],
+    "baseline_again": ["--seed", "1"],  # after all the others: nothing they left behind counts
+}
+
+
+@dataclass
+class WorkerRun:
+    returncode: int
+    output: str  # stdout and stderr together, as the plugin reads them
+
+    @property
+    def jobs(self) -> list[tuple[int, str]]:
+        """Each job's exit code and printed lines: the output after `ready`, cut at each `done`."""
+        jobs, lines = [], []
+        for line in self.output.partition(READY + "\n")[2].splitlines():
+            if match := DONE.fullmatch(line):
+                jobs.append((int(match.group(1)), "\n".join(lines)))
+                lines = []
+            else:
+                lines.append(line)
+        return jobs
+
+
+def job_line(out: Path, *argv: str) -> str:
+    return json.dumps({"argv": [*argv, "--output_dir", str(out)]})
+
+
+@pytest.fixture(scope="session")
+def run_worker(cache_dir):
+    def run(args: list[str], lines: list[str]) -> WorkerRun:
+        env = dict(os.environ, TRAIN_LLM_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", **ONE_THREAD)
+        proc = subprocess.run([sys.executable, str(TRAINER), *args], input="".join(f"{line}\n" for line in lines),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
+        return WorkerRun(proc.returncode, proc.stdout)
+    return run
+
+
+@pytest.fixture(scope="session")
+def worker_and_fresh(run_worker, run_trainer, text_file, tmp_path_factory):
+    """WORKER_JOBS through one worker (then EOF), and each (but the repeat) in a fresh process."""
+    common = [*WORKER_COMMON, "--data", str(text_file)]
+    out = tmp_path_factory.mktemp("worker")
+    lines = [job_line(out / name, *argv) for name, argv in WORKER_JOBS.items()]
+    fresh_jobs = {name: argv for name, argv in WORKER_JOBS.items() if name != "baseline_again"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        worker = pool.submit(run_worker, ["--worker", *common], lines)
+        fresh = dict(zip(fresh_jobs, pool.map(lambda argv: run_trainer(*common, *argv, **ONE_THREAD),
+                                              fresh_jobs.values())))
+    return worker.result(), out, fresh
+
+
+def test_worker_says_ready_once_then_done_per_job_and_exits_0_at_eof(worker_and_fresh):
+    worker, _, _ = worker_and_fresh
+    assert worker.returncode == 0, worker.output
+    assert worker.output.startswith(READY + "\n"), worker.output  # the warm-up prints nothing
+    assert worker.output.count(READY) == 1
+    assert [code for code, _ in worker.jobs] == [0] * len(WORKER_JOBS)
+
+
+@pytest.mark.parametrize("name", [name for name in WORKER_JOBS if name != "baseline_again"])
+def test_worker_job_is_bit_identical_to_a_fresh_process(worker_and_fresh, name):
+    worker, out, fresh = worker_and_fresh
+    run = fresh[name]
+    assert run.returncode == 0, run.stderr
+    printed = dict(zip(WORKER_JOBS, worker.jobs))[name][1]
+    metrics = json.loads((out / name / "metrics.json").read_text())
+    assert metrics["val_loss"] == run.metrics["val_loss"]
+    assert [(h["step"], h["val_loss"], h["train_loss"]) for h in metrics["history"]] == \
+        [(h["step"], h["val_loss"], h["train_loss"]) for h in run.metrics["history"]]
+    assert [m.group(2) for m in STEP_LINE.finditer(printed)] == run.val_losses
+    assert printed.splitlines()[:3] == run.stdout.splitlines()[:3]  # data, train tokens, model
+    flags = {k: v for k, v in metrics["flags"].items() if k != "output_dir"}
+    assert flags == {k: v for k, v in run.metrics["flags"].items() if k != "output_dir"}
+    ours, theirs = (torch.load(d / "ckpt.pt", weights_only=True) for d in (out / name, run.output_dir))
+    assert ours["model"].keys() == theirs["model"].keys()
+    assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in ours["model"])
+    # Times count from the job's start, not the worker's: no Python or torch start-up in them.
+    assert metrics["startup_s"] < run.metrics["startup_s"]
+
+
+def test_worker_repeats_a_job_exactly_after_others(worker_and_fresh):
+    _, out, _ = worker_and_fresh
+    first, again = (json.loads((out / name / "metrics.json").read_text()) for name in ("baseline", "baseline_again"))
+    assert again["val_loss"] == first["val_loss"]
+    assert again["history"][-1]["train_loss"] == first["history"][-1]["train_loss"]
+
+
+def test_worker_job_leaves_nothing_alive(text_file, cache_dir, monkeypatch, tmp_path):
+    """A job's model, optimizers and training step go when it ends, by reference counts alone (no
+    garbage collection runs here), after a failure too: the next job starts with nothing of them."""
+    spec = importlib.util.spec_from_file_location("train_llm_in_process", TRAINER)
+    train_llm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_llm)
+    monkeypatch.setenv("TRAIN_LLM_CACHE", str(cache_dir))
+    fresh = {"num_threads": torch.get_num_threads(), "matmul_precision": torch.get_float32_matmul_precision()}
+    kinds = (train_llm.GPT, train_llm.AdamW, train_llm.Muon, train_llm.TrainStep)
+    gc.collect()
+    gc.disable()
+    try:
+        for argv, code in ((["--optimizer", "muon"], 0), (["--lr", "1e12", "--grad_clip", "0"], 3)):
+            job = [*FAST, "--data", str(text_file), *argv, "--output_dir", str(tmp_path)]
+            assert train_llm.run_job(job, fresh, 0.0) == code
+            assert not [o for o in gc.get_objects() if type(o) in kinds]
+    finally:
+        gc.enable()
+        torch.set_num_threads(fresh["num_threads"])
+        torch.set_float32_matmul_precision(fresh["matmul_precision"])
+
+
+@pytest.fixture(scope="session")
+def bad_workers(run_worker, text_file, tmp_path_factory) -> dict[str, WorkerRun]:
+    common = [*WORKER_COMMON, "--data", str(text_file)]
+    out = tmp_path_factory.mktemp("bad_worker")
+    good = job_line(out / "good", "--seed", "1")  # follows each failing job: it must not run
+    specs = {
+        "bad_job": ([*common, "--worker"], [job_line(out / "bad", "--batch_size", "0"), good]),
+        "malformed_line": ([*common, "--worker"], ["--seed 1", good]),
+        "diverging_job": ([*common, "--worker"], [job_line(out / "nan", "--lr", "1e12", "--grad_clip", "0"), good]),
+        "bad_common_args": ([*common, "--config", "huge", "--worker"], [good]),
+        "missing_data": ([*WORKER_COMMON, "--worker", "--data", str(text_file.parent / "no_such_file.txt")], [good]),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(specs, pool.map(lambda spec: run_worker(*spec), specs.values())))
+
+
+@pytest.mark.parametrize("name, code, words", [
+    ("bad_job", 2, "--batch_size"),
+    ("malformed_line", 2, "argv"),
+    ("diverging_job", 3, "NaN"),
+])
+def test_failed_job_ends_the_worker_with_its_exit_code(bad_workers, name, code, words):
+    run = bad_workers[name]
+    assert run.returncode == code, run.output
+    assert run.output.count(READY) == 1
+    assert [c for c, _ in run.jobs] == [code]  # the job after it never ran
+    assert "Traceback" not in run.output
+    printed = run.jobs[0][1].splitlines()
+    assert printed[-1].startswith("error: ") and words in printed[-1]
+    if code == 2:
+        assert len(printed) == 1
+
+
+@pytest.mark.parametrize("name, words", [("bad_common_args", "huge"), ("missing_data", "does not exist")])
+def test_bad_common_args_end_the_worker_before_ready(bad_workers, name, words):
+    run = bad_workers[name]
+    assert run.returncode == 2
+    lines = run.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], run.output
