@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -40,3 +41,29 @@ def test_full_protocol_with_the_real_trainer(project: Project, corpus_cache: Pat
     assert re.search(r"^## Verdict: (WINNER|NEUTRAL|LOSER)$", report, re.M)
     assert '"environment": {"data_fingerprint":' in baseline
     assert not any((project.path / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_warm_executor_gives_bit_identical_val_loss_to_a_process_per_run(
+    project: Project, corpus_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(TRAINER, project.path / "train_llm.py")
+    project.pytester.makeini("[pytest]\nexprun_command = python train_llm.py --num_threads 1\n")
+    monkeypatch.setenv("TRAIN_LLM_CACHE", str(corpus_cache))
+    args = ("-m", "baseline", "--exprun-train-tokens=16384", "--exprun-baseline-seeds=42,137,256", "-q",
+            "--exprun-keep-checkpoints")
+    measured = {}
+    for executor in ("local", "warm"):
+        project.run(*args, f"--exprun-executor={executor}", "--exprun-rerun-baseline").assert_outcomes(passed=3)
+        records = sorted((project.research / ".exprun" / "runs").rglob("seed*.json"))
+        data = [json.loads(p.read_text()) for p in records]
+        assert {d["extra"]["environment"]["timing"] for d in data} == {"process" if executor == "local" else "warm worker"}
+        metrics = {d["seed"]: json.loads((project.path / "checkpoints" / f"baseline_16.384K_seed{d['seed']}"
+                                          / "metrics.json").read_text()) for d in data}
+        # The trainer's own full-precision floats, not only the 4 decimals the plugin reads.
+        measured[executor] = {seed: (m["val_loss"], [h["val_loss"] for h in m["history"]], m["train_loss"])
+                              for seed, m in metrics.items()}
+        shutil.rmtree(project.research / ".exprun" / "runs")
+        shutil.rmtree(project.path / "checkpoints")
+    assert sorted(measured["warm"]) == [42, 137, 256]
+    assert measured["warm"] == measured["local"]
