@@ -13,6 +13,7 @@ in-process: same result, only later.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -61,16 +62,13 @@ class Aside:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
-            assert proc.stdin is not None
-            proc.stdin.close()  # EOF: the helper exits
-            proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            assert proc.stdout is not None
-            proc.stdout.close()
+        # It holds nothing worth a clean exit, and tearing down scipy and matplotlib takes a while.
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # a pipe the dead helper broke
+                    stream.close()
 
 
 def start() -> Aside | None:

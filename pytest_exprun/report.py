@@ -6,6 +6,7 @@ through filters, and embeds a data block so a report can be verified and reused 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -61,8 +62,13 @@ def _md(value: Any) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
 
 
+@functools.lru_cache(maxsize=None)
 def environment(template_dir: Path | None = None) -> jinja2.Environment:
-    """Templates from the user's folder first, then the ones shipped with the package."""
+    """Templates from the user's folder first, then the ones shipped with the package.
+
+    One environment per folder, so each template is compiled once per session (jinja2 still
+    reloads a template file that changes).
+    """
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))

@@ -83,10 +83,6 @@ DEFAULT_TIMING = "process"
 T = TypeVar("T")
 
 
-def _here(func: Callable[..., T], *args: Any) -> T:
-    return func(*args)
-
-
 def read_environment(output_dir: Path) -> dict[str, object]:
     """What machine, framework and data a run used, if the trainer wrote a ``metrics.json``."""
     try:
@@ -580,13 +576,12 @@ class ProtocolSession:
         """Statistics, curves and plots of one experiment; computed once, when its verdict is given."""
         base_val = {r.seed: r.val_loss for r in base}
         exp_val = {r.seed: r.val_loss for r in runs}
-        work = self.aside.call if self.aside is not None else _here
-        found = work(evidence.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
+        found = self._work(evidence.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
         curves = evidence.learning_curves(
             [r.curve for r in base], [r.curve for r in runs], self.settings.train_tokens, cmp.val_loss.baseline.mean
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        drawn = work(plots.draw, path.parent, path.stem, plots.PlotData(
+        drawn = self._work(plots.draw, path.parent, path.stem, plots.PlotData(
             name=exp.name, scale=self.settings.scale, baseline_val=base_val, experiment_val=exp_val,
             baseline_wall={r.seed: r.wall_time for r in base}, experiment_wall={r.seed: r.wall_time for r in runs},
             baseline_mean=cmp.val_loss.baseline.mean, baseline_std=cmp.val_loss.baseline.std,
@@ -594,6 +589,10 @@ class ProtocolSession:
             baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
         ))
         return Published(exp, cmp, base, runs, found, curves, drawn, path, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+    def _work(self, func: Callable[..., T], *args: Any) -> T:
+        """Statistics and plots: in the helper process, which has imported scipy and matplotlib by now."""
+        return func(*args) if self.aside is None else self.aside.call(func, *args)
 
     def _publish(self) -> dict[str, dict[str, object]]:
         """(Re)write every report of this session, its JSON twin and the scale's summary.
@@ -675,7 +674,7 @@ class ProtocolSession:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a hand-edited block with degenerate data
-            ranked = evidence.rank_experiments(entries)
+            ranked = self._work(evidence.rank_experiments, entries)
         context = {"scale": s.scale, "ranked": ranked, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         body = report.render("summary.md.j2", context, s.template_dir)
         data = {"kind": "summary", "scale": s.scale, "experiments": [r.name for r in ranked]}
