@@ -42,9 +42,12 @@ CASES = {
 }
 
 
-def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path) -> dict:
+def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path, autoload: bool) -> dict:
+    # --noconftest: this repository's conftest files serve its own test suite (tests/conftest.py
+    # imports pytester's helpers); a researcher's project brings its own, not these.
     cmd = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", "--noconftest",
+        *([] if autoload else ["-p", "pytest_exprun.plugin"]),
         *CASES[case],
         f"--exprun-command={trainer}",
         f"--exprun-train-tokens={tokens}",
@@ -55,7 +58,10 @@ def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path
         "--exprun-accept=neutral",
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ)
+    if not autoload:  # only exprun: what the plugin costs, apart from whatever else is installed
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     total = time.perf_counter() - start
     (work / "pytest.log").write_text(proc.stdout + proc.stderr)
     records = [json.loads(p.read_text()) for p in sorted((work / "research" / ".exprun" / "runs").rglob("seed*.json"))]
@@ -119,6 +125,8 @@ def main() -> None:
     parser.add_argument("--trainer-args", default="", help="extra trainer arguments")
     parser.add_argument("--reps", type=int, default=1, help="repetitions; medians are reported")
     parser.add_argument("--json", default=None, help="write every number here")
+    parser.add_argument("--no-autoload", action="store_true",
+                        help="load no pytest plugin but exprun (PYTEST_DISABLE_PLUGIN_AUTOLOAD=1)")
     args = parser.parse_args()
 
     trainer = f"python train_llm.py --config {args.config} {args.trainer_args}".strip()
@@ -131,7 +139,7 @@ def main() -> None:
             for _ in range(args.reps):  # protocol then loop, alternating, so both see the same machine
                 with tempfile.TemporaryDirectory(prefix="exprun-bench-") as tmp:
                     work = Path(tmp)
-                    proto = run_protocol(case, executor, trainer, args.train_tokens, work)
+                    proto = run_protocol(case, executor, trainer, args.train_tokens, work, not args.no_autoload)
                     if proto["returncode"] not in (0, 1) or len(proto["runs"]) < 8:
                         print((work / "pytest.log").read_text()[-4000:], file=sys.stderr)
                         raise SystemExit(f"protocol run failed for {case} / {executor}")
@@ -162,7 +170,8 @@ def main() -> None:
             })
             print(json.dumps(results[-1]), flush=True)
 
-    print(f"\nmachine: {os.cpu_count()} CPUs | trainer: {trainer} | train tokens {args.train_tokens}")
+    plugins = "only exprun" if args.no_autoload else "every installed pytest plugin"
+    print(f"\nmachine: {os.cpu_count()} CPUs | trainer: {trainer} | train tokens {args.train_tokens} | {plugins}")
     print(f"{'case':5} {'executor':8} {'runs':>4} {'verdict s':>10} {'loop s':>8} {'overhead':>9} "
           f"{'outside':>8} {'train s':>8} {'floor':>6} {'fixed/run':>9}")
     for r in results:

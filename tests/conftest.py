@@ -16,11 +16,6 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-# pytester's in-process runs drop the modules first imported inside them, and numpy's C
-# extensions refuse a second import ("cannot load module more than once per process"): import
-# the statistics stack here, in the outer session, so any test file can run on its own.
-import scipy.stats  # noqa: E402, F401  (the plugin imports it lazily)
-
 pytest_plugins = ["pytester"]
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
@@ -173,6 +168,16 @@ def with_plots() -> None:
     # first imported inside them, and a second fresh import of matplotlib breaks its docstrings.
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _statistics_imported_up_front() -> None:
+    """pytester's in-process runs drop the modules first imported inside them, and numpy's C
+    extensions refuse a second import ("cannot load module more than once per process"): import
+    the statistics stack once in the outer session, so any test file can run on its own. A
+    fixture, not a module-level import: this conftest is also loaded by experiment sessions
+    started from the repository root, which must not pay for scipy up front."""
+    import scipy.stats  # noqa: F401
 
 
 @pytest.fixture

@@ -222,5 +222,7 @@ class WarmExecutor(Executor):
         return None if worker is None else worker.stop(grace)
 
     def close(self, cancel: bool) -> None:
-        self._retire(grace=0.0 if cancel else EXIT_GRACE_S)
+        # Idle between runs, the worker has nothing to finish; tearing down CUDA on the way out
+        # would only keep the verdict waiting.
+        self._retire(grace=0.0)
 
