@@ -161,13 +161,26 @@ def normalised_report(path: Path) -> str:
 
 
 @pytest.fixture
-def with_plots() -> None:
+def with_plots(_plots_drawn_once: None) -> None:
     """Request this to have reports draw their PNGs; skips where the plots extra is not installed."""
+
+
+@pytest.fixture(scope="session")
+def _plots_drawn_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Draw one set of plots in the outer session, so that every module matplotlib imports
+    lazily is imported here: pytester's in-process runs drop modules first imported inside
+    them, and a second copy of matplotlib's modules breaks it (two ``Transform`` classes)."""
     pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
-    # Import what plots.py uses here, in the outer session: pytester's in-process runs drop modules
-    # first imported inside them, and a second fresh import of matplotlib breaks its docstrings.
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    from pytest_exprun import evidence, plots
+
+    curve = [(0, 3.0), (10, 2.5), (20, 2.1)]
+    plots.draw(tmp_path_factory.mktemp("plots"), "warm_up", plots.PlotData(
+        name="x", scale="1M", baseline_val={1: 2.0, 2: 2.1}, experiment_val={1: 1.9, 2: 2.0},
+        baseline_wall={1: 1.0, 2: 1.1}, experiment_wall={1: 1.0, 2: 1.2}, baseline_mean=2.05,
+        baseline_std=0.07, experiment_mean=1.95,
+        curves=evidence.learning_curves([curve] * 2, [curve] * 2, 1000, 2.05),
+        baseline_curves=[curve] * 2, experiment_curves=[curve] * 2,
+    ))
 
 
 @pytest.fixture(scope="session", autouse=True)
