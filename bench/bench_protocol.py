@@ -101,7 +101,24 @@ def run_loop(runs: list[dict], work: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_worker_loop(runs: list[dict], work: Path, trainer: str) -> float:
+def pytest_alone(work: Path, autoload: bool, repeats: int = 5) -> float:
+    """A session of pytest itself (same interpreter and plugins, exprun not loaded, nothing
+    collected): the start and exit any pytest plugin's user pays anyway. Median of ``repeats``."""
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    if not autoload:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--noconftest", "-p", "no:exprun", "--co"]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=empty, capture_output=True, env=env)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_worker_loop(runs: list[dict], work: Path, trainer: str) -> tuple[float, float]:
     """The same runs through one bare warm worker (``--worker``, jobs on stdin): the warm executor's
     plain alternative, started and fed by hand."""
     command = shlex.split(trainer)
@@ -112,7 +129,13 @@ def run_worker_loop(runs: list[dict], work: Path, trainer: str) -> float:
     elapsed = time.perf_counter() - start
     if proc.returncode != 0 or proc.stdout.count("exprun-worker: done 0") != len(runs):
         raise SystemExit(f"the bare worker failed:\n{proc.stdout[-3000:]}")
-    return elapsed
+    # Each job's own wall time, from the metrics.json it just wrote over the protocol's: the
+    # rest is the worker's start-up, warm-up and exit, which the warm executor pays too.
+    jobs = 0.0
+    for r in runs:
+        out_dir = Path(r["argv"][r["argv"].index("--output_dir") + 1])
+        jobs += json.loads((ROOT / out_dir / "metrics.json").read_text())["wall_time_s"]
+    return elapsed, elapsed - jobs
 
 
 def main() -> None:
@@ -133,9 +156,11 @@ def main() -> None:
     if args.data:
         trainer += f" --data {shlex.quote(args.data)}"
     results = []
+    with tempfile.TemporaryDirectory(prefix="exprun-bench-") as tmp:
+        alone = pytest_alone(Path(tmp), not args.no_autoload)
     for case in args.cases.split(","):
         for executor in args.executors.split(","):
-            totals, loops = [], []
+            totals, loops, worker_fixed = [], [], []
             for _ in range(args.reps):  # protocol then loop, alternating, so both see the same machine
                 with tempfile.TemporaryDirectory(prefix="exprun-bench-") as tmp:
                     work = Path(tmp)
@@ -147,12 +172,17 @@ def main() -> None:
                     if executor == "local":
                         loops.append(run_loop(proto["runs"], work))
                     elif executor == "warm":
-                        loops.append(run_worker_loop(proto["runs"], work, trainer))
+                        elapsed, fixed_part = run_worker_loop(proto["runs"], work, trainer)
+                        loops.append(elapsed)
+                        worker_fixed.append(fixed_part)
             proto["total"] = statistics.median(totals)
             loop = statistics.median(loops) if loops else None
             runs = proto["runs"]
             train = sum(r["train_time"] for r in runs)
             outside = proto["total"] - sum(r["wall_time"] for r in runs)
+            # exprun's own time: outside the runs, less pytest's own start and exit and (warm)
+            # the worker's start-up, warm-up and exit measured on the bare worker.
+            own = outside - alone - (statistics.median(worker_fixed) if worker_fixed else 0.0)
             fixed = [r["wall_time"] - r["train_time"] for r in runs]
             phases = {}
             for r in runs:
@@ -162,6 +192,7 @@ def main() -> None:
                 "case": case, "executor": executor, "runs": len(runs), "time_to_verdict_s": proto["total"],
                 "bare_loop_s": loop, "plugin_overhead_pct": None if loop is None else (proto["total"] - loop) / proto["total"] * 100,
                 "sum_run_wall_s": sum(r["wall_time"] for r in runs), "outside_runs_s": outside,
+                "pytest_alone_s": alone, "exprun_own_s": own, "exprun_own_pct": own / proto["total"] * 100,
                 "sum_train_time_s": train, "compute_floor_share_pct": train / proto["total"] * 100,
                 "fixed_cost_per_run_median_s": statistics.median(fixed),
                 "phases_median_s": {k: statistics.median(v) for k, v in phases.items()},
@@ -171,14 +202,16 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
 
     plugins = "only exprun" if args.no_autoload else "every installed pytest plugin"
+    print(f"pytest alone (start and exit, nothing collected): {alone:.2f}s; 'own' = outside runs - that"
+          " - (warm) the bare worker's start-up, warm-up and exit")
     print(f"\nmachine: {os.cpu_count()} CPUs | trainer: {trainer} | train tokens {args.train_tokens} | {plugins}")
     print(f"{'case':5} {'executor':8} {'runs':>4} {'verdict s':>10} {'loop s':>8} {'overhead':>9} "
-          f"{'outside':>8} {'train s':>8} {'floor':>6} {'fixed/run':>9}")
+          f"{'outside':>8} {'own':>12} {'train s':>8} {'floor':>6} {'fixed/run':>9}")
     for r in results:
         loop = "-" if r["bare_loop_s"] is None else f"{r['bare_loop_s']:.1f}"
         over = "-" if r["plugin_overhead_pct"] is None else f"{r['plugin_overhead_pct']:+.1f}%"
         print(f"{r['case']:5} {r['executor']:8} {r['runs']:>4} {r['time_to_verdict_s']:>10.1f} {loop:>8} {over:>9} "
-              f"{r['outside_runs_s']:>7.1f}s {r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
+              f"{r['outside_runs_s']:>7.1f}s {r['exprun_own_s']:>5.2f}s {r['exprun_own_pct']:>4.1f}% {r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
         if r["phases_median_s"]:
             print("      fixed cost per run (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases_median_s"].items()))
         print(f"      {r['verdict']}")

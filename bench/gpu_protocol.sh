@@ -4,9 +4,10 @@
 # machine's Python as it is, then with a bytecode cache. (An image that sets
 # PYTHONDONTWRITEBYTECODE=1 and ships no .pyc files makes every process compile the Python
 # sources of torch, scipy and matplotlib again; a pip install leaves a cache.)
-#   bash bench/gpu_protocol.sh RESULTS_DIR
+#   bash bench/gpu_protocol.sh RESULTS_DIR [both|as-installed|cached]
 set -u
 OUT_DIR=${1:-bench-results}; mkdir -p "$OUT_DIR"
+WHICH=${2:-both}
 export PYTHONUNBUFFERED=1
 nvidia-smi -L; python3 -m pytest --version
 bench() {  # label, then bench_protocol.py arguments
@@ -14,12 +15,14 @@ bench() {  # label, then bench_protocol.py arguments
   python3 bench/bench_protocol.py --config small "$@" --json "$OUT_DIR/$label.json" 2>&1 \
     | tee "$OUT_DIR/$label.txt" | grep -v '^{'
 }
-echo "== as installed: PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
-bench as_installed --cases 5+3 --executors local,warm
+if [ "$WHICH" != cached ]; then
+  echo "== as installed: PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
+  bench as_installed --cases 5+3 --executors local,warm
+fi
+[ "$WHICH" = as-installed ] && exit 0
 echo "== with a bytecode cache"
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=$(mktemp -d)
 python3 -c "import torch, numpy, scipy.stats, matplotlib.figure, matplotlib.backends.backend_agg, pytest, jinja2"
 python3 -m compileall -q -j 0 pytest_exprun train_llm.py >/dev/null
-bench cached_5p3 --cases 5+3 --executors local,warm --reps 2
-bench cached_5p5 --cases 5+5 --executors local,warm
+bench cached --cases 5+3,5+5 --executors local,warm
