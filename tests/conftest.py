@@ -119,6 +119,15 @@ class Project:
     def run(self, *args: str) -> pytest.RunResult:
         return self.pytester.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, *args)
 
+    def reports_from_scratch(self, *args: str) -> tuple[pytest.RunResult, dict[str, str]]:
+        """Run a session in a research dir emptied first; its outcome and normalised reports."""
+        for path in self.research.glob("*.md"):
+            path.unlink()
+        shutil.rmtree(self.research / ".exprun", ignore_errors=True)
+        (self.path / "fake_calls.jsonl").unlink(missing_ok=True)
+        result = self.run(*args)
+        return result, {p.name: normalised_report(p) for p in sorted(self.research.glob("*.md"))}
+
     def run_subprocess(self, *args: str, timeout: float = 120) -> pytest.RunResult:
         return self.pytester.runpytest_subprocess("-p", "no:cacheprovider", *QUIET_REWRITE, *args, timeout=timeout)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import Project, normalised_report
+from conftest import Project
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 NEUTRAL = {"--use_x": {"42": 2.00, "137": 2.01, "256": 1.99, "512": 2.00, "1024": 2.01}}
@@ -80,18 +79,11 @@ def test_results_finishing_out_of_order_are_kept_for_resume(project: Project) ->
 
 
 @pytest.mark.parametrize("losses", [WINNER, NEUTRAL], ids=["winner", "neutral-with-extension"])
-def test_gpus_executor_writes_the_same_reports_as_local(
-    pytester: pytest.Pytester, project: Project, losses: dict
-) -> None:
+def test_gpus_executor_writes_the_same_reports_as_local(project: Project, losses: dict) -> None:
     project.plan(losses)
-    local = project.run("--experiment=use_x")
-    local_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
-    for path in project.research.glob("*.md"):
-        path.unlink()
-    shutil.rmtree(project.research / ".exprun")
-    (project.path / "fake_calls.jsonl").unlink()
-    parallel = project.run("--experiment=use_x", "--exprun-executor=gpus", "--exprun-gpus=0,1,2")
-    parallel_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
+    local, local_reports = project.reports_from_scratch("--experiment=use_x")
+    parallel, parallel_reports = project.reports_from_scratch(
+        "--experiment=use_x", "--exprun-executor=gpus", "--exprun-gpus=0,1,2")
     assert parallel.parseoutcomes() == local.parseoutcomes()
     assert sorted(parallel_reports) == sorted(local_reports) and len(local_reports) == 3  # baseline, experiment, summary
     assert parallel_reports == local_reports

@@ -320,7 +320,13 @@ def test_worker_says_ready_once_then_done_per_job_and_exits_0_at_eof(worker_and_
     assert [code for code, _ in worker.jobs] == [0] * len(WORKER_JOBS)
 
 
-@pytest.mark.parametrize("name", [name for name in WORKER_JOBS if name != "baseline_again"])
+# Two threads: torch's CPU kernels may then sum in a different order from run to run (seen under
+# load: the 7th digit of val_loss, between fresh processes alike), so that job is compared within
+# rounding below; the one-thread job after it is compared exactly, which is what checks the reset.
+NOT_REPEATABLE = {"wide_two_threads"}
+
+
+@pytest.mark.parametrize("name", [n for n in WORKER_JOBS if n != "baseline_again" and n not in NOT_REPEATABLE])
 def test_worker_job_is_bit_identical_to_a_fresh_process(worker_and_fresh, name):
     worker, out, fresh = worker_and_fresh
     run = fresh[name]
@@ -339,6 +345,14 @@ def test_worker_job_is_bit_identical_to_a_fresh_process(worker_and_fresh, name):
     assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in ours["model"])
     # Times count from the job's start, not the worker's: no Python or torch start-up in them.
     assert metrics["startup_s"] < run.metrics["startup_s"]
+
+
+def test_two_thread_job_matches_its_fresh_process_within_rounding(worker_and_fresh):
+    worker, out, fresh = worker_and_fresh
+    for name in NOT_REPEATABLE:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["flags"]["num_threads"] == 2
+        assert metrics["val_loss"] == pytest.approx(fresh[name].metrics["val_loss"], rel=1e-5)
 
 
 def test_worker_repeats_a_job_exactly_after_others(worker_and_fresh):

@@ -6,12 +6,11 @@ is tested in test_trainer.py.
 
 from __future__ import annotations
 
-import shutil
 import signal
 
 import pytest
 
-from conftest import Project, normalised_report, pid_alive, wait_for
+from conftest import Project, pid_alive, wait_for
 
 WARM = "--exprun-executor=warm"
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
@@ -36,13 +35,8 @@ def test_one_worker_runs_every_seed_in_order(project: Project) -> None:
 @pytest.mark.parametrize("losses", [WINNER, NEUTRAL], ids=["winner", "neutral-with-extension"])
 def test_warm_executor_writes_the_same_reports_as_local(project: Project, losses: dict) -> None:
     project.plan(losses)
-    local = project.run("--experiment=use_x")
-    local_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
-    for path in project.research.glob("*.md"):
-        path.unlink()
-    shutil.rmtree(project.research / ".exprun")
-    warm = project.run("--experiment=use_x", WARM)
-    warm_reports = {p.name: normalised_report(p) for p in sorted(project.research.glob("*.md"))}
+    local, local_reports = project.reports_from_scratch("--experiment=use_x")
+    warm, warm_reports = project.reports_from_scratch("--experiment=use_x", WARM)
     assert warm.parseoutcomes() == local.parseoutcomes()
     assert sorted(warm_reports) == sorted(local_reports) and len(local_reports) == 3
     assert warm_reports == local_reports

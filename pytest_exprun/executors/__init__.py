@@ -12,6 +12,7 @@ docs/executors.md says more.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable
 
@@ -40,6 +41,23 @@ class RunHandle(ABC):
         lazy handle is where the run happens.
         """
         return True
+
+
+class LazyRun(RunHandle):
+    """A run that happens in the calling thread, when its result is first asked for."""
+
+    def __init__(self, start: Callable[[threading.Event], RunResult]) -> None:
+        self._start = start
+        self._cancel = threading.Event()
+        self._result: RunResult | None = None
+
+    def result(self) -> RunResult:
+        if self._result is None:
+            self._result = self._start(self._cancel)
+        return self._result
+
+    def cancel(self) -> None:
+        self._cancel.set()
 
 
 class Executor(ABC):

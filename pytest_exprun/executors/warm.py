@@ -35,7 +35,7 @@ from ..runner import (
     end_process,
     start_process,
 )
-from . import Executor, LineSink, RunHandle
+from . import Executor, LazyRun, LineSink, RunHandle
 
 WORKER_FLAG = "--worker"
 READY = "exprun-worker: ready"
@@ -122,25 +122,6 @@ def _read_until(
                 return _Waiting()
 
 
-class _InWorker(RunHandle):
-    def __init__(self, executor: WarmExecutor, spec: RunSpec, on_line: LineSink | None,
-                 parse_line: LineParser) -> None:
-        self._executor = executor
-        self._spec = spec
-        self._on_line = on_line
-        self._parse_line = parse_line
-        self._cancel = threading.Event()
-        self._result: RunResult | None = None
-
-    def result(self) -> RunResult:
-        if self._result is None:
-            self._result = self._executor.run(self._spec, self._on_line, self._parse_line, self._cancel)
-        return self._result
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-
 class WarmExecutor(Executor):
     streams_output = True
     eager = False
@@ -151,7 +132,7 @@ class WarmExecutor(Executor):
         self._worker: _Worker | None = None
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
-        return _InWorker(self, spec, on_line, parse_line)
+        return LazyRun(lambda cancel: self.run(spec, on_line, parse_line, cancel))
 
     def run(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser,
             cancel: threading.Event) -> RunResult:
