@@ -79,7 +79,7 @@ def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
         if painter is _curves and not data.curves.points:
             continue
         fig = figure_cls(figsize=FIGSIZE, dpi=DPI)
-        fig.subplots_adjust(**MARGINS)  # fixed: a layout engine would cost a third of the drawing time
+        fig.subplots_adjust(**MARGINS)  # fixed: a layout engine measures every text again first
         canvas_cls(fig)
         ax = fig.add_subplot()
         painter(ax, data)

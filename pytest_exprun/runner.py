@@ -121,7 +121,7 @@ def parse_step_line(line: str) -> tuple[int, float] | None:
         return None
 
 
-class _Log:
+class RunLog:
     """The run's log file, capped: past the cap only a marker is written, and the tail at the end.
 
     A log that cannot be written (a full disk) does not stop the run: the error is kept
@@ -303,7 +303,7 @@ class OutputReader:
     ``log`` may be swapped between reads: a warm worker's output belongs to one run after another.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: _Log) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: RunLog) -> None:
         assert proc.stdout is not None
         self.proc = proc
         self.log = log
@@ -389,6 +389,39 @@ def end_process(proc: subprocess.Popen[bytes]) -> None:
         _end_group(proc)
 
 
+def read_until(
+    reader: OutputReader,
+    lines: RunLines,
+    started: float,
+    timeout: float | None,
+    cancel: threading.Event | None,
+    marker: re.Pattern[str] | None = None,
+) -> tuple[str | None, Failure | None]:
+    """Pass a child's lines to ``lines`` until a line matching ``marker`` (returned, not passed on),
+    the end of its output, a time-out counted from ``started``, or cancellation (returned)."""
+    exited_at: float | None = None
+    while True:
+        now = time.perf_counter()
+        if timeout is not None and now - started > timeout:
+            return None, Failure.TIMEOUT
+        if cancel is not None and cancel.is_set():
+            return None, Failure.CANCELLED
+        got = reader.read(0.1)
+        if got is None:
+            lines(reader.rest())
+            return None, None
+        for i, line in enumerate(got):
+            if marker is not None and marker.match(line):
+                lines(got[:i])
+                return line, None
+        lines(got)
+        if reader.proc.poll() is not None:
+            # The child is gone; a child of it may still hold the pipe open.
+            exited_at = exited_at or now
+            if now - exited_at > ORPHAN_GRACE_S:
+                return None, None
+
+
 def run_trainer(
     spec: RunSpec,
     on_line: Callable[[str], None] | None = None,
@@ -398,7 +431,7 @@ def run_trainer(
 ) -> RunResult:
     """Run one trainer to completion (or time-out, or cancellation) and classify the outcome."""
     spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = _Log(spec.log_path, max_log_bytes)
+    log = RunLog(spec.log_path, max_log_bytes)
     lines = RunLines(on_line, parse_line)
     wall_start = time.time()
     start = time.perf_counter()
@@ -411,26 +444,8 @@ def run_trainer(
         return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(lines.tail), wall_start)
 
     reader = OutputReader(proc, log)
-    stopped: Failure | None = None
-    exited_at: float | None = None
     try:
-        while True:
-            now = time.perf_counter()
-            if spec.timeout is not None and now - start > spec.timeout:
-                stopped = Failure.TIMEOUT
-                break
-            if cancel is not None and cancel.is_set():
-                stopped = Failure.CANCELLED
-                break
-            got = reader.read(0.1)
-            if got is None:
-                break
-            lines(got)
-            if proc.poll() is not None:
-                # The trainer is gone; a child of it may still hold the pipe open.
-                exited_at = exited_at or now
-                if now - exited_at > ORPHAN_GRACE_S:
-                    break
+        _, stopped = read_until(reader, lines, start, spec.timeout, cancel)
     finally:
         # Runs on Ctrl-C too: nothing the trainer started outlives the run.
         end_process(proc)

@@ -14,6 +14,7 @@ timed and refuses to compare runs timed differently).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -23,22 +24,22 @@ from collections.abc import Sequence
 
 from ..runner import (
     MAX_LOG_BYTES,
-    ORPHAN_GRACE_S,
     Failure,
     LineParser,
     OutputReader,
     RunLines,
     RunResult,
     RunSpec,
-    _Log,
+    RunLog,
     classify,
     end_process,
+    read_until,
     start_process,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
 
 WORKER_FLAG = "--worker"
-READY = "exprun-worker: ready"
+READY = re.compile(r"^exprun-worker: ready$")
 DONE = re.compile(r"^exprun-worker: done (-?\d+)$")
 #: After a failed run the worker exits by itself; how long to give it before ending it.
 EXIT_GRACE_S = 2.0
@@ -52,11 +53,13 @@ class _Worker:
         self.reader: OutputReader | None = None
         self.runs = 0
 
-    def attach(self, log: _Log) -> OutputReader:
+    def read_until(self, marker: re.Pattern[str], log: RunLog, lines: RunLines, timeout: float | None,
+                   cancel: threading.Event) -> tuple[str | None, Failure | None]:
+        """The worker's output, into this run's log and lines, up to ``marker``."""
         if self.reader is None:
             self.reader = OutputReader(self.proc, log)
         self.reader.log = log
-        return self.reader
+        return read_until(self.reader, lines, time.perf_counter(), timeout, cancel, marker)
 
     def send(self, argv: Sequence[str]) -> bool:
         """Hand the worker one run; False if it is gone."""
@@ -71,10 +74,8 @@ class _Worker:
     def stop(self, grace: float) -> int:
         """End the worker and everything it started, after ``grace`` seconds to exit by itself."""
         if self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):  # a pipe the worker already broke
                 self.proc.stdin.close()  # EOF: an idle worker exits on its own
-            except OSError:
-                pass
         deadline = time.monotonic() + grace
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -82,44 +83,6 @@ class _Worker:
         if self.reader is not None:
             self.reader.close()
         return self.proc.wait()
-
-
-class _Waiting:
-    """How one wait on the worker ended."""
-
-    def __init__(self, marker: str | None = None, stopped: Failure | None = None) -> None:
-        self.marker = marker
-        self.stopped = stopped
-
-
-def _read_until(
-    worker: _Worker, log: _Log, lines: RunLines, marker: re.Pattern[str] | str,
-    timeout: float | None, cancel: threading.Event,
-) -> _Waiting:
-    """Pass the worker's lines to ``lines`` until ``marker``, its exit, a time-out or cancellation."""
-    reader = worker.attach(log)
-    start = time.perf_counter()
-    exited_at: float | None = None
-    while True:
-        now = time.perf_counter()
-        if timeout is not None and now - start > timeout:
-            return _Waiting(stopped=Failure.TIMEOUT)
-        if cancel.is_set():
-            return _Waiting(stopped=Failure.CANCELLED)
-        got = reader.read(0.1)
-        if got is None:
-            lines(reader.rest())
-            return _Waiting()
-        for i, line in enumerate(got):
-            if (marker.match(line) if isinstance(marker, re.Pattern) else line == marker):
-                lines(got[:i])
-                return _Waiting(marker=line)
-        lines(got)
-        if worker.proc.poll() is not None:
-            # The worker is gone; a child of it may still hold the pipe open.
-            exited_at = exited_at or now
-            if now - exited_at > ORPHAN_GRACE_S:
-                return _Waiting()
 
 
 class WarmExecutor(Executor):
@@ -137,7 +100,7 @@ class WarmExecutor(Executor):
     def run(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser,
             cancel: threading.Event) -> RunResult:
         spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = _Log(spec.log_path, MAX_LOG_BYTES)
+        log = RunLog(spec.log_path, MAX_LOG_BYTES)
         lines = RunLines(on_line, parse_line)
         wall_start = time.time()
         start = time.perf_counter()
@@ -161,11 +124,11 @@ class WarmExecutor(Executor):
             except OSError as exc:
                 return failed(Failure.NOT_STARTED, None, f"{type(exc).__name__}: {exc}", "")
             where = f"warm worker {self._worker.proc.pid}, starting"
-            waited = _read_until(self._worker, log, lines, READY, spec.timeout, cancel)
-            if waited.marker is None:
+            ready, stopped = self._worker.read_until(READY, log, lines, spec.timeout, cancel)
+            if ready is None:
                 code = self._retire(grace=0.0)
-                if waited.stopped is not None:
-                    return failed(waited.stopped, code, "", where)
+                if stopped is not None:
+                    return failed(stopped, code, "", where)
                 return failed(classify(None, code, None) or Failure.WORKER_LOST, code, (
                     f"the trainer exited before its worker was ready: does it support {WORKER_FLAG}? "
                     "(docs/executors.md describes the protocol; --exprun-executor=local needs none)"), where)
@@ -178,12 +141,11 @@ class WarmExecutor(Executor):
         if not worker.send(spec.argv[len(self.command):]):
             code = self._retire(grace=0.0)
             return failed(classify(None, code, None) or Failure.WORKER_LOST, code, "", where)
-        waited = _read_until(worker, log, lines, DONE, spec.timeout, cancel)
+        done, stopped = worker.read_until(DONE, log, lines, spec.timeout, cancel)
         wall_time = time.perf_counter() - start
         returncode: int | None
-        stopped = waited.stopped
-        if waited.marker is not None:
-            match = DONE.match(waited.marker)
+        if done is not None:
+            match = DONE.match(done)
             assert match is not None
             returncode = int(match.group(1))
             if returncode != 0:
