@@ -102,9 +102,9 @@ def _preload() -> None:
         os.nice(19)
     except OSError:
         pass
-    from . import evidence, plots
+    from . import plots, stats
 
-    evidence.sps.t  # noqa: B018 - the first attribute imports scipy.stats
+    stats.sps.t  # noqa: B018 - the first attribute imports scipy.stats
     plots._matplotlib()
 
 

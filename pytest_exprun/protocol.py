@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
-from .stats import Summary, cohens_d, effect_size_label, percent_faster
+import numpy as np
+
+from .stats import Summary, cohens_d, effect_size_label, holm_adjust, percent_faster, welch_test
 
 BASELINE_SEEDS: tuple[int, ...] = (42, 137, 256, 512, 1024)
 EXPERIMENT_SEEDS: tuple[int, ...] = (42, 137, 256)
@@ -23,6 +25,8 @@ DEFAULT_TRAIN_TOKENS = 1_000_000
 #: How many baseline standard deviations separate a real change from noise.
 SIGNIFICANT_SIGMAS = 2.0
 SUGGESTIVE_SIGMAS = 1.0
+#: A control run further than this many baseline σ from the baseline mean fails.
+CONTROL_SIGMAS = 1.0
 
 _UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -222,3 +226,58 @@ def compare(
         verdict=None if problem else judge(baseline_val, experiment_val),
         problem=problem,
     )
+
+
+@dataclass(frozen=True)
+class ControlCheck:
+    value: float
+    baseline_mean: float
+    baseline_std: float
+    sigmas: float | None
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One experiment's line in the summary of a scale."""
+
+    rank: int
+    name: str
+    verdict: str
+    delta: float
+    sigmas: float | None
+    welch_p: float | None
+    holm_p: float | None
+    n_experiment: int
+    report: str
+
+
+def rank_experiments(entries: Sequence[tuple[str, str, Sequence[float], Sequence[float], str]]) -> tuple[Ranked, ...]:
+    """Order experiments by Δ val_loss (best first) from (name, verdict, baseline, experiment, report).
+
+    Holm's adjustment here runs over every experiment listed, the family a reader compares.
+    """
+    rows = []
+    for name, verdict, base, exp in ((n, v, np.asarray(b, dtype=float), np.asarray(e, dtype=float)) for n, v, b, e, _ in entries):
+        sigma = float(np.std(base, ddof=1)) if base.size > 1 else math.nan
+        delta = float(exp.mean() - base.mean())
+        sigmas = delta / sigma if math.isfinite(sigma) and sigma > 0 else None
+        rows.append((name, verdict, delta, sigmas, welch_test(base, exp).p_value, exp.size))
+    holm = holm_adjust([row[4] for row in rows])
+    reports = [entry[4] for entry in entries]
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][2], rows[i][0]))
+    return tuple(
+        Ranked(rank + 1, rows[i][0], rows[i][1], rows[i][2], rows[i][3], rows[i][4], holm[i], int(rows[i][5]), reports[i])
+        for rank, i in enumerate(order)
+    )
+
+
+
+# ------------------------------------------------------------------ control
+def check_control(baseline: Summary, value: float, tolerance: float = CONTROL_SIGMAS) -> ControlCheck:
+    """Does a fresh run without experiment flags still land within ``tolerance`` σ of the baseline?"""
+    sigma = baseline.std
+    if not math.isfinite(sigma) or sigma == 0:
+        return ControlCheck(value, baseline.mean, sigma, None, math.isclose(value, baseline.mean))
+    sigmas = (value - baseline.mean) / sigma
+    return ControlCheck(value, baseline.mean, sigma, sigmas, abs(sigmas) <= tolerance)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import aside, evidence, plots, report
+from . import aside, plots, protocol, publish, rates, report, stats
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
 from .runner import LineThrottle, RunResult, RunSpec, parse_step_line
@@ -116,8 +116,8 @@ class Published:
     comparison: Comparison
     baseline: list[RunRecord]
     runs: list[RunRecord]
-    evidence: evidence.Evidence
-    curves: evidence.Curves
+    evidence: publish.Evidence
+    curves: stats.Curves
     plots: plots.PlotSet
     path: Path
     measured_at: str
@@ -482,12 +482,12 @@ class ProtocolSession:
         outcome = self.run_seed(CONTROL, seed)
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
         b = summarize([r.val_loss for r in base])
-        check = evidence.check_control(b, record.val_loss)
+        check = protocol.check_control(b, record.val_loss)
         if not check.ok:
             away = "" if check.sigmas is None else f", {check.sigmas:+.2f}σ"
             raise ProtocolFailure(
                 f"control run (seed {seed}, no experiment flags) gave val_loss {record.val_loss:.4f}{away} from the "
-                f"baseline mean {b.mean:.4f} ± {b.std:.4f} (more than {evidence.CONTROL_SIGMAS:g}σ): the baseline in "
+                f"baseline mean {b.mean:.4f} ± {b.std:.4f} (more than {protocol.CONTROL_SIGMAS:g}σ): the baseline in "
                 f"{self._rel(self.settings.baseline_report)} no longer matches what the code gives; "
                 "re-measure it with --exprun-rerun-baseline"
             )
@@ -576,8 +576,8 @@ class ProtocolSession:
         """Statistics, curves and plots of one experiment; computed once, when its verdict is given."""
         base_val = {r.seed: r.val_loss for r in base}
         exp_val = {r.seed: r.val_loss for r in runs}
-        found = self._work(evidence.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
-        curves = evidence.learning_curves(
+        found = self._work(publish.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
+        curves = stats.learning_curves(
             [r.curve for r in base], [r.curve for r in runs], self.settings.train_tokens, cmp.val_loss.baseline.mean
         )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -601,7 +601,7 @@ class ProtocolSession:
         experiments judged in this session, which grows with each verdict.
         """
         names = list(self.published)
-        adjusted = evidence.holm_adjust([self.published[n].evidence.welch.p_value for n in names])
+        adjusted = stats.holm_adjust([self.published[n].evidence.welch.p_value for n in names])
         family = [
             {"name": n, "p": self.published[n].evidence.welch.p_value, "adjusted": a}
             for n, a in zip(names, adjusted)
@@ -674,7 +674,7 @@ class ProtocolSession:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a hand-edited block with degenerate data
-            ranked = self._work(evidence.rank_experiments, entries)
+            ranked = self._work(protocol.rank_experiments, entries)
         context = {"scale": s.scale, "ranked": ranked, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         body = report.render("summary.md.j2", context, s.template_dir)
         data = {"kind": "summary", "scale": s.scale, "experiments": [r.name for r in ranked]}
@@ -742,7 +742,7 @@ class ProtocolSession:
             "holm_family": family,
             "holm_p": holm_p,
             "curves": entry.curves,
-            "curve_rows": evidence.thin(entry.curves.points, CURVE_ROWS),
+            "curve_rows": stats.thin(entry.curves.points, CURVE_ROWS),
             "plots": entry.plots,
             "json_file": entry.path.with_suffix(".json").name,
             "summary_file": self.settings.summary_report.name,

@@ -1,16 +1,38 @@
-"""Pure statistics over per-seed measurements.
+"""Pure statistics over per-seed measurements: summaries, tests, intervals, pairing, curves.
 
-Nothing here reads files, prints or knows about pytest, so every function can be
-checked against scipy or hand-computed values with plain asserts.
+Nothing here reads files, prints, knows about pytest or about the protocol's 2σ rule (that is
+``protocol`` and ``rates``), so every function can be checked against scipy or hand-computed
+values with plain asserts. Where a statistic cannot be computed (too few runs, zero variance,
+identical values) the result carries ``None`` and a ``reason`` instead of raising.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from ._lazy import LazyModule
+
+# scipy.stats takes about a second to import: only sessions that judge an experiment pay it.
+sps = LazyModule("scipy.stats")
+
+TARGET_POWER = 0.8
+ALPHA = 0.05
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 9999
+#: Fixed so that a report rendered twice from the same runs shows the same interval.
+BOOTSTRAP_SEED = 20240501
+#: Below this many non-zero paired differences the Wilcoxon test cannot get near p = 0.05
+#: (its smallest two-sided p is 2 / 2**n: 0.25 for 3 pairs, 0.0625 for 5).
+MIN_WILCOXON_PAIRS = 5
+MAX_SEEDS = 1000
+
+Curve = Sequence[tuple[int, float]]
 
 #: Cohen's conventional thresholds for |d|: below 0.2 negligible, 0.5 small, 0.8 medium.
 EFFECT_SIZE_THRESHOLDS: tuple[tuple[float, str], ...] = (
@@ -79,3 +101,296 @@ def percent_faster(baseline_mean: float, experiment_mean: float) -> float | None
     if baseline_mean == 0.0 or not math.isfinite(baseline_mean):
         return None
     return (baseline_mean - experiment_mean) / baseline_mean * 100.0
+
+
+@dataclass(frozen=True)
+class SignificanceTest:
+    """One hypothesis test; ``p_value`` is None with a ``reason`` when it cannot be run."""
+
+    name: str
+    statistic: float | None
+    p_value: float | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval for experiment mean − baseline mean (negative: lower loss)."""
+
+    low: float | None
+    high: float | None
+    confidence: float
+    method: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The experiment's runs against the baseline's runs with the same seeds."""
+
+    seeds: tuple[int, ...]
+    differences: tuple[float, ...]  # experiment − baseline, seed by seed
+    mean_difference: float | None
+    t_test: SignificanceTest
+    wilcoxon: SignificanceTest
+    paired_variance: float | None  # Var(e_i − b_i)
+    unpaired_variance: float | None  # Var(e) + Var(b): the same difference without pairing
+    variance_ratio: float | None
+    helped: bool | None
+    reason: str | None = None
+
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: int
+    tokens: int
+    baseline_mean: float | None
+    baseline_std: float | None
+    baseline_n: int
+    experiment_mean: float | None
+    experiment_std: float | None
+    experiment_n: int
+
+
+@dataclass(frozen=True)
+class TokensToTarget:
+    """When the experiment's mean curve first reached the baseline's final mean val_loss."""
+
+    target: float
+    step: int | None
+    tokens: int | None
+    fraction: float | None  # of the training budget
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Curves:
+    points: tuple[CurvePoint, ...]
+    final_step: int | None
+    to_target: TokensToTarget
+    reason: str | None = None
+
+
+
+# ------------------------------------------------------------------ helpers
+def _array(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(list(values), dtype=float)
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _too_few(name: str, a: np.ndarray, b: np.ndarray, least: int = 2) -> SignificanceTest | None:
+    if a.size < least or b.size < least:
+        return SignificanceTest(name, None, None, f"needs at least {least} runs per group (have {b.size} and {a.size})")
+    return None
+
+
+# --------------------------------------------------------- unpaired tests
+def welch_test(baseline: Sequence[float], experiment: Sequence[float]) -> SignificanceTest:
+    """Welch's t-test (unequal variances), two-sided, on experiment − baseline."""
+    name = "Welch's t-test"
+    b, e = _array(baseline), _array(experiment)
+    if (few := _too_few(name, b, e)) is not None:
+        return few
+    if np.ptp(b) == 0 and np.ptp(e) == 0:
+        return SignificanceTest(name, None, None, "both groups have zero variance")
+    result = sps.ttest_ind(e, b, equal_var=False)
+    return SignificanceTest(name, _finite(result.statistic), _finite(result.pvalue))
+
+
+def mann_whitney(baseline: Sequence[float], experiment: Sequence[float]) -> SignificanceTest:
+    """Mann–Whitney U, two-sided: no normality assumed, only ranks."""
+    name = "Mann–Whitney U"
+    b, e = _array(baseline), _array(experiment)
+    if (few := _too_few(name, b, e)) is not None:
+        return few
+    if np.ptp(np.concatenate([b, e])) == 0:
+        return SignificanceTest(name, None, None, "every run gave the same value")
+    result = sps.mannwhitneyu(e, b, alternative="two-sided")
+    return SignificanceTest(name, _finite(result.statistic), _finite(result.pvalue))
+
+
+def _mean_difference(e: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(e, axis=axis) - np.mean(b, axis=axis)
+
+
+def bootstrap_interval(
+    baseline: Sequence[float], experiment: Sequence[float], confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """Percentile bootstrap CI of mean(experiment) − mean(baseline), reproducible by its seed.
+
+    Percentile rather than BCa: BCa's acceleration estimate is unstable with 3–5 runs per group.
+    """
+    method = "percentile bootstrap"
+    b, e = _array(baseline), _array(experiment)
+    if b.size < 2 or e.size < 2:
+        return Interval(None, None, confidence, method, "needs at least 2 runs per group")
+    if np.ptp(b) == 0 and np.ptp(e) == 0:
+        return Interval(None, None, confidence, method, "both groups have zero variance")
+    generator = np.random.default_rng(seed)
+    randomness = {"rng": generator} if "rng" in inspect.signature(sps.bootstrap).parameters else {
+        "random_state": generator}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns about few distinct resamples with tiny groups
+        result = sps.bootstrap(
+            (e, b), _mean_difference, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence,
+            method="percentile", vectorized=True, **randomness,
+        )
+    low, high = _finite(result.confidence_interval.low), _finite(result.confidence_interval.high)
+    if low is None or high is None:
+        return Interval(None, None, confidence, method, "the resampled differences are degenerate")
+    return Interval(low, high, confidence, method)
+
+
+# ------------------------------------------------------------------ pairs
+def paired_seeds(baseline: Mapping[int, float], experiment: Mapping[int, float]) -> Paired:
+    """Seed-by-seed differences and paired tests over the seeds both groups ran.
+
+    Pairing helps when a seed's luck carries over from baseline to experiment (same data
+    order, same initialisation): then Var(e_i − b_i) is below Var(e) + Var(b).
+    """
+    seeds = tuple(sorted(set(baseline) & set(experiment)))
+    b = _array([baseline[s] for s in seeds])
+    e = _array([experiment[s] for s in seeds])
+    d = e - b
+    n = len(seeds)
+    t_name, w_name = "paired t-test", "Wilcoxon signed-rank"
+    if n < 2:
+        reason = f"{n} seed(s) in common; pairing needs at least 2"
+        return Paired(seeds, tuple(d.tolist()), _finite(d.mean()) if n else None,
+                      SignificanceTest(t_name, None, None, reason), SignificanceTest(w_name, None, None, reason),
+                      None, None, None, None, reason)
+    if np.ptp(d) == 0:
+        t_test = SignificanceTest(t_name, None, None, "every paired difference is the same")
+    else:
+        result = sps.ttest_rel(e, b)
+        t_test = SignificanceTest(t_name, _finite(result.statistic), _finite(result.pvalue))
+    nonzero = int(np.count_nonzero(d))
+    if nonzero == 0:
+        wilcoxon = SignificanceTest(w_name, None, None, "every paired difference is 0")
+    elif nonzero < MIN_WILCOXON_PAIRS:
+        wilcoxon = SignificanceTest(
+            w_name, None, None,
+            f"{nonzero} non-zero difference(s); its smallest possible p would be {2 / 2 ** nonzero:.3g}, "
+            f"so it needs at least {MIN_WILCOXON_PAIRS}",
+        )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ties among |d| switch scipy to the normal approximation
+            result = sps.wilcoxon(e, b)
+        wilcoxon = SignificanceTest(w_name, _finite(result.statistic), _finite(result.pvalue))
+    paired_var = float(np.var(d, ddof=1))
+    unpaired_var = float(np.var(e, ddof=1) + np.var(b, ddof=1))
+    ratio = paired_var / unpaired_var if unpaired_var > 0 else None
+    return Paired(
+        seeds=seeds, differences=tuple(d.tolist()), mean_difference=float(d.mean()), t_test=t_test,
+        wilcoxon=wilcoxon, paired_variance=paired_var, unpaired_variance=unpaired_var, variance_ratio=ratio,
+        helped=None if ratio is None else ratio < 1.0,
+        reason=None if ratio is not None else "both groups have zero variance over the shared seeds",
+    )
+
+
+def ttest_power(effect: float, sigma: float, n: int | np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Power of a two-sided two-sample t-test at level ``alpha`` with ``n`` runs per group."""
+    n = np.asarray(n)
+    df = 2 * n - 2
+    crit = sps.t.isf(alpha / 2, df)
+    lam = abs(effect) / (sigma * np.sqrt(2.0 / n))
+    return sps.nct.sf(crit, df, lam) + sps.nct.cdf(-crit, df, lam)
+
+
+def seeds_for_ttest(effect: float, sigma: float, power: float = TARGET_POWER, alpha: float = ALPHA,
+                    max_seeds: int = MAX_SEEDS) -> tuple[int | None, str | None]:
+    """Seeds per group for a two-sided t-test at ``alpha`` to detect ``effect`` with ``power``.
+
+    Exact through the noncentral t (df = 2n − 2, λ = |δ|/(σ·sqrt(2/n))); close to the textbook
+    n ≈ 2·((z_{1−α/2} + z_power)·σ/δ)² for large n.
+    """
+    if effect == 0:
+        return None, "the observed difference is exactly 0"
+    n = np.arange(2, max_seeds + 1)
+    reached = ttest_power(effect, sigma, n, alpha) >= power
+    if not reached.any():
+        return None, f"more than {max_seeds} seeds per group"
+    return int(n[np.argmax(reached)]), None
+
+
+
+# ----------------------------------------------------- several experiments
+def holm_adjust(p_values: Sequence[float | None]) -> tuple[float | None, ...]:
+    """Holm–Bonferroni adjusted p-values, in the input order; None stays None and is not counted."""
+    where = [i for i, p in enumerate(p_values) if p is not None]
+    p = _array([p_values[i] for i in where])
+    out: list[float | None] = [None] * len(p_values)
+    if p.size == 0:
+        return tuple(out)
+    order = np.argsort(p, kind="stable")
+    scaled = (p.size - np.arange(p.size)) * p[order]
+    adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    for rank, index in enumerate(order):
+        out[where[index]] = float(adjusted[rank])
+    return tuple(out)
+
+
+
+# ---------------------------------------------------------- learning curves
+def _by_step(curves: Sequence[Curve]) -> dict[int, list[float]]:
+    found: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            found.setdefault(int(step), []).append(float(value))
+    return found
+
+
+def _mean_std(values: list[float] | None) -> tuple[float | None, float | None, int]:
+    if not values:
+        return None, None, 0
+    arr = _array(values)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None), int(arr.size)
+
+
+def learning_curves(baseline: Sequence[Curve], experiment: Sequence[Curve], train_tokens: int,
+                    target: float) -> Curves:
+    """Mean ± std of val_loss per step for both groups, and the experiment's tokens to ``target``.
+
+    The trainer prints steps, not tokens, so tokens = step / final step × train_tokens, which
+    holds for a constant batch size. The experiment reaches the target at the first step where
+    the mean over all of its runs is at or below it (no interpolation between steps).
+    """
+    base = [c for c in baseline if c]
+    exp = [c for c in experiment if c]
+    if not exp:
+        reason = "no learning curve was stored for the experiment's runs"
+        return Curves((), None, TokensToTarget(target, None, None, None, reason), reason)
+    b_steps, e_steps = _by_step(base), _by_step(exp)
+    final = max(max(b_steps, default=0), max(e_steps))
+    if final <= 0:
+        reason = "the curves have no positive step numbers"
+        return Curves((), None, TokensToTarget(target, None, None, None, reason), reason)
+    points = []
+    for step in sorted(set(b_steps) | set(e_steps)):
+        bm, bs, bn = _mean_std(b_steps.get(step))
+        em, es, en = _mean_std(e_steps.get(step))
+        points.append(CurvePoint(step, round(step / final * train_tokens), bm, bs, bn, em, es, en))
+    reached = [p for p in points if p.experiment_n == len(exp) and p.experiment_mean is not None
+               and p.experiment_mean <= target]
+    if reached:
+        first = reached[0]
+        to_target = TokensToTarget(target, first.step, first.tokens, first.tokens / train_tokens)
+    else:
+        to_target = TokensToTarget(target, None, None, None, "the experiment's mean curve never reached it")
+    reason = None if base else "no learning curves were stored for the baseline's runs (reused from its report)"
+    return Curves(tuple(points), final, to_target, reason)
+
+
+def thin(points: Sequence[CurvePoint], limit: int = 20) -> tuple[CurvePoint, ...]:
+    """At most ``limit`` evenly spaced points, always keeping the first and the last."""
+    if len(points) <= limit:
+        return tuple(points)
+    keep = np.unique(np.linspace(0, len(points) - 1, limit).round().astype(int))
+    return tuple(points[i] for i in keep)

@@ -180,14 +180,14 @@ def _plots_drawn_once(tmp_path_factory: pytest.TempPathFactory) -> None:
     lazily is imported here: pytester's in-process runs drop modules first imported inside
     them, and a second copy of matplotlib's modules breaks it (two ``Transform`` classes)."""
     pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
-    from pytest_exprun import evidence, plots
+    from pytest_exprun import plots, stats
 
     curve = [(0, 3.0), (10, 2.5), (20, 2.1)]
     plots.draw(tmp_path_factory.mktemp("plots"), "warm_up", plots.PlotData(
         name="x", scale="1M", baseline_val={1: 2.0, 2: 2.1}, experiment_val={1: 1.9, 2: 2.0},
         baseline_wall={1: 1.0, 2: 1.1}, experiment_wall={1: 1.0, 2: 1.2}, baseline_mean=2.05,
         baseline_std=0.07, experiment_mean=1.95,
-        curves=evidence.learning_curves([curve] * 2, [curve] * 2, 1000, 2.05),
+        curves=stats.learning_curves([curve] * 2, [curve] * 2, 1000, 2.05),
         baseline_curves=[curve] * 2, experiment_curves=[curve] * 2,
     ))
 

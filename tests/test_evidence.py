@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun import evidence
+from pytest_exprun import protocol, publish, rates, stats
 from pytest_exprun.protocol import Verdict, judge
 from pytest_exprun.stats import summarize
 
@@ -18,7 +18,7 @@ EXP = {42: 1.90, 137: 1.91, 256: 1.89}
 
 
 def test_welch_matches_scipy_and_hand_computation() -> None:
-    result = evidence.welch_test(list(BASE.values()), list(EXP.values()))
+    result = stats.welch_test(list(BASE.values()), list(EXP.values()))
     reference = sps.ttest_ind(list(EXP.values()), list(BASE.values()), equal_var=False)
     assert result.statistic == pytest.approx(reference.statistic)
     assert result.p_value == pytest.approx(reference.pvalue)
@@ -27,7 +27,7 @@ def test_welch_matches_scipy_and_hand_computation() -> None:
 
 
 def test_mann_whitney_matches_scipy_and_exact_count() -> None:
-    result = evidence.mann_whitney(list(BASE.values()), list(EXP.values()))
+    result = stats.mann_whitney(list(BASE.values()), list(EXP.values()))
     assert result.statistic == 0.0
     # Every experiment run beats every baseline run: 2 of C(8, 3) = 56 orderings are this extreme.
     assert result.p_value == pytest.approx(2 / 56)
@@ -36,12 +36,12 @@ def test_mann_whitney_matches_scipy_and_exact_count() -> None:
 
 def test_bootstrap_interval_is_reproducible_and_matches_scipy() -> None:
     b, e = list(BASE.values()), list(EXP.values())
-    first = evidence.bootstrap_interval(b, e)
-    assert first == evidence.bootstrap_interval(b, e)
+    first = stats.bootstrap_interval(b, e)
+    assert first == stats.bootstrap_interval(b, e)
     reference = sps.bootstrap(
         (np.array(e), np.array(b)), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
-        n_resamples=evidence.BOOTSTRAP_RESAMPLES, method="percentile", vectorized=True,
-        rng=np.random.default_rng(evidence.BOOTSTRAP_SEED),
+        n_resamples=stats.BOOTSTRAP_RESAMPLES, method="percentile", vectorized=True,
+        rng=np.random.default_rng(stats.BOOTSTRAP_SEED),
     )
     assert first.low == pytest.approx(reference.confidence_interval.low)
     assert first.high == pytest.approx(reference.confidence_interval.high)
@@ -49,7 +49,7 @@ def test_bootstrap_interval_is_reproducible_and_matches_scipy() -> None:
 
 
 def test_paired_seeds_match_scipy_and_say_pairing_helped() -> None:
-    paired = evidence.paired_seeds(BASE, EXP)
+    paired = stats.paired_seeds(BASE, EXP)
     assert paired.seeds == (42, 137, 256)
     assert paired.differences == pytest.approx((-0.10, -0.11, -0.09))
     reference = sps.ttest_rel([1.90, 1.91, 1.89], [2.00, 2.02, 1.98])
@@ -65,7 +65,7 @@ def test_paired_seeds_match_scipy_and_say_pairing_helped() -> None:
 
 def test_wilcoxon_runs_from_five_pairs() -> None:
     exp = {42: 1.90, 137: 1.93, 256: 1.89, 512: 1.95, 1024: 1.92}
-    paired = evidence.paired_seeds(BASE, exp)
+    paired = stats.paired_seeds(BASE, exp)
     reference = sps.wilcoxon(list(exp.values()), list(BASE.values()))
     assert paired.wilcoxon.p_value == pytest.approx(reference.pvalue)
     assert paired.wilcoxon.p_value == pytest.approx(2 / 32)  # all five differences negative
@@ -82,7 +82,7 @@ def test_wilcoxon_runs_from_five_pairs() -> None:
 def test_degenerate_inputs_give_reasons_without_warnings(base: dict, exp: dict, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = evidence.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
+        result = publish.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
     assert result.welch.p_value is None and reason in (result.welch.reason or "")
     assert result.mann_whitney.p_value is None
     assert result.bootstrap.low is None and result.bootstrap.reason
@@ -91,7 +91,7 @@ def test_degenerate_inputs_give_reasons_without_warnings(base: dict, exp: dict, 
 
 
 def test_identical_paired_differences_are_not_a_t_test() -> None:
-    paired = evidence.paired_seeds({1: 2.0, 2: 2.1, 3: 2.2}, {1: 1.9, 2: 2.0, 3: 2.1})
+    paired = stats.paired_seeds({1: 2.0, 2: 2.1, 3: 2.2}, {1: 1.9, 2: 2.0, 3: 2.1})
     assert paired.t_test.p_value is None
     assert paired.t_test.reason == "every paired difference is the same"
     assert paired.helped is True
@@ -99,10 +99,10 @@ def test_identical_paired_differences_are_not_a_t_test() -> None:
 
 def test_holm_matches_hand_computation() -> None:
     # Sorted 0.01, 0.03, 0.04 → ×3, ×2, ×1 = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06.
-    assert evidence.holm_adjust([0.01, 0.04, None, 0.03]) == pytest.approx((0.03, 0.06, None, 0.06))
-    assert evidence.holm_adjust([0.5, 0.9]) == pytest.approx((1.0, 1.0))
-    assert evidence.holm_adjust([0.02]) == (0.02,)
-    assert evidence.holm_adjust([]) == ()
+    assert stats.holm_adjust([0.01, 0.04, None, 0.03]) == pytest.approx((0.03, 0.06, None, 0.06))
+    assert stats.holm_adjust([0.5, 0.9]) == pytest.approx((1.0, 1.0))
+    assert stats.holm_adjust([0.02]) == (0.02,)
+    assert stats.holm_adjust([]) == ()
 
 
 def _winner_rate(effect: float, n_base: int, n_exp: int, trials: int = 200_000, seed: int = 1) -> float:
@@ -115,8 +115,8 @@ def _winner_rate(effect: float, n_base: int, n_exp: int, trials: int = 200_000, 
 
 @pytest.mark.parametrize(("n_base", "n_exp"), [(5, 3), (5, 5), (10, 10)])
 def test_minimum_detectable_effect_is_called_winner_80_percent_of_the_time(n_base: int, n_exp: int) -> None:
-    mde = evidence.minimum_detectable_effect(1.0, n_base, n_exp)
-    assert evidence.rule_power(mde, 1.0, n_base, n_exp) == pytest.approx(0.8)
+    mde = rates.minimum_detectable_effect(1.0, n_base, n_exp)
+    assert rates.rule_power(mde, 1.0, n_base, n_exp) == pytest.approx(0.8)
     assert _winner_rate(mde, n_base, n_exp) == pytest.approx(0.8, abs=0.005)
 
 
@@ -129,24 +129,24 @@ def test_simulated_rule_is_the_protocols_judge() -> None:
 
 
 def test_minimum_detectable_effect_scales_with_sigma() -> None:
-    assert evidence.minimum_detectable_effect(0.02, 5, 3) == pytest.approx(0.02 * evidence.minimum_detectable_effect(1, 5, 3))
+    assert rates.minimum_detectable_effect(0.02, 5, 3) == pytest.approx(0.02 * rates.minimum_detectable_effect(1, 5, 3))
 
 
 def test_seeds_for_the_rule_reach_80_percent_in_simulation() -> None:
-    n, reason = evidence.seeds_for_rule(2.5, 1.0)
+    n, reason = rates.seeds_for_rule(2.5, 1.0)
     assert reason is None and n is not None
     assert _winner_rate(2.5, n, n) >= 0.8 - 0.005
     assert _winner_rate(2.5, n - 1, n - 1) < 0.8
 
 
 def test_no_number_of_seeds_lets_the_rule_call_an_effect_below_two_sigma() -> None:
-    n, reason = evidence.seeds_for_rule(1.5, 1.0)
+    n, reason = rates.seeds_for_rule(1.5, 1.0)
     assert n is None and "exceeds 2σ" in (reason or "")
     assert _winner_rate(1.5, 200, 200, trials=20_000) < 0.01
 
 
 def test_seeds_for_a_t_test_match_simulation_and_textbook_formula() -> None:
-    n, _ = evidence.seeds_for_ttest(0.5, 1.0)
+    n, _ = stats.seeds_for_ttest(0.5, 1.0)
     assert n == 64  # the textbook answer for d = 0.5, α = 0.05, 80% power
     rng = np.random.default_rng(3)
     for size, expect_enough in ((n, True), (n - 3, False)):
@@ -158,18 +158,18 @@ def test_seeds_for_a_t_test_match_simulation_and_textbook_formula() -> None:
 
 def test_power_analysis_uses_the_baseline_sigma() -> None:
     b, e = summarize(list(BASE.values())), summarize([1.99, 2.00, 1.98])
-    power = evidence.power_analysis(b, e)
+    power = rates.power_analysis(b, e)
     assert power.sigma == pytest.approx(b.std)
-    assert power.minimum_detectable_effect == pytest.approx(evidence.minimum_detectable_effect(b.std, 5, 3))
+    assert power.minimum_detectable_effect == pytest.approx(rates.minimum_detectable_effect(b.std, 5, 3))
     assert power.observed_effect == pytest.approx(0.01)
     assert power.seeds_for_rule is None  # 0.63σ is below the rule's 2σ threshold
-    assert power.seeds_for_ttest == evidence.seeds_for_ttest(0.01, b.std)[0]
+    assert power.seeds_for_ttest == stats.seeds_for_ttest(0.01, b.std)[0]
 
 
 def test_learning_curves_band_and_tokens_to_target() -> None:
     base = [[(10, 2.5), (20, 2.2), (30, 2.0)], [(10, 2.7), (20, 2.4), (30, 2.2)]]
     exp = [[(10, 2.3), (20, 2.05), (30, 1.9)], [(10, 2.5), (20, 2.15), (30, 2.0)]]
-    curves = evidence.learning_curves(base, exp, 3000, target=2.1)
+    curves = stats.learning_curves(base, exp, 3000, target=2.1)
     assert [p.step for p in curves.points] == [10, 20, 30]
     assert [p.tokens for p in curves.points] == [1000, 2000, 3000]
     first = curves.points[0]
@@ -180,35 +180,35 @@ def test_learning_curves_band_and_tokens_to_target() -> None:
 
 
 def test_learning_curves_without_baseline_curves_or_target() -> None:
-    curves = evidence.learning_curves([[], []], [[(10, 2.3), (20, 2.2)]], 1000, target=2.0)
+    curves = stats.learning_curves([[], []], [[(10, 2.3), (20, 2.2)]], 1000, target=2.0)
     assert curves.points[0].baseline_mean is None and curves.points[0].experiment_std is None
     assert "reused" in (curves.reason or "")
     assert curves.to_target.step is None and "never reached" in (curves.to_target.reason or "")
-    nothing = evidence.learning_curves([], [[]], 1000, target=2.0)
+    nothing = stats.learning_curves([], [[]], 1000, target=2.0)
     assert nothing.points == () and nothing.reason
 
 
 def test_thin_keeps_first_and_last() -> None:
-    curves = evidence.learning_curves([], [[(s, 1.0) for s in range(1, 101)]], 100, target=0.5)
-    kept = evidence.thin(curves.points, 20)
+    curves = stats.learning_curves([], [[(s, 1.0) for s in range(1, 101)]], 100, target=0.5)
+    kept = stats.thin(curves.points, 20)
     assert len(kept) == 20 and kept[0].step == 1 and kept[-1].step == 100
 
 
 def test_control_within_one_sigma() -> None:
     b = summarize(list(BASE.values()))  # mean 2.0, σ 0.0158
-    assert evidence.check_control(b, 2.01).ok
-    far = evidence.check_control(b, 2.03)
+    assert protocol.check_control(b, 2.01).ok
+    far = protocol.check_control(b, 2.03)
     assert not far.ok and far.sigmas == pytest.approx(0.03 / b.std)
 
 
 def test_ranking_orders_by_delta_and_adjusts_over_all() -> None:
     base = list(BASE.values())
-    ranked = evidence.rank_experiments([
+    ranked = protocol.rank_experiments([
         ("worse", "LOSER", base, [2.10, 2.11, 2.09], "a.md"),
         ("better", "WINNER", base, [1.90, 1.91, 1.89], "b.md"),
     ])
     assert [r.name for r in ranked] == ["better", "worse"]
     assert [r.rank for r in ranked] == [1, 2]
     raw = [r.welch_p for r in ranked]
-    assert [r.holm_p for r in ranked] == pytest.approx(list(evidence.holm_adjust(raw)))
+    assert [r.holm_p for r in ranked] == pytest.approx(list(stats.holm_adjust(raw)))
     assert ranked[0].sigmas == pytest.approx(-0.1 / summarize(base).std)

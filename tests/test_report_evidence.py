@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
-from pytest_exprun import evidence
+from pytest_exprun import protocol, publish, rates, stats
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 LOSER_Y = {"--use_y": {"42": 2.10, "137": 2.11, "256": 2.09}}
@@ -56,7 +56,7 @@ def test_report_numbers_match_scipy(project: Project) -> None:
     assert f"- Paired t-test: p = {paired.pvalue:.4f}" in text
     assert "| 137 | 2.0200 | 1.9100 | -0.1100 |" in text
     assert "- Did pairing help? Yes: Var(paired differences) = 0.000100 vs. Var(baseline) + Var(experiment) = 0.000500" in text
-    mde = evidence.minimum_detectable_effect(0.0158113883, 5, 3)
+    mde = rates.minimum_detectable_effect(0.0158113883, 5, 3)
     assert f"a true improvement of {mde:.4f} in val_loss (2.72σ) is called WINNER with 80% probability" in text
     # Curves end at 1.90 for the experiment: its mean is 1.95 at step 40, below the baseline's 2.00.
     assert "| 50 | 1,000,000 | 2.0000 ± 0.0158 | 1.9000 ± 0.0100 |" in text
@@ -108,7 +108,7 @@ def test_several_experiments_get_holm_adjusted_p_values(project: Project) -> Non
     project.plan({**WINNER, **LOSER_Y})
     project.run("--experiment=use_x", "--experiment=use_y")
     raw = [sps.ttest_ind(e, BASE, equal_var=False).pvalue for e in ([1.90, 1.91, 1.89], [2.10, 2.11, 2.09])]
-    adjusted = evidence.holm_adjust(raw)
+    adjusted = stats.holm_adjust(raw)
     for name in ("use_x", "use_y"):
         text = (project.research / f"experiment_{name}_1M.md").read_text()
         assert "over the 2 experiments judged in this session" in text
