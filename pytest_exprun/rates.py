@@ -1,4 +1,5 @@
-"""What the protocol's 2σ rule can detect with a given number of seeds: power and seeds needed.
+"""How far a verdict can be trusted: what the 2σ rule can detect (power, seeds needed) and the
+bundle of evidence an experiment report shows next to the verdict.
 
 Pure functions; the rule itself (thresholds, extension) is ``protocol``'s.
 """
@@ -7,12 +8,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
 from ._lazy import LazyModule
 from .protocol import SIGNIFICANT_SIGMAS
-from .stats import MAX_SEEDS, TARGET_POWER, Summary, seeds_for_ttest
+from .stats import (
+    MAX_SEEDS,
+    TARGET_POWER,
+    Interval,
+    Paired,
+    SignificanceTest,
+    Summary,
+    bootstrap_interval,
+    mann_whitney,
+    paired_seeds,
+    seeds_for_ttest,
+    welch_test,
+)
 
 optimize = LazyModule("scipy.optimize")
 sps = LazyModule("scipy.stats")
@@ -121,3 +135,27 @@ def power_analysis(baseline: Summary, experiment: Summary, power: float = TARGET
 def _with_reason(power: Power, reason: str) -> Power:
     return Power(**{**power.__dict__, "reason": reason, "seeds_for_rule_reason": reason,
                     "seeds_for_ttest_reason": reason})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    welch: SignificanceTest
+    mann_whitney: SignificanceTest
+    bootstrap: Interval
+    paired: Paired
+    power: Power
+
+
+
+def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
+             baseline_summary: Summary, experiment_summary: Summary) -> Evidence:
+    """Every val_loss statistic of one experiment report, keyed by seed for the pairing."""
+    b, e = list(baseline.values()), list(experiment.values())
+    return Evidence(
+        welch=welch_test(b, e),
+        mann_whitney=mann_whitney(b, e),
+        bootstrap=bootstrap_interval(b, e),
+        paired=paired_seeds(baseline, experiment),
+        power=power_analysis(baseline_summary, experiment_summary),
+    )
+

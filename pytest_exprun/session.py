@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import aside, plots, protocol, publish, rates, report, stats
+from . import aside, plots, protocol, rates, report, stats
 from .executors import Executor, RunHandle, make_executor
 from .protocol import Comparison, Verdict, compare, needs_extension
 from .runner import LineThrottle, RunResult, RunSpec, parse_step_line
@@ -116,7 +116,7 @@ class Published:
     comparison: Comparison
     baseline: list[RunRecord]
     runs: list[RunRecord]
-    evidence: publish.Evidence
+    evidence: rates.Evidence
     curves: stats.Curves
     plots: plots.PlotSet
     path: Path
@@ -576,7 +576,7 @@ class ProtocolSession:
         """Statistics, curves and plots of one experiment; computed once, when its verdict is given."""
         base_val = {r.seed: r.val_loss for r in base}
         exp_val = {r.seed: r.val_loss for r in runs}
-        found = self._work(publish.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
+        found = self._work(rates.evaluate, base_val, exp_val, cmp.val_loss.baseline, cmp.val_loss.experiment)
         curves = stats.learning_curves(
             [r.curve for r in base], [r.curve for r in runs], self.settings.train_tokens, cmp.val_loss.baseline.mean
         )

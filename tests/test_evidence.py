@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun import protocol, publish, rates, stats
+from pytest_exprun import protocol, rates, stats
 from pytest_exprun.protocol import Verdict, judge
 from pytest_exprun.stats import summarize
 
@@ -82,7 +82,7 @@ def test_wilcoxon_runs_from_five_pairs() -> None:
 def test_degenerate_inputs_give_reasons_without_warnings(base: dict, exp: dict, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = publish.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
+        result = rates.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
     assert result.welch.p_value is None and reason in (result.welch.reason or "")
     assert result.mann_whitney.p_value is None
     assert result.bootstrap.low is None and result.bootstrap.reason

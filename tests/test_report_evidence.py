@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
-from pytest_exprun import protocol, publish, rates, stats
+from pytest_exprun import protocol, rates, stats
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 LOSER_Y = {"--use_y": {"42": 2.10, "137": 2.11, "256": 2.09}}
