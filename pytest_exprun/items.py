@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .session import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
+from .protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
 
 if TYPE_CHECKING:
     from .session import ProtocolSession

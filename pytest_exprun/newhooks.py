@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from .executors import Executor
+    from .settings import Settings
     from .store import RunRecord
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_exprun_make_executor(config: pytest.Config, settings: "Settings") -> "Executor | None":
+    """Return the executor that starts this session's runs, or None if ``settings.executor`` is not yours.
+
+    The built-in ``local``, ``warm``, ``gpus`` and ``slurm`` executors are default (trylast)
+    implementations, so a ``conftest.py`` or another plugin can add one (say ``ray``) without
+    editing exprun: check ``settings.executor == "ray"`` and return your ``Executor``.
+    """
 
 
 @pytest.hookspec(firstresult=True)
@@ -22,8 +34,9 @@ def pytest_exprun_build_argv(config: pytest.Config, group: str, seed: int, argv:
 def pytest_exprun_parse_line(config: pytest.Config, line: str) -> tuple[int, float] | None:
     """Parse one line of trainer output into ``(step, val_loss)``, or None if it carries none.
 
-    Implement this when your trainer does not print ``Step N | val_loss: X | ...`` lines;
-    the last pair parsed is the run's final val_loss.
+    exprun's own implementation, which reads ``Step N | val_loss: X | ...`` lines, runs last:
+    implement this when your trainer prints something else. Returning None lets the next
+    implementation try the line.
     """
 
 

@@ -91,9 +91,25 @@ def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
     return PlotSet(tuple(plots), None)
 
 
+#: The figures ``draw`` makes, by file suffix; the curves only where curves were stored.
+FIGURES = (("val_loss", "val_loss per seed"), ("curves", "Learning curves"), ("wall_time", "Wall time per seed"))
+
+
+def existing(folder: Path, stem: str) -> PlotSet | None:
+    """The figures already drawn for a report, or None when one is missing (draw them again)."""
+    found = tuple(Plot(title, f"{stem}_{suffix}.png") for suffix, title in FIGURES
+                  if (folder / f"{stem}_{suffix}.png").is_file())
+    names = {p.file for p in found}
+    if f"{stem}_val_loss.png" not in names or f"{stem}_wall_time.png" not in names:
+        return None
+    return PlotSet(found, None)
+
+
 def _save(fig: Any, path: Path) -> None:
     """Write the PNG under a temporary name first: an interrupted session never leaves half a file."""
     temporary = path.with_name(f".{path.name}.tmp")
+    if temporary.is_symlink():  # never write through a link planted at the temporary name
+        temporary.unlink()
     try:
         fig.savefig(temporary, dpi=DPI, format="png")
         os.replace(temporary, path)

@@ -6,7 +6,7 @@ neither ``--experiment`` nor ``-m baseline``, registers nothing and starts no tr
 
 from __future__ import annotations
 
-import re
+import ast
 import signal
 import threading
 from typing import Generator
@@ -14,15 +14,26 @@ from typing import Generator
 import pytest
 
 from . import newhooks, settings as settings_mod
+from .executors import BUILTIN
 from .items import SeedRun, build_items
+from .runner import parse_step_line
 from .session import ProtocolSession
 
 PLUGIN_NAME = "exprun-protocol"
-_PROTOCOL_MARKERS = re.compile(r"\b(baseline|experiment|verdict)\b")
+#: The markers each kind of protocol item carries (see ``items.build_items``).
+_ITEM_MARKERS = ({"baseline"}, {"experiment"}, {"experiment", "verdict"})
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(newhooks)
+    for builtin in BUILTIN:
+        pluginmanager.register(builtin, f"exprun-executor-{builtin.name}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exprun_parse_line(config: pytest.Config, line: str) -> tuple[int, float] | None:
+    """The default result parser: ``Step N | val_loss: X | ...`` lines, as train_llm.py prints them."""
+    return parse_step_line(line)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,10 +56,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(ini, text, type="bool", default=False)
 
 
+def _selects_protocol(markexpr: str, markers: set[str]) -> bool:
+    """Does ``-m markexpr`` select an item with these markers but not an unmarked unit test?
+
+    ``-m baseline`` does; ``-m "not baseline"`` or ``-m "not slow"`` select ordinary tests
+    and must not start the protocol.
+    """
+    try:
+        tree = ast.parse(markexpr, mode="eval").body
+    except SyntaxError:
+        return False  # pytest reports the bad expression itself
+    return _holds(tree, markers) and not _holds(tree, set())
+
+
+def _holds(node: ast.AST, markers: set[str]) -> bool:
+    """Evaluate a ``-m`` expression (names, and/or/not, ``name(key=value)``) for an item's markers."""
+    if isinstance(node, ast.BoolOp):
+        values = (_holds(v, markers) for v in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _holds(node.operand, markers)
+    if isinstance(node, ast.Call):
+        node = node.func
+    return isinstance(node, ast.Name) and node.id in markers
+
+
 def protocol_requested(config: pytest.Config) -> tuple[bool, bool]:
     """(protocol wanted at all, baseline items wanted even without an experiment)."""
-    markexpr = config.getoption("markexpr", default="") or ""
-    by_mark = bool(_PROTOCOL_MARKERS.search(markexpr))
+    markexpr = (config.getoption("markexpr", default="") or "").strip()
+    by_mark = bool(markexpr) and any(_selects_protocol(markexpr, markers) for markers in _ITEM_MARKERS)
+    # Every protocol item is built then, and pytest's own -m filter picks among them.
     return bool(config.getoption("experiment")) or by_mark, by_mark
 
 

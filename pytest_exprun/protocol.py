@@ -1,6 +1,7 @@
-"""The protocol's rules: seeds, scale labels, experiment flags, when to extend, the verdict.
+"""The protocol's rules: seeds, groups and names, when to extend, the verdict, the control check,
+which runs may be compared, and the order experiments are ranked in.
 
-Pure functions and small frozen records only; the session code applies them.
+Pure functions and small frozen records only; the session applies them to stored runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -31,6 +33,23 @@ CONTROL_SIGMAS = 1.0
 _UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_NAME_LENGTH = 80
+
+
+#: The group of the unmodified trainer's runs; every experiment is judged against it.
+BASELINE = "baseline"
+#: A fresh baseline-like run checked against the stored baseline; never reused across sessions.
+CONTROL = "control"
+CONTROL_SEED = 42
+#: Keys of a trainer's ``metrics.json`` that must agree between runs that are compared.
+ENVIRONMENT_KEYS = ("device", "torch_version", "data_fingerprint")
+#: What a run's wall time covers (``Executor.timing``); runs stored before it was recorded
+#: were all timed as one process per run.
+TIMING_KEY = "timing"
+DEFAULT_TIMING = "process"
+
+
+class ProtocolFailure(Exception):
+    """A seed or a verdict failed for a reason the message fully explains (no traceback)."""
 
 
 class ProtocolError(ValueError):
@@ -124,15 +143,55 @@ def parse_seeds(text: str, what: str) -> tuple[int, ...]:
     return seeds
 
 
+def sigmas_apart(baseline: Summary, experiment: Summary) -> float | None:
+    """(μ_exp − μ_base) / σ_base: the one distance every 2σ rule reads; None if σ is 0 or undefined."""
+    sigma = baseline.std
+    if not math.isfinite(sigma) or sigma <= 0.0:
+        return None
+    return (experiment.mean - baseline.mean) / sigma
+
+
 def needs_extension(baseline: Summary, first_seeds: Summary) -> bool:
     """Run the extension seeds when the experiment's mean lies within 2σ of the baseline's.
 
     A baseline σ of zero or NaN is degenerate; more seeds are then the safe choice.
     """
-    sigma = baseline.std
-    if not math.isfinite(sigma) or sigma == 0.0:
-        return True
-    return abs(first_seeds.mean - baseline.mean) < SIGNIFICANT_SIGMAS * sigma
+    sigmas = sigmas_apart(baseline, first_seeds)
+    return sigmas is None or abs(sigmas) < SIGNIFICANT_SIGMAS
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Whether an experiment's extension seeds run, and why (for the skip message and the report)."""
+
+    extend: bool
+    reason: str
+
+
+def extension(baseline: Summary, first_seeds: Summary) -> Extension:
+    """The extension rule with its reason, decided on the first seeds alone."""
+    where = f"mean {first_seeds.mean:.4f} vs baseline {baseline.mean:.4f} ± {baseline.std:.4f}"
+    if needs_extension(baseline, first_seeds):
+        return Extension(True, f"{where}: within 2σ, so the extension seeds run")
+    sigmas = sigmas_apart(baseline, first_seeds)
+    return Extension(False, f"not needed: experiment {where} is {abs(sigmas or 0.0):.1f}σ away (≥ 2σ)")
+
+
+def mixed_environments(*groups: Iterable[Mapping[str, object]]) -> str | None:
+    """How the runs' environments differ (machine, torch, data, timing), or None when they agree.
+
+    Each run is given as its environment mapping; a run without a recorded timing was timed as
+    one process per run.
+    """
+    seen: dict[str, set[str]] = {}
+    for environments in groups:
+        for environment in environments:
+            for key, value in {TIMING_KEY: DEFAULT_TIMING, **environment}.items():
+                seen.setdefault(key, set()).add(str(value))
+    differing = {key: sorted(values) for key, values in seen.items() if len(values) > 1}
+    if not differing:
+        return None
+    return "; ".join(f"{key}: {' vs '.join(values)}" for key, values in sorted(differing.items()))
 
 
 def significance(delta: float, sigma: float) -> Significance | None:
@@ -163,7 +222,7 @@ class MetricComparison:
 def compare_metric(metric: str, baseline: Summary, experiment: Summary) -> MetricComparison:
     delta = experiment.mean - baseline.mean
     sigma = baseline.std
-    sigmas = delta / sigma if math.isfinite(sigma) and sigma > 0 else None
+    sigmas = sigmas_apart(baseline, experiment)
     d = cohens_d(baseline, experiment)
     return MetricComparison(
         metric=metric,

@@ -1,9 +1,12 @@
-"""Results that outlive a session: run records, atomic writes, the session lock, fingerprints.
+"""Results that outlive a session, and the one source of truth for every report.
 
-Every finished run is written at once to its own small JSON file, replaced atomically,
-so an interrupted session loses nothing that finished and never leaves a torn file.
-A record is found again only under the same setup key, so results measured with
-another trainer, command or scale are never mixed in.
+Run records (one small JSON file per finished run) and what is derived from them (the
+baseline snapshot a scale's experiments are judged against, each experiment's decision)
+are written atomically, so an interrupted session loses nothing that finished and never
+leaves a torn file. A record is found again only under the same setup key, so results
+measured with another trainer, command or scale are never mixed in. Reports are rendered
+from here and never read back as data. No write follows a symbolic link planted inside
+the research dir.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
@@ -33,8 +36,36 @@ class StoreWarning(pytest.PytestWarning):
     """A stored file could not be used and was set aside."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that a crash at any instant leaves the old file or the new, never a mix."""
+class UnsafePath(OSError):
+    """A path inside the research or checkpoints dir goes through a symbolic link."""
+
+
+def refuse_links(path: Path, inside: Path) -> None:
+    """Raise ``UnsafePath`` if ``path`` or a folder between ``inside`` and it is a symbolic link.
+
+    A link planted there would make exprun write (or delete) a file outside the project.
+    ``inside`` itself may be a link: the user chose it.
+    """
+    try:
+        relative = path.relative_to(inside)
+    except ValueError:
+        return
+    current = inside
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafePath(f"{current} is a symbolic link; exprun does not write through links inside {inside} "
+                             "(remove it)")
+
+
+def atomic_write_text(path: Path, text: str, inside: Path | None = None) -> None:
+    """Write ``text`` so that a crash at any instant leaves the old file or the new, never a mix.
+
+    The final rename replaces a link at ``path`` rather than following it; with ``inside``,
+    folders on the way that are links are refused too.
+    """
+    if inside is not None:
+        refuse_links(path, inside)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -175,6 +206,28 @@ def trainer_files(command: tuple[str, ...], cwd: Path) -> tuple[tuple[str, str],
     return tuple(sorted(found))
 
 
+def _extra(value: Any) -> dict[str, Any]:
+    """A record's ``extra`` field, checked: ``environment`` must map names to plain values."""
+    if not isinstance(value, dict):
+        raise ValueError("its 'extra' field is not an object")
+    environment = value.get("environment", {})
+    if not isinstance(environment, dict) or not all(
+        isinstance(v, (str, int, float, bool)) or v is None for v in environment.values()
+    ):
+        raise ValueError("its 'extra.environment' field is not an object of plain values")
+    return dict(value)
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a stored JSON file; anything unreadable (including absurd nesting) is a ValueError."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("it is nested too deeply to be one of exprun's files") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text ({exc.reason})") from None
+
+
 @dataclass
 class RunRecord:
     """One finished, successful run: what the protocol's statistics are computed from."""
@@ -195,8 +248,8 @@ class RunRecord:
         return json.dumps(asdict(self), indent=1, allow_nan=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "RunRecord":
-        data = json.loads(text)
+    def from_json(cls, text: str | bytes) -> "RunRecord":
+        data = load_json(text.encode("utf-8") if isinstance(text, str) else text)
         if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
             raise ValueError("not a run record of this version")
         record = cls(
@@ -209,7 +262,7 @@ class RunRecord:
             argv=[str(a) for a in data.get("argv", [])],
             log=str(data.get("log", "")),
             finished_at=str(data.get("finished_at", "")),
-            extra=dict(data.get("extra", {})),
+            extra=_extra(data.get("extra", {})),
         )
         if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
             raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
@@ -243,7 +296,7 @@ class RunStore:
             warnings.warn(StoreWarning(f"cannot read {path}: {exc}; seed {seed} will be run again"))
             return None
         try:
-            record = RunRecord.from_json(raw.decode("utf-8"))
+            record = RunRecord.from_json(raw)
             if record.seed != seed or record.group != group or record.setup_key != setup_key:
                 raise ValueError("its group, seed or setup does not match its location")
         except (ValueError, KeyError, TypeError) as exc:
@@ -259,17 +312,56 @@ class RunStore:
 
     def save(self, record: RunRecord) -> Path:
         path = self.record_path(record.group, record.setup_key, record.seed)
-        atomic_write_text(path, record.to_json())
+        atomic_write_text(path, record.to_json(), inside=self.root)
         return path
 
-    def iter_records(self) -> Iterator[tuple[Path, RunRecord]]:
-        """Every readable record at this scale, for summaries across sessions."""
-        base = self.root / "runs" / self.scale
-        for path in sorted(base.glob("*/*/seed*.json")):
-            try:
-                yield path, RunRecord.from_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+    def records(self, group: str, setup_key: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
+        """The stored runs of these seeds (those that exist and are readable)."""
+        return {seed: r for seed in seeds if (r := self.load(group, setup_key, seed)) is not None}
+
+    def discard(self, group: str, setup_key: str) -> None:
+        """Keep a group's runs aside (``--exprun-rerun-baseline``): nothing is deleted."""
+        folder = self.folder(group, setup_key)
+        if folder.exists():
+            set_aside(folder, "replaced")
+
+    # ----------------------------------------------------- derived results
+    def _result_path(self, kind: str, name: str) -> Path:
+        return self.root / "results" / self.scale / kind / f"{name}.json"
+
+    def save_result(self, kind: str, name: str, data: dict[str, Any]) -> None:
+        """A decision derived from run records (the baseline snapshot, an experiment's verdict)."""
+        payload = {"version": RECORD_VERSION, "kind": kind, "name": name, **data}
+        atomic_write_text(self._result_path(kind, name), json.dumps(payload, indent=1, allow_nan=False) + "\n",
+                          inside=self.root)
+
+    def load_result(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A stored decision, or None; an unreadable one is set aside with a warning."""
+        path = self._result_path(kind, name)
+        try:
+            data = load_json(path.read_bytes())
+            if not isinstance(data, dict) or data.get("version") != RECORD_VERSION or data.get("name") != name:
+                raise ValueError("not a result of this version and name")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            if path.exists() and not path.is_symlink():
+                moved = set_aside(path, "corrupt")
+                warnings.warn(StoreWarning(f"{path} is not a valid exprun result ({exc}); kept as {moved.name}"))
+            return None
+        return data
+
+    def iter_results(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every readable decision of this kind at this scale, ordered by name."""
+        for path in sorted((self.root / "results" / self.scale / kind).glob("*.json")):
+            data = self.load_result(kind, path.stem)
+            if data is not None:
+                yield data
+
+    def discard_result(self, kind: str, name: str) -> None:
+        path = self._result_path(kind, name)
+        if path.exists() or path.is_symlink():
+            set_aside(path, "replaced")
 
 
 class SessionLock:
@@ -282,7 +374,8 @@ class SessionLock:
     def acquire(self, wait: float, on_wait: Callable[[str], None] | None = None) -> bool:
         """Take the lock, waiting at most ``wait`` seconds (forever if negative)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a link planted at the lock's path must not make us truncate its target.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         deadline = None if wait < 0 else time.monotonic() + wait
         told = False
         while True:
@@ -321,5 +414,18 @@ class SessionLock:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a finished run's checkpoint directory; a missing one is fine."""
+    """Remove a run's checkpoint directory (a link is unlinked, never followed); a missing one is fine."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def fresh_dir(path: Path, inside: Path) -> None:
+    """An empty directory at ``path`` for a run to write into: whatever was there is removed first."""
+    refuse_links(path.parent, inside)
+    remove_tree(path)
+    if path.exists():
+        raise OSError(f"cannot empty {path} before the run; remove it by hand")
+    path.mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def test_flags_are_passed_as_given(project: Project) -> None:
     flags = [c["flags"] for c in project.calls()]
     assert flags == [["--optimizer", "muon"], ["--lr", "3e-3", "--note", "a b"]]
     outputs = [c["output_dir"] for c in project.calls()]
-    assert outputs[0].endswith("checkpoints/exp_optimizer-muon_1M_seed42")
+    assert re.search(r"/checkpoints/research-[0-9a-f]{8}/optimizer-muon_1M_seed42$", outputs[0])
 
 
 def test_several_experiments_share_one_baseline(project: Project) -> None:
@@ -195,9 +196,26 @@ def test_experiment_name_option_names_the_report(project: Project) -> None:
 
 def test_checkpoints_are_removed_unless_kept(project: Project) -> None:
     project.run("-m", "baseline", "-k", "seed42")
-    assert not (project.path / "checkpoints" / "baseline_1M_seed42").exists()
+    (folder,) = (project.path / "checkpoints").glob("research-*")
+    assert not (folder / "baseline_1M_seed42").exists()
     project.run("-m", "baseline", "-k", "seed137", "--exprun-keep-checkpoints")
-    assert (project.path / "checkpoints" / "baseline_1M_seed137" / "checkpoint.bin").exists()
+    assert (folder / "baseline_1M_seed137" / "checkpoint.bin").exists()
+
+
+def test_two_research_dirs_never_share_a_checkpoint_dir(project: Project) -> None:
+    project.run("-m", "baseline", "-k", "seed42", "--exprun-keep-checkpoints")
+    project.run("-m", "baseline", "-k", "seed42", "--exprun-keep-checkpoints", "--exprun-research-dir=other/research")
+    outputs = [c["output_dir"] for c in project.calls()]
+    assert len(set(outputs)) == 2
+
+
+def test_a_run_starts_in_an_empty_output_dir(project: Project) -> None:
+    project.run("-m", "baseline", "-k", "seed42", "--exprun-keep-checkpoints")
+    (output,) = {c["output_dir"] for c in project.calls()}
+    (Path(output) / "stale_from_another_run.bin").write_text("old")
+    shutil.rmtree(project.research / ".exprun")
+    project.run("-m", "baseline", "-k", "seed42", "--exprun-keep-checkpoints").assert_outcomes(passed=1)
+    assert not (Path(output) / "stale_from_another_run.bin").exists()
 
 
 def test_changed_trainer_is_never_silently_reused(project: Project) -> None:
@@ -308,7 +326,8 @@ def test_baseline_from_another_environment_gives_no_verdict(project: Project, mo
     project.plan(WINNER)
     monkeypatch.setenv("FAKE_DEVICE", "NVIDIA H100")
     project.run("-m", "baseline").assert_outcomes(passed=5)
-    assert '"device": "NVIDIA H100"' in (project.research / "baseline_variance_1M.md").read_text()
+    (record,) = (project.research / ".exprun").rglob("baseline/*/seed42.json")
+    assert '"device": "NVIDIA H100"' in record.read_text()
     monkeypatch.setenv("FAKE_DEVICE", "cpu")
     result = project.run("--experiment=use_x")
     result.assert_outcomes(passed=3, failed=1, skipped=7)

@@ -130,15 +130,14 @@ def test_summary_ranks_experiments_from_earlier_sessions_too(project: Project) -
     assert "[experiment_use_y_1M.md](experiment_use_y_1M.md)" in rows[2]
 
 
-def test_reused_baseline_without_curves_reports_them_as_missing(project: Project) -> None:
+def test_baseline_without_its_records_is_measured_again_not_rebuilt_from_its_report(project: Project) -> None:
     project.run("-m", "baseline").assert_outcomes(passed=5)
     shutil.rmtree(project.research / ".exprun" / "runs" / "1M" / "baseline")
     project.plan(WINNER)
-    project.run("--experiment=use_x").assert_outcomes(passed=4, skipped=7)
+    project.run("--experiment=use_x").assert_outcomes(passed=9, skipped=2)
+    assert project.seeds_run() == [42, 137, 256, 512, 1024] * 2
     text = (project.research / "experiment_use_x_1M.md").read_text()
-    assert "Baseline columns: n/a (no learning curves were stored for the baseline's runs" in text
-    assert "| 50 | 1,000,000 | — | 1.9000 ± 0.0100 |" in text
-    assert "Tokens to target: the experiment's mean curve reached" in text
+    assert "| 50 | 1,000,000 | 2.0000 ± 0.0158 | 1.9000 ± 0.0100 |" in text
 
 
 def test_control_run_passes_when_the_baseline_still_matches(project: Project) -> None:

@@ -6,8 +6,8 @@ thread (``local``), one after another in a warm trainer process (``warm``), conc
 no decision or number of the protocol depends on it.
 
 To add one (say, Ray): subclass ``Executor``, implement ``submit`` (and ``close`` if it holds
-resources), and add it to ``make_executor``. An eager one also implements ``RunHandle.wait``;
-docs/executors.md says more.
+resources), and return it from a ``pytest_exprun_make_executor`` hook in a ``conftest.py`` or a
+plugin. An eager one also implements ``RunHandle.wait``; docs/executors.md says more.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable
+
+import pytest
 
 from ..runner import LineParser, RunResult, RunSpec
 
@@ -75,21 +77,46 @@ class Executor(ABC):
         """Release resources; with ``cancel``, stop every run still pending or going."""
 
 
-def make_executor(settings: "Settings") -> Executor:
-    if settings.executor == "local":
-        from .local import LocalExecutor
+class ExecutorError(ValueError):
+    """An executor cannot be used as configured; the message says what to change."""
 
-        return LocalExecutor()
-    if settings.executor == "warm":
-        from .warm import WarmExecutor
 
-        return WarmExecutor(settings.argv_prefix())
-    if settings.executor == "gpus":
-        from .gpus import GpuExecutor
+class _Builtin:
+    """One built-in executor as a default implementation of ``pytest_exprun_make_executor``."""
 
-        return GpuExecutor(settings.gpus)
-    if settings.executor == "slurm":
-        from .slurm import SlurmExecutor
+    def __init__(self, name: str, make: Callable[["Settings"], Executor]) -> None:
+        self.name = name
+        self.make = make
 
-        return SlurmExecutor.from_settings(settings)
-    raise ValueError(f"unknown executor {settings.executor!r}")
+    @pytest.hookimpl(trylast=True)
+    def pytest_exprun_make_executor(self, config: pytest.Config, settings: "Settings") -> Executor | None:
+        return self.make(settings) if settings.executor == self.name else None
+
+
+def _local(settings: "Settings") -> Executor:
+    from .local import LocalExecutor
+
+    return LocalExecutor()
+
+
+def _warm(settings: "Settings") -> Executor:
+    from .warm import WarmExecutor
+
+    return WarmExecutor(settings.argv_prefix())
+
+
+def _gpus(settings: "Settings") -> Executor:
+    from .gpus import GpuExecutor
+
+    return GpuExecutor(settings.gpus)
+
+
+def _slurm(settings: "Settings") -> Executor:
+    from .slurm import SlurmExecutor
+
+    return SlurmExecutor(settings.slurm, settings.slurm.folder or settings.state_dir / "slurm")
+
+
+#: The plugins registered at start-up, one per built-in executor.
+BUILTIN = tuple(_Builtin(name, make) for name, make in (
+    ("local", _local), ("warm", _warm), ("gpus", _gpus), ("slurm", _slurm)))

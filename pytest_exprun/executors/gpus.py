@@ -15,10 +15,9 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
-import pytest
 
 from ..runner import Failure, LineParser, RunResult, RunSpec, run_trainer
-from . import Executor, LineSink, RunHandle
+from . import Executor, ExecutorError, LineSink, RunHandle
 
 NVIDIA_SMI = ("nvidia-smi", "--query-gpu=index", "--format=csv,noheader")
 
@@ -82,12 +81,12 @@ class GpuExecutor(Executor):
     def __init__(self, gpus: Sequence[str] = ()) -> None:
         self.gpus = tuple(gpus) or visible_gpus()
         if not self.gpus:
-            raise pytest.UsageError(
+            raise ExecutorError(
                 "--exprun-executor=gpus found no GPU (CUDA_VISIBLE_DEVICES unset and nvidia-smi lists none); "
                 "pass --exprun-gpus=0,1,... or use --exprun-executor=local"
             )
         if len(set(self.gpus)) != len(self.gpus):
-            raise pytest.UsageError(f"--exprun-gpus lists a GPU twice: {','.join(self.gpus)}")
+            raise ExecutorError(f"--exprun-gpus lists a GPU twice: {','.join(self.gpus)}")
         self._queue: queue.Queue[_GpuRun | None] = queue.Queue()
         self._runs: list[_GpuRun] = []
         self._workers = [

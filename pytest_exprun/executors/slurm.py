@@ -17,10 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
 
 from ..runner import TAIL_LINES, Failure, LineParser, RunResult, RunSpec, parse_step_line, run_trainer
-from . import Executor, LineSink, RunHandle
+from . import Executor, ExecutorError, LineSink, RunHandle
 
 if TYPE_CHECKING:
     from ..settings import Settings, SlurmSettings
@@ -214,7 +213,7 @@ class SlurmExecutor(Executor):
         try:
             import submitit
         except ImportError:
-            raise pytest.UsageError(
+            raise ExecutorError(
                 "--exprun-executor=slurm needs submitit: pip install 'pytest-exprun[slurm]'"
             ) from None
         self.options = options

@@ -1,0 +1,328 @@
+"""Reports: what each one says (template contexts), JSON twins, plots, the summary, the step summary.
+
+Every report is rendered from the run store: the baseline from its snapshot and records, an
+experiment from its stored decision and records, the summary from every stored decision at
+that scale. Nothing is read back from a rendered file, except whether exprun wrote it and
+nobody edited it since (an edited report is kept aside, never silently replaced).
+
+The Holm family is every experiment at the scale judged against the same baseline: the same
+family in each experiment report and in the summary, so one experiment shows one adjusted p.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from . import plots, protocol, rates, report, stats
+from .protocol import BASELINE, Comparison, ProtocolFailure, Verdict
+from .settings import Settings
+from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
+
+#: The kind under which each experiment's decision is stored (see ``RunStore.save_result``).
+DECISION = "experiment"
+#: Curve rows shown in a report; the JSON next to it keeps every step.
+CURVE_ROWS = 20
+
+T = TypeVar("T")
+Work = Callable[..., Any]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One experiment's stored decision with the runs it was made from."""
+
+    data: dict[str, Any]  # as stored: name, flags, setup, keys, seeds, verdict, commit, time
+    baseline: list[RunRecord]
+    runs: list[RunRecord]
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+
+def compare_runs(base: list[RunRecord], runs: list[RunRecord]) -> Comparison:
+    """The protocol's comparison of two groups of stored runs."""
+    return protocol.compare(
+        stats.summarize([r.val_loss for r in base]),
+        stats.summarize([r.val_loss for r in runs]),
+        stats.summarize([r.wall_time for r in base]),
+        stats.summarize([r.wall_time for r in runs]),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: enums by value, tuples as lists, NaN and infinities as null."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
+
+
+class Publisher:
+    """Writes every report of a scale from the store; ``work`` runs statistics and plots."""
+
+    def __init__(self, settings: Settings, store: RunStore, work: Work, rel: Callable[[Path], str]) -> None:
+        self.settings = settings
+        self.store = store
+        self.work = work
+        self.rel = rel
+
+    # ------------------------------------------------------------- writing
+    def write_owned(self, path: Path, text: str) -> None:
+        """Write a report, never silently replacing a file that a person wrote or edited."""
+        try:
+            if (path.exists() or path.is_symlink()) and not report.is_ours_unedited(path):
+                kept = set_aside(path, "bak")
+                warnings.warn(StoreWarning(f"{path} was not written by exprun or was edited; kept as {kept.name}"))
+            atomic_write_text(path, text, inside=self.settings.research_dir)
+        except OSError as exc:
+            raise ProtocolFailure(f"could not write {self.rel(path)} ({exc}); the previous file, if any, "
+                                  "is unchanged or kept aside") from None
+
+    def _render(self, template: str, context: dict[str, Any]) -> str:
+        try:
+            return report.render(template, context, self.settings.template_dir)
+        except report.ReportError as exc:
+            raise ProtocolFailure(str(exc)) from None
+
+    # ------------------------------------------------------------ baseline
+    def baseline(self, records: list[RunRecord], setup: dict[str, Any], git_commit: str | None,
+                 measured_at: str) -> None:
+        s = self.settings
+        context = {
+            "scale": s.scale,
+            "val": stats.summarize([r.val_loss for r in records]),
+            "wall": stats.summarize([r.wall_time for r in records]),
+            "seeds": [r.seed for r in records],
+            "runs": records,
+            "setup": setup,
+            "git_commit": git_commit,
+            "measured_at": measured_at,
+        }
+        body = self._render("baseline_variance.md.j2", context)
+        text = report.with_data(body, {"kind": "baseline", "scale": s.scale})
+        path = s.baseline_report
+        if _same_text(path, text) or (path.exists() and not path.is_symlink() and not report.is_ours_unedited(path)):
+            return  # a reused baseline's report keeps the prose a person added (``baseline`` checked its tables)
+        self.write_owned(path, text)
+
+    # ---------------------------------------------------------- experiments
+    def family(self, baseline_key: str) -> list[Decided]:
+        """Every stored decision at this scale against this baseline, with its runs, by name."""
+        found = []
+        for data in self.store.iter_results(DECISION):
+            try:
+                if data["baseline_key"] != baseline_key:
+                    continue
+                base = self.store.records(BASELINE, baseline_key, data["baseline_seeds"])
+                runs = self.store.records(data["name"], data["setup_key"], data["seeds"])
+                if len(base) != len(data["baseline_seeds"]) or len(runs) != len(data["seeds"]):
+                    continue  # its runs were set aside: the decision no longer stands on records
+                found.append(Decided(data, [base[x] for x in data["baseline_seeds"]], [runs[x] for x in data["seeds"]]))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return found
+
+    def experiments(self, baseline_key: str, fresh: str) -> dict[str, dict[str, Any]]:
+        """(Re)write every report of the family, the newly decided ``fresh`` one with its plots; contexts by name."""
+        family = self.family(baseline_key)
+        found = {d.name: (d, compare_runs(d.baseline, d.runs)) for d in family}
+        evidence = {name: self.work(rates.evaluate, {r.seed: r.val_loss for r in d.baseline},
+                                    {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment)
+                    for name, (d, c) in found.items()}
+        names = list(found)
+        adjusted = stats.holm_adjust([evidence[n].welch.p_value for n in names])
+        holm = [{"name": n, "p": evidence[n].welch.p_value, "adjusted": a} for n, a in zip(names, adjusted)]
+        contexts = {}
+        for name, holm_p in zip(names, adjusted):
+            decided, cmp = found[name]
+            path = self.settings.experiment_report(name)
+            drawn = self._plots(decided, cmp, path, redraw=name == fresh)
+            curves = stats.learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
+                                           self.settings.train_tokens, cmp.val_loss.baseline.mean)
+            context = self._context(decided, cmp, evidence[name], curves, drawn, holm, holm_p, path)
+            body = self._render("experiment.md.j2", context)
+            text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
+            if not _same_text(path, text):
+                self.write_owned(path, text)
+            self._write_twin(path, decided, cmp, evidence[name], curves, drawn, holm, holm_p)
+            contexts[name] = context
+        self.summary(family, evidence, adjusted)
+        return contexts
+
+    def _plots(self, decided: Decided, cmp: Comparison, path: Path, redraw: bool) -> plots.PlotSet:
+        base, runs = decided.baseline, decided.runs
+        data = plots.PlotData(
+            name=decided.name, scale=self.settings.scale,
+            baseline_val={r.seed: r.val_loss for r in base}, experiment_val={r.seed: r.val_loss for r in runs},
+            baseline_wall={r.seed: r.wall_time for r in base}, experiment_wall={r.seed: r.wall_time for r in runs},
+            baseline_mean=cmp.val_loss.baseline.mean, baseline_std=cmp.val_loss.baseline.std,
+            experiment_mean=cmp.val_loss.experiment.mean,
+            curves=stats.learning_curves([r.curve for r in base], [r.curve for r in runs],
+                                         self.settings.train_tokens, cmp.val_loss.baseline.mean),
+            baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
+        )
+        existing = plots.existing(path.parent, path.stem)
+        if not redraw and existing is not None:
+            return existing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
+        return drawn
+
+    def _context(self, decided: Decided, cmp: Comparison, ev: rates.Evidence, curves: stats.Curves,
+                 drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None, path: Path) -> dict[str, Any]:
+        b = {r.seed: r for r in decided.baseline}
+        e = {r.seed: r for r in decided.runs}
+        seed_rows = [
+            {"seed": seed,
+             "base_val": b[seed].val_loss if seed in b else None, "base_wall": b[seed].wall_time if seed in b else None,
+             "exp_val": e[seed].val_loss if seed in e else None, "exp_wall": e[seed].wall_time if seed in e else None}
+            for seed in sorted(set(b) | set(e))
+        ]
+        paired_rows = [{"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
+                       for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
+        return {
+            "name": decided.name,
+            "flags": list(decided.data["flags"]),
+            "scale": self.settings.scale,
+            "train_tokens": self.settings.train_tokens,
+            "baseline_report": self.settings.baseline_report.name,
+            "cmp": cmp,
+            "speed": speed_text(cmp),
+            "explanation": explanation(cmp),
+            "seed_rows": seed_rows,
+            "ev": ev,
+            "paired_rows": paired_rows,
+            "holm_family": holm,
+            "holm_p": holm_p,
+            "curves": curves,
+            "curve_rows": stats.thin(curves.points, CURVE_ROWS),
+            "plots": drawn,
+            "json_file": path.with_suffix(".json").name,
+            "summary_file": self.settings.summary_report.name,
+            "setup": decided.data["setup"],
+            "git_commit": decided.data.get("git_commit"),
+            "measured_at": decided.data.get("decided_at", ""),
+        }
+
+    def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: rates.Evidence, curves: stats.Curves,
+                    drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
+        """Every number of the report, for scripts and dashboards."""
+        def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
+            return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
+                     "environment": r.extra.get("environment", {}), "curve": [list(p) for p in r.curve]}
+                    for r in records]
+
+        data = {
+            "kind": "experiment",
+            "name": decided.name,
+            "flags": list(decided.data["flags"]),
+            "scale": self.settings.scale,
+            "train_tokens": self.settings.train_tokens,
+            "verdict": None if cmp.verdict is None else cmp.verdict.value,
+            "accepted": cmp.verdict in self.settings.accept,
+            "setup": decided.data["setup"],
+            "baseline_setup": decided.data.get("baseline_setup"),
+            "comparison": asdict(cmp),
+            "evidence": asdict(ev),
+            "holm": {"family": holm, "welch_p_adjusted": holm_p},
+            "learning_curves": asdict(curves),
+            "plots": [p.file for p in drawn.plots],
+            "baseline_runs": runs(decided.baseline),
+            "runs": runs(decided.runs),
+            "report": path.name,
+            "git_commit": decided.data.get("git_commit"),
+            "measured_at": decided.data.get("decided_at", ""),
+        }
+        twin = path.with_suffix(".json")
+        text = to_json(data)
+        if _same_text(twin, text):
+            return
+        try:
+            atomic_write_text(twin, text, inside=self.settings.research_dir)
+        except OSError as exc:
+            raise ProtocolFailure(f"could not write {self.rel(twin)} ({exc}); the previous file, if any, "
+                                  "is unchanged") from None
+
+    # ------------------------------------------------------------- summary
+    def summary(self, family: list[Decided], evidence: dict[str, rates.Evidence],
+                adjusted: tuple[float | None, ...]) -> None:
+        """Rank the family of experiments judged against this baseline, from the store."""
+        if not family:
+            return
+        rows = []
+        for decided, holm_p in zip(family, adjusted):
+            rows.append((decided.name, str(decided.data["verdict"]), [r.val_loss for r in decided.baseline],
+                         [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
+        ranked = protocol.rank_experiments(rows)
+        latest = max(str(d.data.get("decided_at", "")) for d in family)
+        context = {"scale": self.settings.scale, "ranked": ranked, "measured_at": latest}
+        body = self._render("summary.md.j2", context)
+        text = report.with_data(body, {"kind": "summary", "scale": self.settings.scale})
+        if not _same_text(self.settings.summary_report, text):
+            self.write_owned(self.settings.summary_report, text)
+
+    def verdict_text(self, context: dict[str, Any], accepted: bool, path: Path) -> str:
+        return self._render("verdict.txt.j2", {**context, "accepted": accepted, "report": self.rel(path)})
+
+    def step_summary(self, context: dict[str, Any], accepted: bool, path: Path) -> str | None:
+        """On GitHub Actions, add the verdict table to the job's summary page; a problem is returned."""
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not target:
+            return None
+        text = self._render("step_summary.md.j2", {**context, "accepted": accepted, "report": self.rel(path)})
+        try:
+            with open(target, "a", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            return f"could not append to GITHUB_STEP_SUMMARY={target} ({exc.strerror or exc}); the report is written"
+        return None
+
+
+def _same_text(path: Path, text: str) -> bool:
+    """True when ``path`` already holds exactly ``text`` (re-rendering changes nothing)."""
+    try:
+        return not path.is_symlink() and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def speed_text(cmp: Comparison) -> str:
+    if cmp.percent_faster is None:
+        return "n/a"
+    pct = cmp.percent_faster
+    return f"{abs(pct):.1f}% {'faster' if pct >= 0 else 'slower'}"
+
+
+def explanation(cmp: Comparison) -> str:
+    """The verdict's reason in one sentence, from the 2σ rule's own numbers."""
+    if cmp.verdict is None:
+        return cmp.problem or ""
+    margin = protocol.SIGNIFICANT_SIGMAS * cmp.val_loss.baseline.std
+    bm, em = cmp.val_loss.baseline.mean, cmp.val_loss.experiment.mean
+    return {
+        Verdict.WINNER: f"The experiment's mean val_loss {em:.4f} is at or below the baseline's {bm:.4f} − 2σ = {bm - margin:.4f}.",
+        Verdict.LOSER: f"The experiment's mean val_loss {em:.4f} is at or above the baseline's {bm:.4f} + 2σ = {bm + margin:.4f}.",
+        Verdict.NEUTRAL: f"The experiment's mean val_loss {em:.4f} lies within the baseline's {bm:.4f} ± 2σ = [{bm - margin:.4f}, {bm + margin:.4f}]: not distinguishable from noise.",
+    }[cmp.verdict]

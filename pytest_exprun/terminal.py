@@ -1,0 +1,113 @@
+"""What a protocol session shows on the terminal: progress lines, the trainer's echo, the summary.
+
+Everything goes through pytest's terminal reporter, past output capturing, so it looks like
+pytest and respects ``-q``; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pytest
+
+from .runner import LineThrottle
+
+if TYPE_CHECKING:
+    from .protocol import Comparison
+    from .settings import Experiment
+    from .stats import Summary
+
+#: Longest trainer line echoed as is; the run's log keeps every character.
+ECHO_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a verdict test found, kept for the end-of-session summary."""
+
+    experiment: "Experiment"
+    comparison: "Comparison | None"
+    report: Path | None
+    message: str
+
+
+class Terminal:
+    """Progress of one session: which run is going, the trainer's lines, the closing summary."""
+
+    def __init__(self, config: pytest.Config, rootdir: Path) -> None:
+        self.config = config
+        self.rootdir = rootdir
+        self._throttle = LineThrottle()
+        self._current: tuple[str, str, float] = ("", "", 0.0)  # counter text, label, start time
+
+    def _reporter(self) -> Any:
+        return self.config.pluginmanager.get_plugin("terminalreporter")
+
+    @contextlib.contextmanager
+    def uncaptured(self) -> Iterator[None]:
+        """Let trainer output through pytest's capturing while a run is awaited."""
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if capman is None:
+            yield
+        else:
+            with capman.global_and_fixture_disabled():
+                yield
+
+    def say(self, message: str) -> None:
+        reporter = self._reporter()
+        if reporter is None:
+            return
+        with self.uncaptured():
+            reporter.write_line(f"exprun: {message}")
+
+    def run_started(self, counter: str, label: str) -> None:
+        self._current = (counter, label, time.perf_counter())
+        self.say(f"run {counter}: {label} started")
+
+    def run_ended(self, counter: str, label: str, text: str) -> None:
+        self.say(f"run {counter}: {label} {text}")
+
+    def echo(self, line: str) -> None:
+        """One line the trainer printed, prefixed with the run it belongs to; throttled."""
+        reporter = self._reporter()
+        if reporter is None or self.config.get_verbosity() < 0 or not self._throttle.allow():
+            return
+        counter, label, started = self._current
+        held_back = self._throttle.take_held_back()
+        if held_back:
+            reporter.write_line(f"  [{label}: {held_back} lines not shown here; every line is in the run's log]")
+        reporter.write_line(f"  [{counter} {label} {time.perf_counter() - started:6.1f}s] {line[:ECHO_CHARS]}")
+
+    def rel(self, path: Path) -> str:
+        """A path as the user would type it from the project's root."""
+        try:
+            return str(path.relative_to(self.rootdir))
+        except ValueError:
+            return str(path)
+
+
+def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], reused_from: str | None,
+                  outcomes: list[Outcome], rel: Any) -> list[str]:
+    """The end-of-session lines: the baseline's state and one line per verdict."""
+    lines = []
+    if baseline is not None:
+        where = f" (reused from {reused_from})" if reused_from else ""
+        std = f" ± {baseline.std:.4f}" if baseline.n > 1 else ""
+        lines.append(f"baseline: {baseline.n}/{planned} seeds, val_loss {baseline.mean:.4f}{std}{where}")
+    if missing:
+        lines.append(f"baseline seeds still missing: {', '.join(map(str, missing))}")
+    for outcome in outcomes:
+        cmp = outcome.comparison
+        if cmp is None or cmp.verdict is None or outcome.report is None:
+            lines.append(outcome.message.splitlines()[0])
+            continue
+        d = cmp.val_loss.cohens_d
+        lines.append(
+            f"{outcome.experiment.name}: {cmp.verdict.value} (Δ val_loss {cmp.val_loss.delta:+.4f}, "
+            f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {rel(outcome.report)}"
+        )
+    return lines
