@@ -34,7 +34,7 @@ import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class Design:
     loser_bounds: tuple[float, ...]  # t ≤ bound: LOSER
     futility_bounds: tuple[float, ...]  # t < bound: NEUTRAL (binding); the last equals the WINNER bound
     nominal_p: tuple[float, ...]  # one-sided p-value each WINNER bound corresponds to
+    loser_nominal_p: tuple[float, ...]  # the same for the LOSER bounds (lower tail)
     design_df: tuple[float, ...]  # degrees of freedom the bounds were converted with (equal σ)
     futility_margin: float
     efficacy_shape: float
@@ -192,23 +193,33 @@ def _resolve_looks(looks: tuple[int, ...] | None, max_seeds: int | None) -> tupl
     return chosen, cap
 
 
+@functools.lru_cache(maxsize=8)
+def _null_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...], paired: bool, trials: int,
+                     seed: int) -> np.ndarray:
+    """The simulated null statistics, shared by every level of one design (the step-down's α/j)."""
+    stats, _ = _simulate_statistics(looks, baseline_looks, paired, 0.0, 0.0, trials, np.random.default_rng(seed))
+    stats.setflags(write=False)
+    return stats
+
+
 @functools.lru_cache(maxsize=64)
 def _calibrate(alpha: float, min_effect: float, looks: tuple[int, ...], baseline_looks: tuple[int, ...],
                paired: bool, futility_margin: float, shape: float, trials: int, seed: int) -> tuple[float, ...]:
-    """Efficacy constant C such that P(WINNER | no effect) ≤ α with binding futility stops.
+    """Efficacy constants (C, L): P(WINNER | no effect) ≤ α and P(LOSER | no effect) ≤ α.
 
     On the normal scale the WINNER bound at look k is C·w_k (w_k = (I_K / I_k)^shape) and the
     futility bound does not depend on C, so which simulated null experiments reach which look is
-    fixed, and the share of WINNERs falls as C grows: bisection on C. A LOSER stop outside the
-    futility region only removes chances to win, so leaving it out errs on the safe side. The
-    level aimed at is α less two Monte Carlo standard errors of the calibration itself.
+    fixed, and the share of WINNERs falls as C grows: bisection on C. The LOSER bound −L·w_k lies
+    inside the futility region, so it only names some of the stops LOSER and changes neither the
+    WINNERs nor the seeds: L is found the same way on the statistic where each null experiment
+    stopped. The level aimed at is α less two Monte Carlo standard errors of the calibration.
     """
     info = np.array([_information(n, m, paired) for n, m in zip(looks, baseline_looks)])
     df = np.array([_design_df(n, m, paired) for n, m in zip(looks, baseline_looks)])
     weights = (info[-1] / info) ** shape
     z_futility = min_effect * np.sqrt(info) - futility_margin
     t_futility = _z_to_t(z_futility, df)
-    stats = _simulate_statistics(looks, baseline_looks, paired, 0.0, 0.0, trials, np.random.default_rng(seed))
+    stats = _null_statistics(looks, baseline_looks, paired, trials, seed)
     reached = []  # the statistic of the null experiments that get to each look
     alive = np.ones(trials, dtype=bool)
     for look in range(len(looks)):
@@ -223,11 +234,38 @@ def _calibrate(alpha: float, min_effect: float, looks: tuple[int, ...], baseline
             won |= column >= bounds[look]
         return float(won.mean())
 
+    c = _bisect(winners, target)
+    win_t = _z_to_t(c * weights, df)
+    k = len(looks)
+    stop = np.full(trials, k - 1)
+    alive = np.ones(trials, dtype=bool)
+    for look in range(k - 1):
+        ended = alive & ((stats[:, look] >= win_t[look]) | (stats[:, look] < t_futility[look]))
+        stop[ended] = look
+        alive &= ~ended
+    at_stop = stats[np.arange(trials), stop]
+
+    def losers(ell: float) -> float:
+        bounds = _loser_t(ell, weights, df, t_futility)
+        return float(np.mean(at_stop <= bounds[stop]))
+
+    return (c, _bisect(losers, target), *weights.tolist(), *z_futility.tolist(), *df.tolist())
+
+
+def _loser_t(ell: float, weights: np.ndarray, df: np.ndarray, t_futility: np.ndarray) -> np.ndarray:
+    """LOSER bounds in t units, kept inside the futility region so that a LOSER is always a stop."""
+    bounds = _z_to_t(-ell * weights, df)
+    bounds[:-1] = np.minimum(bounds[:-1], t_futility[:-1])
+    return bounds
+
+
+def _bisect(rate: Callable[[float], float], target: float) -> float:
+    """The smallest constant (to 1e-7) at which a rate that falls with it is at most ``target``."""
     low, high = 0.0, 12.0
     while high - low > 1e-7:
         mid = (low + high) / 2.0
-        low, high = (mid, high) if winners(mid) > target else (low, mid)
-    return (high, *weights.tolist(), *z_futility.tolist(), *df.tolist())
+        low, high = (mid, high) if rate(mid) > target else (low, mid)
+    return high
 
 
 def make_design(alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
@@ -256,15 +294,19 @@ def make_design(alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EF
     k = len(chosen)
     values = _calibrate(float(alpha), float(min_effect), chosen, baseline_looks, bool(paired), float(futility_margin),
                         float(efficacy_shape), int(calibration_trials), int(calibration_seed))
-    c, weights, z_fut, df = values[0], values[1:1 + k], values[1 + k:1 + 2 * k], values[1 + 2 * k:]
-    z_win = [c * w for w in weights]
-    winner = [float(_z_to_t(z, d)) for z, d in zip(z_win, df)]
-    futility = [min(float(_z_to_t(z, d)), w) for z, d, w in zip(z_fut, df, winner)]
+    c, ell = values[0], values[1]
+    weights, z_fut, df = (np.asarray(values[2 + i * k:2 + (i + 1) * k]) for i in range(3))
+    z_win = c * weights
+    winner = [float(x) for x in _z_to_t(z_win, df)]
+    t_fut = _z_to_t(z_fut, df)
+    loser = [float(x) for x in _loser_t(ell, weights, df, t_fut)]
+    futility = [min(float(f), w) for f, w in zip(t_fut, winner)]
     futility[-1] = winner[-1]
     return Design(
         alpha=float(alpha), min_effect=float(min_effect), looks=chosen, max_seeds=cap, paired=bool(paired),
-        baseline_looks=baseline_looks, winner_bounds=tuple(winner), loser_bounds=tuple(-w for w in winner),
+        baseline_looks=baseline_looks, winner_bounds=tuple(winner), loser_bounds=tuple(loser),
         futility_bounds=tuple(futility), nominal_p=tuple(float(_upper_p(z)) for z in z_win),
+        loser_nominal_p=tuple(float(special.stdtr(d, b)) for d, b in zip(df, loser)),
         design_df=tuple(float(d) for d in df), futility_margin=float(futility_margin),
         efficacy_shape=float(efficacy_shape), min_baseline_seeds=int(min_baseline_seeds),
         calibration_trials=int(calibration_trials), calibration_seed=int(calibration_seed),
@@ -355,9 +397,10 @@ def _judge(design: Design, look_index: int, t: float) -> tuple[Decision, float, 
 
 
 def _decide_one(design: Design, look_index: int, baseline: Mapping[int, float],
-                experiment: Mapping[int, float], level_design: Design | None = None) -> LookDecision:
+                experiment: Mapping[int, float], level_design: Design | None = None,
+                statistic: tuple[float, float, float, tuple[float, float]] | None = None) -> LookDecision:
     bounds = level_design or design
-    t, df, estimate, interval = look_statistic(design, look_index, baseline, experiment)
+    t, df, estimate, interval = statistic or look_statistic(design, look_index, baseline, experiment)
     decision, boundary, reason = _judge(bounds, look_index, t)
     nxt = seeds_for_look(design, look_index + 1) if decision is Decision.CONTINUE else None
     return LookDecision(
@@ -410,33 +453,25 @@ def decide_family(design: Design, look_index: int, baseline: Mapping[int, float]
         active = [name for name in experiments if name not in done]
         if not active:
             break
-        stats = {name: look_statistic(design, look, baseline, experiments[name])[0] for name in active}
-        pending: dict[str, LookDecision] = {}
-        for name in sorted(active, key=lambda a: (-stats[a], a)):
-            bounds = levels[k - winners]
-            result = _decide_one(design, look, baseline, experiments[name], bounds)
-            if result.decision is Decision.WINNER:
-                done[name] = result
-                winners += 1
-                continue
-            break
+        stats = {name: look_statistic(design, look, baseline, experiments[name]) for name in active}
+        for name in sorted(active, key=lambda a: (-stats[a][0], a)):
+            if stats[name][0] < levels[k - winners].winner_bounds[look]:
+                break
+            done[name] = _decide_one(design, look, baseline, experiments[name], levels[k - winners], stats[name])
+            winners += 1
         for name in active:
-            if name in done:
-                continue
-            result = _decide_one(design, look, baseline, experiments[name], levels[k - winners])
-            if result.decision is Decision.WINNER:  # cannot be: it did not cross a lower level's bound
-                raise AssertionError("step-down bounds are not monotone in α")
-            pending[name] = result
-        for name, result in pending.items():
-            if result.decision is not Decision.CONTINUE or look == look_index:
-                done[name] = result
+            if name not in done:
+                result = _decide_one(design, look, baseline, experiments[name], levels[k - winners], stats[name])
+                if result.decision is not Decision.CONTINUE or look == look_index:
+                    done[name] = result
     return {name: done[name] for name in experiments}
 
 
 # ------------------------------------------------------------------ simulation
 def _simulate_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...], paired: bool, effect: float,
-                         correlation: float, trials: int, rng: np.random.Generator) -> np.ndarray:
-    """The statistic at every look of ``trials`` simulated experiments (σ = 1), shape (trials, looks).
+                         correlation: float, trials: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(statistic, baseline mean − experiment mean) at every look of ``trials`` simulated
+    experiments (σ = 1), each of shape (trials, looks).
 
     Seed i of the experiment correlates ``correlation`` with seed i of the baseline; the
     experiment's mean is ``effect`` lower (positive effect: improvement).
@@ -446,21 +481,24 @@ def _simulate_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...]
     own = rng.standard_normal((trials, n_max))
     exp = correlation * base[:, :n_max] + math.sqrt(1.0 - correlation**2) * own - effect
     out = np.empty((trials, len(looks)))
+    gain = np.empty((trials, len(looks)))
     if paired:
         diff = base[:, :n_max] - exp
         d1, d2 = np.cumsum(diff, axis=1), np.cumsum(diff * diff, axis=1)
         for k, n in enumerate(looks):
             mean, var = _moments(d1[:, n - 1], d2[:, n - 1], n)
+            gain[:, k] = mean
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[:, k] = mean / np.sqrt(var / n)
-        return out
+        return out, gain
     b1, b2 = np.cumsum(base, axis=1), np.cumsum(base * base, axis=1)
     e1, e2 = np.cumsum(exp, axis=1), np.cumsum(exp * exp, axis=1)
     for k, (n, m) in enumerate(zip(looks, baseline_looks)):
         mb, vb = _moments(b1[:, m - 1], b2[:, m - 1], m)
         me, ve = _moments(e1[:, n - 1], e2[:, n - 1], n)
-        out[:, k] = (mb - me) / np.sqrt(vb / m + ve / n)
-    return out
+        gain[:, k] = mb - me
+        out[:, k] = gain[:, k] / np.sqrt(vb / m + ve / n)
+    return out, gain
 
 
 def _moments(total: np.ndarray, squares: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +509,8 @@ def _moments(total: np.ndarray, squares: np.ndarray, n: int) -> tuple[np.ndarray
 
 def simulate(design: Design, effect: float, correlation: float = 0.0, trials: int = RATE_TRIALS,
              seed: int = RATE_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(decision codes, stopping look index, statistic at the stop) of simulated experiments.
+    """(decision codes, stopping look index, estimated improvement in σ at the stop) of
+    simulated experiments.
 
     Codes: 1 WINNER, −1 LOSER, 0 NEUTRAL. Vectorised; the bounds are applied in t units exactly as
     ``decide`` applies them.
@@ -479,7 +518,7 @@ def simulate(design: Design, effect: float, correlation: float = 0.0, trials: in
     if not -1.0 < correlation < 1.0:
         raise ProtocolError(f"correlation must lie in (-1, 1), got {correlation}")
     rng = np.random.default_rng(seed)
-    t = _simulate_statistics(design.looks, design.baseline_looks, design.paired, float(effect),
+    t, gain = _simulate_statistics(design.looks, design.baseline_looks, design.paired, float(effect),
                              float(correlation), int(trials), rng)
     k = len(design.looks)
     code = np.zeros(trials, dtype=np.int8)
@@ -494,7 +533,7 @@ def simulate(design: Design, effect: float, correlation: float = 0.0, trials: in
         code[lose] = -1
         stop[ended] = look
         alive &= ~ended
-    return code, stop, t[np.arange(trials), stop]
+    return code, stop, gain[np.arange(trials), stop]
 
 
 def sequential_rates(design: Design, effects: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0),
@@ -518,3 +557,15 @@ def expected_baseline_seeds(design: Design, effect: float, correlation: float = 
     """Baseline seeds run on average, counting the 5 measured before the first look."""
     _, stop, _ = simulate(design, effect, correlation, trials, seed)
     return float(np.asarray(design.baseline_looks, dtype=float)[stop].mean())
+
+
+def winner_estimates(design: Design, effect: float, correlation: float = 0.0, trials: int = RATE_TRIALS,
+                     seed: int = RATE_SEED) -> float | None:
+    """Mean naive estimate of the improvement (σ units) among WINNER verdicts at a true ``effect``.
+
+    What a report can quote next to its naive estimate: stopping when the statistic is high
+    selects the lucky runs, so WINNERs overstate the improvement. None when no run won.
+    """
+    code, _, gain = simulate(design, effect, correlation, trials, seed)
+    won = code == 1
+    return float(gain[won].mean()) if won.any() else None
