@@ -3,7 +3,8 @@
 Prints the default design's bounds, then P(WINNER), P(LOSER) and expected experiment seeds at
 true effects of 0 to 3σ for seed-to-seed correlations r = 0, 0.5 and 0.85, for the default
 (Welch) design and for the paired one, with the fixed rule's simulated figures (2M trials,
-r = 0) beside them, and the mean improvement WINNER verdicts report. Pure simulation, no runs:
+r = 0) beside them and the mean improvement WINNER verdicts report; last, the family-wise
+false-WINNER rate of three experiments on one baseline. Pure simulation, no training runs:
 
     python bench/bench_sequential.py
     python bench/bench_sequential.py --trials 1000000 --alpha 0.01
@@ -12,9 +13,21 @@ r = 0) beside them, and the mean improvement WINNER verdicts report. Pure simula
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
-from pytest_exprun.sequential import Design, make_design, sequential_rates, winner_estimates
+import numpy as np
+
+from pytest_exprun.sequential import (
+    SEEDS,
+    Decision,
+    Design,
+    decide,
+    decide_family,
+    make_design,
+    sequential_rates,
+    winner_estimates,
+)
 
 EFFECTS = (0.0, 0.5, 1.0, 2.0, 3.0)
 CORRELATIONS = (0.0, 0.5, 0.85)
@@ -60,11 +73,30 @@ def rates_table(design: Design, correlation: float, trials: int) -> str:
     return "\n".join(lines)
 
 
+def family_rates(design: Design, k: int, trials: int, seed: int = 3) -> str:
+    """P(at least one false WINNER) among k null experiments on one baseline, with and without the step-down."""
+    rng = np.random.default_rng(seed)
+    n = design.baseline_looks[-1]
+    step_down = one_by_one = 0
+    for _ in range(trials):
+        base = dict(zip(SEEDS, rng.standard_normal(n).tolist()))
+        experiments = {f"e{i}": dict(zip(SEEDS, rng.standard_normal(n).tolist())) for i in range(k)}
+        results = decide_family(design, len(design.looks) - 1, base, experiments)
+        step_down += any(r.decision is Decision.WINNER for r in results.values())
+        one_by_one += any(decide(design, len(design.looks) - 1, base, e).decision is Decision.WINNER
+                          for e in experiments.values())
+    se = math.sqrt(design.alpha * (1 - design.alpha) / trials)
+    return (f"{k} experiments without effect on one baseline ({trials:,} trials, MC s.e. {100 * se:.2f} points): "
+            f"P(any false WINNER) {100 * step_down / trials:.2f}% with the step-down, "
+            f"{100 * one_by_one / trials:.2f}% judged one by one")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=0.03)
     parser.add_argument("--min-effect", type=float, default=1.0)
     parser.add_argument("--trials", type=int, default=400_000)
+    parser.add_argument("--family-trials", type=int, default=10_000, help="0 skips the family-wise check")
     args = parser.parse_args()
     start = time.process_time()
     welch = make_design(args.alpha, args.min_effect)
@@ -72,11 +104,13 @@ def main() -> None:
     paired = make_design(args.alpha, args.min_effect, paired=True)
     print(f"calibrating the default design took {took:.2f} s of CPU (cached per design afterwards)\n")
     for design in (welch, paired):
-        print(bounds_table(design), "\n")
-    print(REFERENCE, "\n")
+        print(bounds_table(design) + "\n")
+    print(REFERENCE + "\n")
     for design in (welch, paired):
         for r in CORRELATIONS:
-            print(rates_table(design, r, args.trials), "\n")
+            print(rates_table(design, r, args.trials) + "\n")
+    if args.family_trials:
+        print(family_rates(welch, 3, args.family_trials))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ The fixed protocol always spends 3 or 5 experiment seeds and calls WINNER only p
 Here the experiment is judged at planned looks (counts of experiment seeds) by a studentised t,
 so the noise level σ cancels and the error rate holds whatever σ is:
 
-* **WINNER** when t reaches the look's efficacy bound, **LOSER** when it falls to minus that bound;
+* **WINNER** when t reaches the look's efficacy bound;
+* **LOSER** when t falls to the look's LOSER bound, which lies inside the futility region: it
+  names a stop, it never causes one;
 * **NEUTRAL** when t falls below the look's futility bound (binding: the calibration assumes the
-  stop is obeyed, which is what lets the efficacy bounds be lower), or at the last look;
+  stop is obeyed, which is what lets the efficacy bounds be lower), or at the last look. After a
+  futility stop NEUTRAL means "no improvement of min_effect in sight", not "no harm": a change
+  that hurts by 2σ is stopped after 2 seeds and called LOSER only about half the time;
 * **CONTINUE** otherwise: run the next look's seeds and decide again.
 
 Bounds are set on the normal scale and converted to each look's t distribution, so a bound means
@@ -15,7 +19,8 @@ the same one-sided p-value at every look whatever its degrees of freedom. The ef
 Pocock's shape (the same nominal p at every look): at the few seeds a training experiment can
 afford, an early stop must be possible at the second look already, and O'Brien-Fleming's shape
 all but rules that out (its first bound is near t = 11). Its level is calibrated by simulating
-the statistic under no effect, so that P(false WINNER) ≤ α with the futility stops obeyed. The
+the statistic under no effect, so that P(false WINNER) ≤ α with the futility stops obeyed; the
+LOSER bounds are calibrated the same way so that P(false LOSER) ≤ α as well. The
 futility bound at look k is ``min_effect·sqrt(I_k) − futility_margin`` on the normal scale
 (I_k: the look's information, 1 / Var of the estimated difference in σ² units): stop once the
 statistic lies ``futility_margin`` below what an effect of ``min_effect`` gives on average.
@@ -54,7 +59,7 @@ DEFAULT_MIN_EFFECT = 1.0
 #: Chosen by simulation (see docs/sequential.md): with Welch's t, Pocock-shaped bounds and a
 #: futility margin of 0.3 these looks give 80% WINNER at a true 2σ with 2.4 experiment seeds on
 #: average under no effect and 3.6 at 2σ; (2, 3, 5) and (2, 3, 4, 5) fall short of 78% at 2σ,
-#: (2, 4, 6) and (2, 3, 5, 7) spend more seeds for the same power.
+#: (2, 4, 6) spends more seeds for the same power, (2, 3, 5, 7) does as well with a higher cap.
 DEFAULT_LOOKS: tuple[int, ...] = (2, 3, 4, 6)
 #: Looks used when only a cap on seeds is given: these below the cap, then the cap itself.
 LOOK_LADDER: tuple[int, ...] = (2, 3, 4, 6, 8, 12, 16, 24)
@@ -148,7 +153,7 @@ class RateRow:
 # ------------------------------------------------------------------ design
 def _z_to_t(z: np.ndarray | float, df: np.ndarray | float) -> np.ndarray:
     """The t value with the same one-sided p-value as normal deviate ``z``."""
-    return special.stdtrit(df, special.ndtr(z))
+    return -special.stdtrit(df, special.ndtr(-np.asarray(z, dtype=float)))  # upper tail: exact far out
 
 
 def _upper_p(z: np.ndarray | float) -> np.ndarray:
