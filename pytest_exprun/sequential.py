@@ -26,7 +26,7 @@ futility bound at look k is ``min_effect·sqrt(I_k) − futility_margin`` on the
 statistic lies ``futility_margin`` below what an effect of ``min_effect`` gives on average.
 
 Seeds: the experiment's seeds are the baseline's (42, 137, 256, 512, 1024), then 2048, 4096, ...,
-2**31 (26 seeds in all, every one a valid 32-bit seed). A look with n experiment seeds needs the
+2**31 (26 seeds in all, every one below 2**32). A look with n experiment seeds needs the
 first max(5, n) baseline seeds: the 5-seed baseline is measured first as in the fixed protocol,
 and it grows with the experiment beyond 5 so that every experiment seed has its baseline pair.
 

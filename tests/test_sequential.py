@@ -18,12 +18,14 @@ from pytest_exprun.sequential import (
     SEEDS,
     Decision,
     Design,
+    LookDecision,
     decide,
     decide_family,
     look_statistic,
     make_design,
     seeds_for_look,
     sequential_rates,
+    winner_estimates,
 )
 
 BASELINE = {42: 2.00, 137: 2.02, 256: 1.98, 512: 2.01, 1024: 1.99, 2048: 2.00}
@@ -51,19 +53,18 @@ def draw(rng: random.Random, n: int, effect: float, sigma: float, r: float, leve
 
 
 def run_loop(design: Design, trials: int, effect: float, sigma: float = 1.0, r: float = 0.0,
-             seed: int = 1) -> tuple[list[Decision], list[int]]:
-    """Decisions and experiment seeds used, one simulated experiment at a time."""
+             seed: int = 1) -> list[LookDecision]:
+    """The final decision of each simulated experiment, run one look at a time."""
     rng = random.Random(seed)
-    decisions, seeds_used = [], []
+    finals = []
     for _ in range(trials):
         base, exp = draw(rng, design.baseline_looks[-1], effect, sigma, r)
         for look in range(len(design.looks)):
             result = decide(design, look, base, exp)
             if result.decision is not Decision.CONTINUE:
                 break
-        decisions.append(result.decision)
-        seeds_used.append(result.n_experiment)
-    return decisions, seeds_used
+        finals.append(result)
+    return finals
 
 
 def mc_se(p: float, n: int) -> float:
@@ -218,7 +219,7 @@ def test_a_later_look_replays_the_earlier_ones(welch: Design) -> None:
 
 # ------------------------------------------------------------------ error rates
 def check_false_verdicts(design: Design, trials: int, sigma: float, r: float, seed: int) -> None:
-    decisions, _ = run_loop(design, trials, effect=0.0, sigma=sigma, r=r, seed=seed)
+    decisions = [result.decision for result in run_loop(design, trials, effect=0.0, sigma=sigma, r=r, seed=seed)]
     bound = design.alpha + 3 * mc_se(design.alpha, trials)
     for verdict in (Decision.WINNER, Decision.LOSER):
         rate = decisions.count(verdict) / trials
@@ -246,12 +247,21 @@ def test_loop_agrees_with_the_vectorised_rates(design_name: str, effect: float, 
                                                request: pytest.FixtureRequest) -> None:
     design = request.getfixturevalue(design_name)
     trials = 2000
-    decisions, seeds = run_loop(design, trials, effect=effect, r=r, seed=11)
+    finals = run_loop(design, trials, effect=effect, r=r, seed=11)
+    decisions, seeds = [f.decision for f in finals], [f.n_experiment for f in finals]
     (row,) = sequential_rates(design, effects=(effect,), correlation=r, trials=100_000)
     p_loop = decisions.count(Decision.WINNER) / trials
     assert abs(p_loop - row.p_winner) <= 3 * math.hypot(mc_se(row.p_winner, trials), mc_se(row.p_winner, 100_000))
     se_seeds = float(np.std(seeds, ddof=1)) / math.sqrt(trials)
     assert abs(float(np.mean(seeds)) - row.expected_seeds) <= 3 * se_seeds * math.sqrt(1 + trials / 100_000)
+
+
+def test_winners_overstate_the_improvement_as_the_simulation_says(welch: Design) -> None:
+    """At a true 1σ the naive estimate of a WINNER is far above 1σ: the report must say so."""
+    reported = [-f.estimate for f in run_loop(welch, 2000, effect=1.0, seed=13) if f.decision is Decision.WINNER]
+    expected = winner_estimates(welch, 1.0, trials=100_000)
+    assert expected is not None and expected > 1.5
+    assert abs(float(np.mean(reported)) - expected) <= 3 * float(np.std(reported, ddof=1)) / math.sqrt(len(reported))
 
 
 def test_default_design_meets_the_goals_and_beats_the_reference(welch: Design) -> None:
