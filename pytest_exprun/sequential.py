@@ -39,7 +39,7 @@ import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -333,6 +333,19 @@ def seeds_for_look(design: Design, look_index: int) -> tuple[tuple[int, ...], tu
         raise ProtocolError(f"look {look_index} does not exist; this design has looks 0 to {len(design.looks) - 1} "
                             f"at {list(design.looks)} experiment seeds")
     return SEEDS[: design.baseline_looks[look_index]], SEEDS[: design.looks[look_index]]
+
+
+def completed_look(design: Design, baseline_seeds: Iterable[int], experiment_seeds: Iterable[int]) -> int | None:
+    """The last look whose seeds have all run, or None before the first: where a resumed session
+    decides again (``decide`` replays the looks before it)."""
+    have_b, have_e = set(baseline_seeds), set(experiment_seeds)
+    done = None
+    for look in range(len(design.looks)):
+        needed_b, needed_e = seeds_for_look(design, look)
+        if not (have_b.issuperset(needed_b) and have_e.issuperset(needed_e)):
+            break
+        done = look
+    return done
 
 
 # ------------------------------------------------------------------ the statistic

@@ -19,6 +19,7 @@ from pytest_exprun.sequential import (
     Decision,
     Design,
     LookDecision,
+    completed_look,
     decide,
     decide_family,
     look_statistic,
@@ -86,6 +87,14 @@ def test_each_look_names_its_baseline_and_experiment_seeds(welch: Design) -> Non
     assert seeds_for_look(welch, 3) == (SEEDS[:6], SEEDS[:6])
     with pytest.raises(ProtocolError, match="look 4 does not exist"):
         seeds_for_look(welch, 4)
+
+
+def test_a_resumed_session_finds_the_last_complete_look(welch: Design) -> None:
+    baseline = SEEDS[:5]
+    assert completed_look(welch, baseline, (42,)) is None
+    assert completed_look(welch, baseline, (42, 137, 256)) == 1
+    assert completed_look(welch, baseline, SEEDS[:6]) == 2  # look 4 also needs baseline seed 2048
+    assert completed_look(welch, SEEDS[:6], SEEDS[:6]) == 3
 
 
 def test_default_bounds_have_pocock_shape_and_binding_futility(welch: Design) -> None:
