@@ -76,7 +76,7 @@ class VerdictItem(_ProtocolItem):
         cmp = outcome.comparison
         assert cmp is not None and cmp.verdict is not None
         self.user_properties.append(("verdict", cmp.verdict.value))
-        if cmp.verdict not in self.protocol.settings.accept:
+        if not outcome.accepted:  # not an accepted verdict, or the control run failed
             raise ProtocolFailure(outcome.message)
 
 

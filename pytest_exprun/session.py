@@ -450,7 +450,7 @@ class ProtocolSession:
             self.terminal.say(problem)
         if control is not None:
             table += f"\n  the control run failed, so this verdict does not pass: {control}"
-        outcome = Outcome(exp, cmp, path, table)
+        outcome = Outcome(exp, cmp, path, table, accepted)
         self.outcomes.append(outcome)
         return outcome
 

@@ -33,6 +33,7 @@ class Outcome:
     comparison: "Comparison | None"
     report: Path | None
     message: str
+    accepted: bool = False
 
 
 class Terminal:
