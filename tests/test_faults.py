@@ -624,3 +624,58 @@ def test_a_log_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) -> N
     result = run_trainer(spec)
     assert result.ok and result.val_loss == 2.0
     assert result.tail[-1] == "[exprun: the log file could not be written: [Errno 28] No space left on device]"
+
+
+# ------------------------------------------------------- 10. what a run records
+def test_an_early_inf_then_a_finite_final_value_keeps_the_run(project: Project) -> None:
+    project.plan(behaviour={"137": "early_inf"})
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=5)
+    assert "Traceback" not in result.stdout.str()
+    record = json.loads(_record(project, 137).read_text())
+    assert record["val_loss"] == 2.02
+    assert [step for step, _ in record["curve"]] == [20, 30, 40, 50]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [
+        ("step0", "trainer evaluated only at step 0, before any training (an untrained model's loss); make the "
+                  "trainer evaluate after its last step*"),
+        ("early_eval", "trainer did not evaluate at its final step (its last val_loss is at step 30, but it "
+                       "reported step 50); exprun records the final evaluation*"),
+    ],
+)
+def test_a_run_without_a_final_evaluation_fails_in_one_line(project: Project, behaviour: str, message: str) -> None:
+    project.plan(behaviour={"256": behaviour})
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([f"baseline[[]seed256[]]: {message} after *s"])
+    assert stored_seeds(project) == [42, 137, 512, 1024]
+    assert not (project.research / "baseline_variance_1M.md").exists()
+
+
+@pytest.mark.parametrize("behaviour", ["progress", "shuffled"])
+def test_the_final_evaluation_is_recorded_whatever_the_output_looks_like(project: Project, behaviour: str) -> None:
+    project.plan(behaviour={"42": behaviour})
+    project.run("-m", "baseline", "-k", "seed42").assert_outcomes(passed=1)
+    record = json.loads(_record(project, 42).read_text())
+    assert record["val_loss"] == 2.0
+    assert record["curve"][-1] == [50, 2.0]
+
+
+def test_a_grandchild_in_a_session_of_its_own_does_not_outlive_its_run(project: Project) -> None:
+    project.plan(behaviour={"42": "setsid"})
+    project.run("-m", "baseline", "-k", "seed42").assert_outcomes(passed=1)
+    trainer, grandchild = grandchild_pids(project)
+    assert not pid_alive(trainer)
+    wait_for(lambda: not pid_alive(grandchild), timeout=10, what="the setsid grandchild to be ended")
+
+
+def test_a_trainer_that_redirects_its_output_is_not_told_it_was_killed(project: Project) -> None:
+    project.plan(behaviour={"42": "redirect"})
+    result = project.run("-m", "baseline", "-k", "seed42")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["baseline[[]seed42[]]: trainer printed no val_loss (expected lines like*"])
+    assert "killed by a signal" not in result.stdout.str()
+    assert "Step 50 | val_loss: 2.0000" in (project.path / "fake_redirected.txt").read_text()
