@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve([a for a in argv if a != "--worker"])
     parser = argparse.ArgumentParser()
     parser.add_argument("--train_tokens", type=int, required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("-s", "--seed", type=int, required=True)  # a short alias, as many trainers have
     parser.add_argument("--output_dir", required=True)
     args, flags = parser.parse_known_args(argv)
     key = " ".join(flags)
