@@ -110,10 +110,14 @@ def experiment_flags(spec: str) -> list[str]:
 
 
 def safe_name(text: str) -> str:
-    """Reduce any text to a safe file-name part of ``[A-Za-z0-9_.-]`` that cannot climb directories."""
+    """Reduce any text to a safe file-name part of ``[A-Za-z0-9_.-]`` that cannot climb directories.
+
+    Different texts can give one name (``a/b`` and ``a_b``); a name chosen this way is
+    checked against the flags its existing report was measured for before it is reused.
+    """
     name = re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", text))
     name = re.sub(r"_{2,}", "_", name).strip("._-")
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    digest = _digest(text)
     if not name:
         return f"exp-{digest}"
     if len(name) > MAX_NAME_LENGTH:
@@ -121,9 +125,30 @@ def safe_name(text: str) -> str:
     return name
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
 def experiment_name(flags: list[str]) -> str:
-    """Report name made from the flags: ``['--optimizer', 'muon']`` → ``optimizer-muon``."""
-    return safe_name("-".join(arg.lstrip("-") for arg in flags))
+    """Report name made from the flags: ``['--use_qk_norm']`` → ``use_qk_norm``, ``['--optimizer', 'muon']``
+    → ``optimizer-muon``.
+
+    Those two forms read back to one list of flags (an option name without ``-``, then at
+    most one value); any other list, say ``['--better-yes']``, which would read like
+    ``['--better', 'yes']``, gets a short hash of the flags appended, so that different
+    flags never share a report name.
+    """
+    readable = "-".join(arg.lstrip("-") for arg in flags)
+    option = flags[0][2:] if flags and flags[0].startswith("--") else ""
+    faithful = (
+        bool(option) and "-" not in option and safe_name(option) == option and len(flags) <= 2
+        and (len(flags) == 1 or (not flags[1].startswith("-") and safe_name(flags[1]) == flags[1]))
+    )
+    if faithful and len(readable) <= MAX_NAME_LENGTH:
+        return readable
+    base = re.sub(r"_{2,}", "_", re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", readable))).strip("._-")
+    digest = hashlib.sha256("\0".join(flags).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{base[: MAX_NAME_LENGTH - 9].rstrip('._-')}-{digest}" if base else f"exp-{digest}"
 
 
 def parse_seeds(text: str, what: str) -> tuple[int, ...]:

@@ -2,8 +2,13 @@
 
 The trainer runs from an argv list in its own process group (never through a shell),
 so a time-out, Ctrl-C or cancellation can end it together with any children it
-started. Output is read in chunks with every kept line capped in length, so a trainer
-that prints gigabytes, or one line of 100 MB, costs bounded memory.
+started; children that left the group (``setsid``) are found by a token in their
+environment. Output is read in chunks with every kept line capped in length, and the
+learning curve is thinned past a cap, so a trainer that prints gigabytes, one line of
+100 MB or a million evaluations costs bounded memory.
+
+The value recorded for a run is its final evaluation: the val_loss at the highest step
+printed, which must be at (or within 1% of) the last step the trainer reports.
 """
 
 from __future__ import annotations
@@ -17,18 +22,29 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-#: ``Step 240 | val_loss: 1.9876 | ...``: the protocol reads the last val_loss printed.
+#: ``Step 240 | val_loss: 1.9876 | ...``: the protocol records the val_loss at the highest step.
 STEP_LINE = re.compile(r"^\s*Step\s+(\d+)\s*\|\s*val_loss:\s*([^\s|]+)")
+#: Any line that reports a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``):
+#: how far training went, so that a final evaluation can be told from an early one.
+PROGRESS_LINE = re.compile(r"^\s*(?:step|iter)\s+(\d+)\b", re.IGNORECASE)
 
 TAIL_LINES = 20
 MAX_LINE_CHARS = 2000
 MAX_LOG_BYTES = 64 * 1024 * 1024
+#: Evaluations kept for the learning curve; past this the curve is thinned evenly.
+MAX_CURVE_POINTS = 1000
+#: The final evaluation may lie this fraction of the final step before it (at least 1 step).
+FINAL_STEP_TOLERANCE = 0.01
+#: Set in every trainer's environment; its descendants inherit it, even those that left the group.
+RUN_TOKEN_ENV = "EXPRUN_RUN_TOKEN"
 TERMINATE_GRACE_S = 5.0
 #: After the trainer exits, how long to wait for children still holding its output open.
 ORPHAN_GRACE_S = 1.0
@@ -44,9 +60,15 @@ class Failure(str, Enum):
     TIMEOUT = "timed out"
     NO_VAL_LOSS = "printed no val_loss"
     NON_FINITE = "printed a non-finite val_loss"
+    NOT_FINAL = "did not evaluate at its final step"
+    ONLY_STEP_ZERO = "evaluated only at step 0, before any training"
     CANCELLED = "was cancelled"
     NOT_STARTED = "could not be started"
     WORKER_LOST = "worker exited in the middle of the run"
+
+
+#: Failures decided by what the trainer printed, rather than by how its process ended.
+EVALUATION_FAILURES = frozenset({Failure.NO_VAL_LOSS, Failure.NON_FINITE, Failure.NOT_FINAL, Failure.ONLY_STEP_ZERO})
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,9 @@ class RunResult:
     started_at: float = 0.0
     #: Where the run happened when that helps the reader, e.g. "SLURM job 123".
     where: str = ""
+    #: The step of the recorded evaluation, and the highest step the trainer reported.
+    eval_step: int | None = None
+    final_step: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -96,6 +121,12 @@ class RunResult:
             what += f" ({self.val_loss}); the run diverged"
         elif self.failure is Failure.NO_VAL_LOSS:
             what += " (expected lines like 'Step 240 | val_loss: 1.9876 | ...')"
+        elif self.failure is Failure.NOT_FINAL:
+            what += (f" (its last val_loss is at step {self.eval_step}, but it reported step {self.final_step}); "
+                     "exprun records the final evaluation: make the trainer evaluate after its last step")
+        elif self.failure is Failure.ONLY_STEP_ZERO:
+            what += (" (an untrained model's loss); make the trainer evaluate after its last step "
+                     "(e.g. set its eval interval)")
         what += f" after {self.wall_time:.1f}s"
         if self.where:
             what += f" ({self.where})"
@@ -169,23 +200,30 @@ class RunLog:
 
 
 class _LineSplitter:
-    """Split a byte stream into text lines, keeping at most ``MAX_LINE_CHARS`` of each."""
+    """Split a byte stream into text lines, keeping at most ``MAX_LINE_CHARS`` of each.
+
+    A line ends at ``\n``, ``\r\n`` or a lone ``\r``: progress bars (tqdm) redraw with ``\r``,
+    and an evaluation printed after one must still start a line of its own.
+    """
 
     def __init__(self) -> None:
         self._partial = bytearray()
         self._overflow = False
+        self._after_cr = False  # the last chunk ended with \r: a \n starting the next one is its pair
 
     def feed(self, data: bytes) -> list[str]:
         lines = []
         start = 0
-        while True:
-            end = data.find(b"\n", start)
-            piece = data[start:] if end < 0 else data[start:end]
-            self._keep(piece)
-            if end < 0:
-                return lines
+        if self._after_cr and data[:1] == b"\n":
+            start = 1
+        self._after_cr = False
+        for match in _LINE_END.finditer(data, start):
+            self._keep(data[start : match.start()])
             lines.append(self._take())
-            start = end + 1
+            start = match.end()
+        self._keep(data[start:])
+        self._after_cr = data.endswith(b"\r")
+        return lines
 
     def flush(self) -> list[str]:
         return [self._take()] if self._partial else []
@@ -197,12 +235,15 @@ class _LineSplitter:
         self._partial += piece[: max(room, 0)]
 
     def _take(self) -> str:
-        text = self._partial.decode("utf-8", "replace").rstrip("\r")
+        text = self._partial.decode("utf-8", "replace")
         if self._overflow or len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " [line truncated]"
         self._partial.clear()
         self._overflow = False
         return text
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class LineThrottle:
@@ -332,61 +373,240 @@ class OutputReader:
         self.proc.stdout.close()
 
 
+class Evaluations:
+    """A run's evaluations: the final one, how far training went, and a bounded learning curve.
+
+    The recorded value is the one at the highest step (the last printed at that step), not
+    the last printed: a trainer may print a summary line or evaluate out of order. Up to
+    ``cap`` finite points are kept as they come; past that every other point is dropped
+    and only every 2nd, 4th, ... later one is taken, so the curve stays evenly thinned.
+    Non-finite intermediate values are left out of the curve (they cannot be stored as
+    JSON); only a non-finite *final* value fails the run.
+    """
+
+    def __init__(self, cap: int = MAX_CURVE_POINTS) -> None:
+        self.cap = max(cap, 2)
+        self.final: tuple[int, float] | None = None
+        self.final_step: int | None = None
+        self.count = 0
+        self._points: list[tuple[int, float]] = []
+        self._stride = 1
+
+    def add(self, step: int, value: float) -> None:
+        """One evaluation line."""
+        if self.final is None or step >= self.final[0]:
+            self.final = (step, value)
+        self.saw_step(step)
+        index, self.count = self.count, self.count + 1
+        if not math.isfinite(value) or index % self._stride:
+            return
+        self._points.append((step, value))
+        if len(self._points) > self.cap:
+            self._points = self._points[::2]
+            self._stride *= 2
+
+    def saw_step(self, step: int) -> None:
+        """Any line that says training reached ``step``."""
+        if self.final_step is None or step > self.final_step:
+            self.final_step = step
+
+    @property
+    def val_loss(self) -> float | None:
+        return None if self.final is None else self.final[1]
+
+    @property
+    def eval_step(self) -> int | None:
+        return None if self.final is None else self.final[0]
+
+    @property
+    def curve(self) -> tuple[tuple[int, float], ...]:
+        """The kept points, ending with the final evaluation when it is finite."""
+        points = list(self._points)
+        if self.final is not None and math.isfinite(self.final[1]) and (not points or points[-1] != self.final):
+            points.append(self.final)
+        return tuple(points)
+
+    def problem(self) -> Failure | None:
+        """Why this run's evaluations cannot stand for the trained model, or None."""
+        if self.final is None:
+            return Failure.NO_VAL_LOSS
+        step, value = self.final
+        if not math.isfinite(value):
+            return Failure.NON_FINITE
+        if step == 0:
+            return Failure.ONLY_STEP_ZERO
+        assert self.final_step is not None
+        if self.final_step - step > max(1, math.floor(self.final_step * FINAL_STEP_TOLERANCE)):
+            return Failure.NOT_FINAL
+        return None
+
+
+def log_lines(path: Path) -> Iterator[str]:
+    """A log file's lines, split and capped as a running trainer's output is."""
+    splitter = _LineSplitter()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            yield from splitter.feed(block)
+    yield from splitter.flush()
+
+
+def parse_lines(lines: Iterable[str], parse_line: LineParser = parse_step_line) -> Evaluations:
+    """The evaluations in a finished run's lines (its log read again, e.g. on a cluster)."""
+    evals = Evaluations()
+    for line in lines:
+        _note(evals, parse_line, line)
+    return evals
+
+
+def _note(evals: Evaluations, parse_line: LineParser, line: str) -> None:
+    parsed = parse_line(line)
+    if parsed is not None:
+        evals.add(*parsed)
+        return
+    progress = PROGRESS_LINE.match(line)
+    if progress is not None:
+        evals.saw_step(int(progress.group(1)))
+
+
 class RunLines:
-    """What the protocol keeps of one run's output: the last lines, the learning curve, the echo."""
+    """What the protocol keeps of one run's output: the last lines, the evaluations, the echo."""
 
     def __init__(self, on_line: Callable[[str], None] | None, parse_line: LineParser) -> None:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.curve: list[tuple[int, float]] = []
+        self.evals = Evaluations()
         self._on_line = on_line
         self._parse_line = parse_line
 
     def __call__(self, lines: list[str]) -> None:
         for line in lines:
             self.tail.append(line)
-            parsed = self._parse_line(line)
-            if parsed is not None:
-                self.curve.append(parsed)
+            _note(self.evals, self._parse_line, line)
             if self._on_line is not None:
                 self._on_line(line)
 
     @property
     def val_loss(self) -> float | None:
-        return self.curve[-1][1] if self.curve else None
+        return self.evals.val_loss
+
+    @property
+    def curve(self) -> tuple[tuple[int, float], ...]:
+        return self.evals.curve
 
 
-def classify(stopped: Failure | None, returncode: int | None, val_loss: float | None) -> Failure | None:
-    """Why a finished run is unusable, or None when it produced a finite val_loss."""
+def classify(stopped: Failure | None, returncode: int | None, evals: Evaluations | None) -> Failure | None:
+    """Why a finished run is unusable, or None when its final evaluation is a finite val_loss."""
     if stopped is not None:
         return stopped
     if returncode is not None and returncode < 0:
         return Failure.SIGNAL
     if returncode != 0:
         return Failure.EXIT_CODE
-    if val_loss is None:
+    if evals is None:
         return Failure.NO_VAL_LOSS
-    if not math.isfinite(val_loss):
-        return Failure.NON_FINITE
-    return None
+    return evals.problem()
+
+
+def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int | None,
+              failure: Failure | None, started_at: float, where: str = "") -> RunResult:
+    """The ``RunResult`` of a run whose output went to ``lines``."""
+    evals = lines.evals
+    return RunResult(spec=spec, val_loss=evals.val_loss, wall_time=wall_time, curve=evals.curve,
+                     returncode=returncode, failure=failure, tail=tuple(lines.tail), started_at=started_at,
+                     where=where, eval_step=evals.eval_step, final_step=evals.final_step)
+
+
+#: Each started trainer's ``RUN_TOKEN_ENV=<token>`` entry, to find its descendants by.
+_run_tokens: weakref.WeakKeyDictionary[subprocess.Popen[bytes], bytes] = weakref.WeakKeyDictionary()
 
 
 def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen[bytes]:
     """Start a trainer in its own process group (so it can be ended with its children), output merged."""
-    return subprocess.Popen(
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(
         argv,
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env, RUN_TOKEN_ENV: token},
         cwd=cwd,
     )
+    _run_tokens[proc] = f"{RUN_TOKEN_ENV}={token}".encode()
+    return proc
 
 
 def end_process(proc: subprocess.Popen[bytes]) -> None:
-    """End a trainer's process group if anything in it is still running (Ctrl-C included)."""
+    """End a trainer's process group if anything in it is still running (Ctrl-C included),
+    then any descendant that left the group (``setsid``, a daemon) and is still running."""
     if proc.poll() is None or _group_alive(proc.pid):
         _end_group(proc)
+    marker = _run_tokens.get(proc)
+    if marker is not None:
+        _end_strays(marker)
+
+
+def strays(marker: bytes) -> list[int]:
+    """Running processes whose environment holds ``marker`` (a trainer's token), this one excepted.
+
+    Only Linux's /proc shows other processes' environments; elsewhere none are found.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    me = os.getpid()
+    for name in entries:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:  # gone, or another user's
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def _end_strays(marker: bytes) -> None:
+    """SIGTERM the trainer's stray descendants, then SIGKILL those left after a grace period."""
+    pids = strays(marker)
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + TERMINATE_GRACE_S
+            while pids and time.monotonic() < deadline:
+                time.sleep(0.02)
+                pids = strays(marker)
+    except BaseException:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+
+
+def wait_for_exit(proc: subprocess.Popen[bytes], started: float, timeout: float | None,
+                  cancel: threading.Event | None) -> Failure | None:
+    """Wait for a trainer whose output has ended to exit by itself, within the run's time-out.
+
+    A trainer may close or redirect its own output and go on training; ending it then
+    would turn a normal run into one "killed by a signal".
+    """
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if timeout is not None and time.perf_counter() - started > timeout:
+            return Failure.TIMEOUT
+        if cancel is not None and cancel.is_set():
+            return Failure.CANCELLED
 
 
 def read_until(
@@ -446,6 +666,8 @@ def run_trainer(
     reader = OutputReader(proc, log)
     try:
         _, stopped = read_until(reader, lines, start, spec.timeout, cancel)
+        if stopped is None:
+            stopped = wait_for_exit(proc, start, spec.timeout, cancel)
     finally:
         # Runs on Ctrl-C too: nothing the trainer started outlives the run.
         end_process(proc)
@@ -454,13 +676,4 @@ def run_trainer(
     returncode = proc.wait()
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
-    return RunResult(
-        spec=spec,
-        val_loss=lines.val_loss,
-        wall_time=wall_time,
-        curve=tuple(lines.curve),
-        returncode=returncode,
-        failure=classify(stopped, returncode, lines.val_loss),
-        tail=tuple(lines.tail),
-        started_at=wall_start,
-    )
+    return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start)

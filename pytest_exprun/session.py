@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import aside, baseline, protocol, stats
+from . import aside, baseline, fingerprint, protocol, stats
 from .executors import Executor, ExecutorError, RunHandle
 from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure
 from .publish import DECISION, Publisher, compare_runs, now
@@ -32,7 +32,6 @@ from .store import (
     git_commit,
     refuse_links,
     remove_tree,
-    trainer_files,
 )
 from .terminal import Outcome, Terminal, summary_lines
 
@@ -82,7 +81,7 @@ class ProtocolSession:
         #: Extension seeds not yet decided on, per experiment: the counter reads "3 of 3-5" meanwhile.
         self._undecided: dict[str, int] = {}
         self._setups: dict[str, Setup] = {}
-        self._trainer_files: tuple[tuple[str, str], ...] | None = None
+        self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
 
     # ----------------------------------------------------------------- set-up
@@ -104,6 +103,10 @@ class ProtocolSession:
             )
         self._commit = git_commit(self.settings.rootdir)
         self._check_names()
+        found = self.setup(BASELINE) and self._fingerprints[BASELINE]
+        if found.empty:
+            self.terminal.say(f"nothing is fingerprinted for this setup: {'; '.join(found.notes) or 'no files found'}; "
+                              "an edited trainer would not be noticed (add files with exprun_fingerprint_include)")
         measuring = any(item.group == BASELINE for item in items)
         try:
             self.snapshot = baseline.prepare(
@@ -181,17 +184,20 @@ class ProtocolSession:
                 )
 
     def setup(self, group: str) -> Setup:
+        """What defines this group's runs, fingerprinted once per session (flags can name config files)."""
         if group not in self._setups:
-            if self._trainer_files is None:  # hashed once: every group runs the same trainer
-                self._trainer_files = trainer_files(self.settings.command, self.settings.rootdir)
+            s = self.settings
             flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-            self._setups[group] = Setup(
-                command=self.settings.command,
-                train_tokens=self.settings.train_tokens,
-                flags=flags,
-                trainer_files=self._trainer_files,
-            )
+            found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
+            self._fingerprints[group] = found
+            self._setups[group] = Setup(command=s.command, train_tokens=s.train_tokens, flags=flags,
+                                        fingerprint=found.to_json())
         return self._setups[group]
+
+    def _setup_changed(self, group: str) -> list[str]:
+        """What changed in the group's files since the session took its fingerprint (cheap)."""
+        self.setup(group)
+        return fingerprint.recheck(self._fingerprints[group], self.settings.rootdir)
 
     def experiment(self, name: str) -> Experiment:
         return next(e for e in self.settings.experiments if e.name == name)
@@ -276,6 +282,10 @@ class ProtocolSession:
                 return f"baseline reused from {self.terminal.rel(self.settings.baseline_report)}"
             return ("already measured in an earlier session "
                     f"({self.terminal.rel(self.store.record_path(group, known.setup_key, seed))})")
+        changed = self._setup_changed(group)
+        if changed:
+            raise ProtocolFailure(f"{group}[seed{seed}]: the setup changed during this session ({'; '.join(changed)}); "
+                                  "runs of two versions are never mixed: run the same command again")
         handle = self._submit(group, seed)
         self.runs_started += 1
         label = f"{group}[seed{seed}]"
@@ -309,12 +319,21 @@ class ProtocolSession:
                 except Exception:  # noqa: BLE001 - raised again, and reported, by that run's own test
                     continue
                 if result.ok:
-                    self._stored_early[key] = self._store(result)
+                    try:
+                        self._stored_early[key] = self._store(result)
+                    except ProtocolFailure:
+                        continue  # reported by that run's own test, which stores it again or fails
 
     def _store(self, result: RunResult) -> RunRecord:
         """Persist one successful run and do what follows from it (hook, checkpoint clean-up, report)."""
         group, seed = result.spec.group, result.spec.seed
         assert result.val_loss is not None and self.executor is not None
+        changed = self._setup_changed(group)
+        if changed:
+            message = (f"{result.spec.label}: the setup changed while it ran ({'; '.join(changed)}); its result "
+                       f"(val_loss {result.val_loss:.4f}) is not recorded: run the same command again")
+            self.failed[(group, seed)] = message
+            raise ProtocolFailure(message)
         environment = read_environment(result.spec.output_dir)
         environment[TIMING_KEY] = self.executor.timing
         record = RunRecord(
@@ -331,7 +350,7 @@ class ProtocolSession:
         )
         try:
             self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
                 f"{result.val_loss:.4f} (log: {self.terminal.rel(result.spec.log_path)}) but it is not recorded "

@@ -5,9 +5,15 @@ Validation happens before any run starts, so a typo costs a one-line error, not 
 
 from __future__ import annotations
 
+import ast
+import functools
+import math
+import os
 import re
 import shlex
+import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -60,6 +66,11 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "folder for submitit's job files, on storage the nodes share (default: <research dir>/.exprun/slurm)"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
+    ("fingerprint_include", "exprun_fingerprint_include", "",
+     "more files or globs that define the setup (relative to the rootdir, comma- or space-separated), "
+     "e.g. 'data/prepare.py configs/*.yaml'; the trainer and the project modules it imports are found by themselves"),
+    ("fingerprint_exclude", "exprun_fingerprint_exclude", "",
+     "paths or globs left out of the setup's fingerprint (relative to the rootdir), e.g. 'vendor/ scratch_*.py'"),
 )
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
@@ -109,6 +120,9 @@ class Settings:
     experiments: tuple[Experiment, ...]
     rootdir: Path
     slurm: SlurmSettings = field(default_factory=lambda: SlurmSettings())
+    #: Extra files or globs, and excluded paths, for the setup's fingerprint (see fingerprint.py).
+    fingerprint_include: tuple[str, ...] = ()
+    fingerprint_exclude: tuple[str, ...] = ()
 
     @property
     def scale(self) -> str:
@@ -150,15 +164,36 @@ def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
 
 def _number(text: str, what: str, kind: type) -> float:
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise pytest.UsageError(f"{what} must be a finite number of seconds, got {text.strip()!r}")
+    return value
+
+
+def _refuse_nul(text: str, what: str) -> None:
+    """A NUL byte cannot be part of a program argument; exec would fail with a traceback."""
+    if "\0" in text:
+        raise pytest.UsageError(f"{what} contains a NUL byte, which no program argument can hold; remove it")
+
+
+def _patterns(text: str, what: str) -> tuple[str, ...]:
+    """Comma- or space-separated globs relative to the rootdir."""
+    _refuse_nul(text, what)
+    patterns = tuple(p for p in re.split(r"[,\s]+", text.strip()) if p)
+    for pattern in patterns:
+        if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+            raise pytest.UsageError(f"{what}: {pattern!r} must be a path or glob inside the rootdir "
+                                    "(relative, without '..')")
+    return patterns
 
 
 def load(config: pytest.Config) -> Settings:
     """Read and check every exprun option; raise ``pytest.UsageError`` naming the first problem."""
     get = lambda dest: option_value(config, dest, f"exprun_{dest}")  # noqa: E731
     rootdir = config.rootpath
+    _refuse_nul(get("command"), "--exprun-command")
     try:
         command = tuple(shlex.split(get("command")))
     except ValueError as exc:
@@ -186,6 +221,10 @@ def load(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"seed(s) {overlap} are both experiment and extension seeds; list each once")
     if len(baseline_seeds) < 2:
         raise pytest.UsageError("--exprun-baseline-seeds needs at least 2 seeds to measure variance")
+    if len(experiment_seeds) < 2:
+        raise pytest.UsageError(
+            "--exprun-experiment-seeds needs at least 2 seeds: a verdict needs the experiment's variance too"
+        )
 
     timeout = _number(get("timeout"), "--exprun-timeout", float)
     if timeout < 0:
@@ -209,7 +248,7 @@ def load(config: pytest.Config) -> Settings:
 
     research_dir = rootdir / get("research_dir")
     slurm = _slurm(get, rootdir, research_dir) if executor == "slurm" else SlurmSettings()
-    experiments = _experiments(config)
+    experiments = _experiments(config, command, rootdir)
     return Settings(
         command=command,
         train_tokens=train_tokens,
@@ -230,6 +269,8 @@ def load(config: pytest.Config) -> Settings:
         experiments=experiments,
         rootdir=rootdir,
         slurm=slurm,
+        fingerprint_include=_patterns(get("fingerprint_include"), "--exprun-fingerprint-include"),
+        fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
     )
 
 
@@ -283,19 +324,32 @@ def parse_sbatch_options(text: str) -> dict[str, str | bool]:
 
 #: Arguments exprun passes to every run itself; an experiment must not override them.
 PROTOCOL_ARGUMENTS = ("--train_tokens", "--seed", "--output_dir")
+#: Report and record names exprun uses itself (compared case-blind: macOS and Windows folders are).
+RESERVED_NAMES = frozenset({"baseline", "control", "summary", "verdict", "exprun"})
+_HELP_TIMEOUT_S = 30.0
+_NEGATIVE_NUMBER = re.compile(r"^-\d|^-\.\d|^-inf$|^-nan$", re.IGNORECASE)
 
 
-def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...]) -> None:
+def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...], aliases: dict[str, str]) -> None:
     """An experiment flag that overrides the seed, tokens or output dir would make the data wrong.
 
-    The trainer takes the last value given, and argparse accepts abbreviations (``--see``),
-    so prefixes count too.
+    The trainer takes the last value given, argparse accepts abbreviations (``--see``) and
+    short options take their value attached (``-s7``); ``aliases`` maps the trainer's own
+    option strings (``-s``, ``--random-seed``) to the protocol argument they set.
     """
+    longs = {name: name for name in PROTOCOL_ARGUMENTS}
+    longs.update({opt: dest for opt, dest in aliases.items() if opt.startswith("--")})
+    shorts = {opt: dest for opt, dest in aliases.items() if not opt.startswith("--")}
     for flag in flags:
         name = flag.split("=", 1)[0]
-        if not name.startswith("--") or len(name) < 3:
-            continue
-        clash = next((arg for arg in PROTOCOL_ARGUMENTS if arg.startswith(name)), None)
+        clash = None
+        if name.startswith("--") and len(name) >= 3:
+            clash = next((dest for opt, dest in longs.items() if opt.startswith(name)), None)
+        elif name.startswith("-") and len(name) >= 2 and not _NEGATIVE_NUMBER.match(name):
+            # "-s7", "-s=7", a single-dash long option ("-seed"), or "-vs 7" (flags clustered before it)
+            clash = next((dest for opt, dest in shorts.items()
+                          if name.startswith(opt) or (len(opt) == 2 and re.match(rf"^-[A-Za-z]*{re.escape(opt[1])}", name))),
+                         None)
         if clash is not None:
             raise pytest.UsageError(
                 f"--experiment={spec!r} passes {name}, which would override {clash}: exprun sets "
@@ -304,24 +358,141 @@ def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...]) -> None:
             )
 
 
-def _experiments(config: pytest.Config) -> tuple[Experiment, ...]:
+def trainer_aliases(command: Sequence[str], rootdir: Path) -> dict[str, str]:
+    """The trainer's option strings that set a protocol argument, e.g. ``{"-s": "--seed"}``.
+
+    Read statically from the trainer's ``add_argument`` calls (nothing is run), in the
+    trainer script and the project modules it imports; where none is found, from its
+    ``--help`` (argparse's ``-s SEED, --seed SEED`` lines), asked once per command. Empty
+    when neither says: then only the long names are known.
+    """
+    found = _static_aliases(tuple(command), rootdir)
+    return found or dict(_aliases_from_help(tuple(command), str(rootdir)))
+
+
+def _has_python_shebang(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(2) == b"#!" and b"python" in handle.readline(200)
+    except OSError:
+        return False
+
+
+def _protocol_dest(options: list[str], dest: str | None) -> str | None:
+    wanted = {arg[2:]: arg for arg in PROTOCOL_ARGUMENTS}
+    if dest is not None:
+        return wanted.get(dest)
+    for option in options:
+        if option.startswith("--") and option[2:].replace("-", "_") in wanted:
+            return wanted[option[2:].replace("-", "_")]
+    return None
+
+
+def _aliases_in_source(path: Path) -> dict[str, str]:
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
+            continue
+        options = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                   and a.value.startswith("-")]
+        dest = next((k.value.value for k in node.keywords if k.arg == "dest" and isinstance(k.value, ast.Constant)
+                     and isinstance(k.value.value, str)), None)
+        target = _protocol_dest(options, dest)
+        if target is not None:
+            found.update({option: target for option in options})
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _aliases_from_help(command: tuple[str, ...], cwd: str) -> tuple[tuple[str, str], ...]:
+    argv = list(command)
+    if argv and argv[0] in {"python", "python3"}:
+        argv[0] = sys.executable
+    try:
+        out = subprocess.run([*argv, "--help"], cwd=cwd, capture_output=True, text=True, errors="replace",
+                             timeout=_HELP_TIMEOUT_S, stdin=subprocess.DEVNULL, start_new_session=True).stdout
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return ()
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        # "  -s SEED, --seed SEED   help text": option strings up to two spaces before the help
+        head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        if not head.startswith("-"):
+            continue
+        options = [part.split()[0].split("=")[0] for part in head.split(", ") if part.startswith("-")]
+        target = _protocol_dest(options, None)
+        if target is not None:
+            found.update({option: target for option in options})
+    return tuple(sorted(found.items()))
+
+
+def check_report_flags(report: Path, recorded: Sequence[str] | None, flags: Sequence[str]) -> None:
+    """Refuse to reuse a report name measured for other flags (names are made from flags, and
+    a name given with --experiment-name can be given to anything).
+
+    ``recorded`` is the flags stored in the existing report's data, None if it has none.
+    """
+    if recorded is None or list(recorded) == list(flags):
+        return
+    raise pytest.UsageError(
+        f"{report} was measured for the flags {list(recorded)}, not {list(flags)}; a report name is never "
+        "reused for different flags: choose another with --experiment-name, or move the old report away"
+    )
+
+
+def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: Path | None = None) -> tuple[Experiment, ...]:
     specs: list[str] = config.getoption("experiment") or []
     custom_name = config.getoption("experiment_name")
     if custom_name is not None and len(specs) != 1:
         raise pytest.UsageError("--experiment-name names one experiment; give exactly one --experiment with it")
-    found: dict[str, Experiment] = {}
+    if custom_name is not None:
+        _refuse_nul(custom_name, "--experiment-name")
+    parsed: list[tuple[str, tuple[str, ...]]] = []
     for spec in specs:
+        _refuse_nul(spec, f"--experiment={spec!r}")
         try:
-            flags = tuple(experiment_flags(spec))
+            parsed.append((spec, tuple(experiment_flags(spec))))
         except ProtocolError as exc:
             raise pytest.UsageError(str(exc)) from None
-        _refuse_protocol_arguments(spec, flags)
+    aliases: dict[str, str] = {}
+    if rootdir is not None and command and any(
+        word.startswith("-") and not word.startswith("--") for _, flags in parsed for word in flags
+    ):
+        aliases = trainer_aliases(command, rootdir)  # only short options need the trainer's own list
+    elif rootdir is not None and command and parsed:
+        aliases = {k: v for k, v in _static_aliases(command, rootdir).items() if k.startswith("--")}
+    found: dict[str, Experiment] = {}
+    for spec, flags in parsed:
+        _refuse_protocol_arguments(spec, flags, aliases)
         name = safe_name(custom_name) if custom_name is not None else experiment_name(list(flags))
-        if name in {"baseline", "control"}:
-            raise pytest.UsageError(f"an experiment cannot be named {name!r}; pass --experiment-name")
-        if name in found:
+        if name.casefold() in RESERVED_NAMES:
             raise pytest.UsageError(
-                f"--experiment={spec!r} and --experiment={found[name].spec!r} both make the report name {name!r}"
+                f"an experiment cannot be named {name!r}: exprun uses that name for its own files; "
+                "pass --experiment-name"
+            )
+        same = next((other for other in found.values() if other.name.casefold() == name.casefold()), None)
+        if same is not None:
+            if same.flags == flags:
+                continue  # the same experiment given twice
+            raise pytest.UsageError(
+                f"--experiment={spec!r} and --experiment={same.spec!r} both make the report name {name!r}; "
+                "run them in two sessions with --experiment-name"
             )
         found[name] = Experiment(spec=spec, name=name, flags=flags)
     return tuple(found.values())
+
+
+def _static_aliases(command: tuple[str, ...], rootdir: Path) -> dict[str, str]:
+    """The aliases found in the trainer's sources; nothing is run."""
+    from .fingerprint import setup_files  # imported here: only experiment sessions need it
+
+    found: dict[str, str] = {}
+    for name, _ in setup_files(command, (), rootdir).files:
+        path = Path(name) if os.path.isabs(name) else rootdir / name
+        if path.suffix == ".py" or _has_python_shebang(path):
+            found.update(_aliases_in_source(path))
+    return found

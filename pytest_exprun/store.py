@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
+from .fingerprint import Fingerprint
+
 RECORD_VERSION = 1
 
 
@@ -149,12 +151,17 @@ def git_commit(cwd: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Setup:
-    """What a group of runs was measured with; runs under another setup are never mixed in."""
+    """What a group of runs was measured with; runs under another setup are never mixed in.
+
+    ``fingerprint`` is ``fingerprint.Fingerprint.to_json()``: the trainer's files, the project
+    modules it imports, config files named in the command or flags, and the Python and torch
+    versions (see ``fingerprint.setup_files``).
+    """
 
     command: tuple[str, ...]
     train_tokens: int
     flags: tuple[str, ...]
-    trainer_files: tuple[tuple[str, str], ...]  # (path as given, sha256)
+    fingerprint: dict[str, Any]
 
     def key(self) -> str:
         blob = json.dumps(self.to_json(), sort_keys=True).encode()
@@ -165,16 +172,19 @@ class Setup:
             "command": list(self.command),
             "train_tokens": self.train_tokens,
             "flags": list(self.flags),
-            "trainer_files": {name: digest for name, digest in self.trainer_files},
+            "fingerprint": self.fingerprint,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Setup":
+        fingerprint = data.get("fingerprint")
+        if not isinstance(fingerprint, dict):  # measured before setups were fingerprinted
+            fingerprint = {"files": {str(k): str(v) for k, v in dict(data.get("trainer_files", {})).items()}}
         return cls(
             command=tuple(str(a) for a in data["command"]),
             train_tokens=int(data["train_tokens"]),
             flags=tuple(str(a) for a in data.get("flags", [])),
-            trainer_files=tuple(sorted((str(k), str(v)) for k, v in data["trainer_files"].items())),
+            fingerprint=fingerprint,
         )
 
     def differences(self, other: "Setup") -> list[str]:
@@ -186,24 +196,14 @@ class Setup:
             changes.append(f"train tokens {other.train_tokens} → {self.train_tokens}")
         if self.flags != other.flags:
             changes.append(f"flags {list(other.flags)} → {list(self.flags)}")
-        mine, theirs = dict(self.trainer_files), dict(other.trainer_files)
-        for name in sorted(set(mine) | set(theirs)):
-            if mine.get(name) != theirs.get(name):
-                old, new = theirs.get(name, "absent"), mine.get(name, "absent")
-                changes.append(f"{name} changed (sha256 {old[:12]} → {new[:12]})")
+        try:
+            old = Fingerprint.from_json(other.fingerprint)
+        except ValueError:
+            return [*changes, "the stored fingerprint is unreadable"]
+        changes += Fingerprint.from_json(self.fingerprint).differences(old)
+        if not changes and self.to_json() != other.to_json():
+            changes.append("the fingerprint's notes differ")
         return changes
-
-
-def trainer_files(command: tuple[str, ...], cwd: Path) -> tuple[tuple[str, str], ...]:
-    """Fingerprint the script files named in the trainer command (e.g. ``train_llm.py``)."""
-    found = []
-    for arg in command[1:]:
-        if arg.startswith("-"):
-            continue
-        path = Path(arg) if Path(arg).is_absolute() else cwd / arg
-        if path.suffix in {".py", ".sh"} and path.is_file():
-            found.append((arg, sha256_file(path)))
-    return tuple(sorted(found))
 
 
 def _extra(value: Any) -> dict[str, Any]:

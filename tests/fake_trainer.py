@@ -11,7 +11,11 @@ Behaviours: exit3, nan, inf, silent (no val_loss), hang, selfkill (SIGKILL itsel
 stubborn (notes SIGTERM in ``fake_sigterm.txt`` and carries on),
 bigline (one line of 100 MB), flood (about 1 GB of log lines), grandchild (starts a
 sleeping child that outlives it unless its process group is ended, and writes both pids
-to ``fake_grandchild.pid``).
+to ``fake_grandchild.pid``), setsid (the same child in a session of its own, and the run
+then finishes normally), early_inf (the first evaluation prints inf), step0 (evaluates only
+at step 0, then trains on), early_eval (its last evaluation is at step 30 of 50), progress
+(a tqdm-style bar redrawn with ``\r``, the evaluations printed over it), shuffled (the final
+evaluation is printed first), redirect (sends its own output to ``fake_redirected.txt``).
 Started with ``--worker`` it speaks the warm executor's worker protocol (docs/executors.md):
 ``exprun-worker: ready``, then one run per JSON line on stdin, each ending with
 ``exprun-worker: done <code>``; it exits after a failed run and at the end of its input.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve([a for a in argv if a != "--worker"])
     parser = argparse.ArgumentParser()
     parser.add_argument("--train_tokens", type=int, required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("-s", "--seed", type=int, required=True)  # a short alias, as many trainers have
     parser.add_argument("--output_dir", required=True)
     args, flags = parser.parse_known_args(argv)
     key = " ".join(flags)
@@ -117,11 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         print("stubborn...", flush=True)
         while True:
             time.sleep(1)
-    if behaviour == "grandchild":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    if behaviour in {"grandchild", "setsid"}:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
+                                 start_new_session=behaviour == "setsid")
         with open("fake_grandchild.pid", "a") as handle:
             handle.write(f"{os.getpid()} {child.pid}\n")
-        time.sleep(3600)
+        if behaviour == "grandchild":
+            time.sleep(3600)
+    if behaviour == "redirect":
+        redirected = os.open("fake_redirected.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(redirected, 1)
+        os.dup2(redirected, 2)
+        time.sleep(0.5)  # still training after its output to exprun has ended
     if behaviour == "bigline":
         chunk = "x" * (1 << 20)
         for _ in range(100):
@@ -140,9 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     # A decaying learning curve whose last value is the planned loss; the early steps wobble
     # a little with the seed so that the curve bands in reports have some width.
     wobble = 1 + ((args.seed * 31) % 7 - 3) / 30
-    for step, above in CURVE:
-        value = loss + above * wobble
-        print(f"Step {step} | val_loss: {value:.4f} | train_loss: {value + 0.1:.4f} | tok/s: 1,000 | elapsed: {step / 100:.1f}s")
+    evals = [(step, loss + above * wobble) for step, above in CURVE]
+    if behaviour == "early_inf":
+        evals[0] = (evals[0][0], math.inf)
+    if behaviour == "step0":
+        evals = [(0, loss + 3.0)]
+    if behaviour == "early_eval":
+        evals = evals[:3]
+    if behaviour == "shuffled":
+        evals = evals[-1:] + evals[:-1]
+    end = "\n"
+    for step, value in evals:
+        if behaviour == "progress":
+            for done in range(step - 9, step + 1):
+                sys.stdout.write(f"\r{done * 2}%|{'#' * (done // 5):<10}| {done}/50 [00:01<00:01]")
+            sys.stdout.write("\r")
+            end = "\r"
+        sys.stdout.write(f"Step {step} | val_loss: {value:.4f} | train_loss: {value + 0.1:.4f} | tok/s: 1,000 | "
+                         f"elapsed: {step / 100:.1f}s{end}")
+    if behaviour in {"step0", "early_eval"}:
+        for step in range(10, 51, 10):
+            print(f"Step {step} | train_loss: {loss + 0.1:.4f}")
     sys.stdout.flush()
     with open("fake_calls.jsonl", "a") as handle:
         handle.write(json.dumps({

@@ -624,3 +624,152 @@ def test_a_log_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) -> N
     result = run_trainer(spec)
     assert result.ok and result.val_loss == 2.0
     assert result.tail[-1] == "[exprun: the log file could not be written: [Errno 28] No space left on device]"
+
+
+# ------------------------------------------------------- 10. what a run records
+def test_an_early_inf_then_a_finite_final_value_keeps_the_run(project: Project) -> None:
+    project.plan(behaviour={"137": "early_inf"})
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=5)
+    assert "Traceback" not in result.stdout.str()
+    record = json.loads(_record(project, 137).read_text())
+    assert record["val_loss"] == 2.02
+    assert [step for step, _ in record["curve"]] == [20, 30, 40, 50]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [
+        ("step0", "trainer evaluated only at step 0, before any training (an untrained model's loss); make the "
+                  "trainer evaluate after its last step*"),
+        ("early_eval", "trainer did not evaluate at its final step (its last val_loss is at step 30, but it "
+                       "reported step 50); exprun records the final evaluation*"),
+    ],
+)
+def test_a_run_without_a_final_evaluation_fails_in_one_line(project: Project, behaviour: str, message: str) -> None:
+    project.plan(behaviour={"256": behaviour})
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([f"baseline[[]seed256[]]: {message} after *s"])
+    assert stored_seeds(project) == [42, 137, 512, 1024]
+    assert not (project.research / "baseline_variance_1M.md").exists()
+
+
+@pytest.mark.parametrize("behaviour", ["progress", "shuffled"])
+def test_the_final_evaluation_is_recorded_whatever_the_output_looks_like(project: Project, behaviour: str) -> None:
+    project.plan(behaviour={"42": behaviour})
+    project.run("-m", "baseline", "-k", "seed42").assert_outcomes(passed=1)
+    record = json.loads(_record(project, 42).read_text())
+    assert record["val_loss"] == 2.0
+    assert record["curve"][-1] == [50, 2.0]
+
+
+def test_a_grandchild_in_a_session_of_its_own_does_not_outlive_its_run(project: Project) -> None:
+    project.plan(behaviour={"42": "setsid"})
+    project.run("-m", "baseline", "-k", "seed42").assert_outcomes(passed=1)
+    trainer, grandchild = grandchild_pids(project)
+    assert not pid_alive(trainer)
+    wait_for(lambda: not pid_alive(grandchild), timeout=10, what="the setsid grandchild to be ended")
+
+
+def test_a_trainer_that_redirects_its_output_is_not_told_it_was_killed(project: Project) -> None:
+    project.plan(behaviour={"42": "redirect"})
+    result = project.run("-m", "baseline", "-k", "seed42")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["baseline[[]seed42[]]: trainer printed no val_loss (expected lines like*"])
+    assert "killed by a signal" not in result.stdout.str()
+    assert "Step 50 | val_loss: 2.0000" in (project.path / "fake_redirected.txt").read_text()
+
+
+# --------------------------------------------------- 11. inputs refused before any run
+SHELL_TRAINER_WITH_HELP = """#!/bin/sh
+if [ "$1" = "--help" ]; then
+  echo "usage: train.sh [-h] [-S SEED] [--train_tokens N] [--output_dir DIR]"
+  echo "  -S SEED, --seed SEED  the seed"
+  exit 0
+fi
+echo "Step 1 | val_loss: 2.0"
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiment=use_x\0"], "--experiment='use_x\\x00' contains a NUL byte, which no program argument can "
+                                   "hold; remove it"),
+        (["--experiment=use_x", "--exprun-command=python fake_trainer.py\0"],
+         "--exprun-command contains a NUL byte*"),
+        (["--experiment=use_x", "--experiment-name=a\0b"], "--experiment-name contains a NUL byte*"),
+        (["--exprun-timeout=nan"], "--exprun-timeout must be a finite number of seconds, got 'nan'"),
+        (["--exprun-timeout=inf"], "--exprun-timeout must be a finite number of seconds, got 'inf'"),
+        (["--exprun-timeout=-0.5"], "--exprun-timeout must be 0 (no limit) or positive, got -0.5"),
+        (["--exprun-lock-wait=nan"], "--exprun-lock-wait must be a finite number of seconds, got 'nan'"),
+        (["--exprun-experiment-seeds=42"], "--exprun-experiment-seeds needs at least 2 seeds*"),
+        (["--experiment=-s 7"], "--experiment='-s 7' passes -s, which would override --seed*"),
+        (["--experiment=-s7"], "*passes -s7, which would override --seed*"),
+        (["--experiment=--lr 1e-3 -s=7"], "*passes -s, which would override --seed*"),
+        (["--experiment=summary"], "an experiment cannot be named 'summary': exprun uses that name for its own "
+                                   "files; pass --experiment-name"),
+        (["--experiment=use_x", "--experiment-name=Baseline"], "an experiment cannot be named 'Baseline'*"),
+        (["--experiment=Use_x", "--experiment=use_x"], "--experiment='use_x' and --experiment='Use_x' both make the "
+                                                        "report name*"),
+        (["--exprun-fingerprint-include=/etc/passwd"], "--exprun-fingerprint-include: '/etc/passwd' must be a path "
+                                                        "or glob inside the rootdir*"),
+        (["--exprun-fingerprint-exclude=../x"], "--exprun-fingerprint-exclude: '../x' must be a path or glob*"),
+    ],
+)
+def test_hostile_input_is_refused_in_one_line_before_any_run(project: Project, args: list[str], message: str) -> None:
+    result = project.run(*args) if any(a.startswith("--experiment") for a in args) else project.run("-m", "baseline", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert len(errors) == 1, errors
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert project.started() == []
+
+
+def test_a_negative_value_is_not_taken_for_a_short_option(project: Project) -> None:
+    project.plan(behaviour={})
+    result = project.run("--experiment=--lr -1e-3", "-k", "seed42", "-m", "experiment")
+    assert result.ret != pytest.ExitCode.USAGE_ERROR
+    assert [c["flags"] for c in project.calls() if c["flags"]] == [["--lr", "-1e-3"]]
+
+
+def test_short_options_of_a_trainer_that_is_not_python_come_from_its_help(project: Project) -> None:
+    trainer = project.path / "train.sh"
+    trainer.write_text(SHELL_TRAINER_WITH_HELP)
+    trainer.chmod(0o755)
+    _refused(project, "ERROR: --experiment='-S 3' passes -S, which would override --seed*",
+             args=("--experiment=-S 3", "--exprun-command=./train.sh"))
+
+
+def test_names_that_differ_keep_their_own_reports(project: Project) -> None:
+    project.plan({"--better yes": {"42": 1.9, "137": 1.91, "256": 1.89},
+                  "--better-yes": {"42": 2.1, "137": 2.11, "256": 2.09}})
+    result = project.run("--experiment=better=yes", "--experiment=better-yes")
+    result.assert_outcomes(passed=12, failed=1, skipped=4)  # one WINNER, one LOSER
+    reports = sorted(p.name for p in project.research.glob("experiment_*.md"))
+    assert len(reports) == 2 and "experiment_better-yes_1M.md" in reports
+    assert "WINNER" in (project.research / "experiment_better-yes_1M.md").read_text()
+
+
+def test_a_report_name_is_never_reused_for_other_flags(tmp_path: Path) -> None:
+    from pytest_exprun.settings import check_report_flags
+
+    report = tmp_path / "experiment_mine_1M.md"
+    check_report_flags(report, ["--use_x"], ["--use_x"])
+    check_report_flags(report, None, ["--use_x"])
+    with pytest.raises(pytest.UsageError, match=r"was measured for the flags \['--use_y'\], not \['--use_x'\]; "
+                                                r"a report name is never reused for different flags"):
+        check_report_flags(report, ["--use_y"], ["--use_x"])
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("better=yes", "better-yes"), ("better=yes", "--better=yes"), ("a=b-c", "a-b=c"), ("x=1", "--x 1 --y"),
+     ("lr=3e-3", "--lr-3e 3"), ("note=a b", "note=a_b")],
+)
+def test_experiment_names_of_different_flags_differ(first: str, second: str) -> None:
+    from pytest_exprun.protocol import experiment_flags, experiment_name
+
+    a, b = experiment_flags(first), experiment_flags(second)
+    assert a != b and experiment_name(a) != experiment_name(b)

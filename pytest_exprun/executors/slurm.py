@@ -9,7 +9,6 @@ not only submitit's ``sacct`` watcher, so clusters without accounting work too.
 
 from __future__ import annotations
 
-import math
 import subprocess
 import time
 from collections import deque
@@ -17,8 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
-from ..runner import TAIL_LINES, Failure, LineParser, RunResult, RunSpec, parse_step_line, run_trainer
+from ..runner import (
+    EVALUATION_FAILURES,
+    TAIL_LINES,
+    Failure,
+    LineParser,
+    RunResult,
+    RunSpec,
+    log_lines,
+    parse_lines,
+    parse_step_line,
+    run_trainer,
+)
 from . import Executor, ExecutorError, LineSink, RunHandle
 
 if TYPE_CHECKING:
@@ -77,22 +86,16 @@ def reparse(result: RunResult, parse_line: LineParser) -> RunResult:
     """Apply a project's own line parser (it may hold pytest objects, so it stays on this side).
 
     The node parsed with the default parser; the log it wrote is read again here and the
-    val_loss and failure are decided the same way ``run_trainer`` decides them.
+    val_loss and failure are decided by the same rules as in ``run_trainer``.
     """
-    if parse_line is parse_step_line or result.failure not in (None, Failure.NO_VAL_LOSS, Failure.NON_FINITE):
+    if parse_line is parse_step_line or result.failure not in (None, *EVALUATION_FAILURES):
         return result
     try:
-        with open(result.spec.log_path, encoding="utf-8", errors="replace") as handle:
-            curve = tuple(p for line in handle if (p := parse_line(line.rstrip("\n"))) is not None)
+        evals = parse_lines(log_lines(result.spec.log_path), parse_line)
     except OSError:
         return result
-    val_loss = curve[-1][1] if curve else None
-    failure = None
-    if val_loss is None:
-        failure = Failure.NO_VAL_LOSS
-    elif not math.isfinite(val_loss):
-        failure = Failure.NON_FINITE
-    return replace(result, curve=curve, val_loss=val_loss, failure=failure)
+    return replace(result, curve=evals.curve, val_loss=evals.val_loss, failure=evals.problem(),
+                   eval_step=evals.eval_step, final_step=evals.final_step)
 
 
 class _Job(RunHandle):

@@ -34,6 +34,7 @@ from ..runner import (
     classify,
     end_process,
     read_until,
+    result_of,
     start_process,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
@@ -110,8 +111,7 @@ class WarmExecutor(Executor):
                 lines.tail.append(f"[exprun: {note}]")
                 log.write(f"[exprun: {note}]\n".encode())
             log.close(lines.tail)
-            return RunResult(spec, lines.val_loss, time.perf_counter() - start, tuple(lines.curve), returncode,
-                             failure, tuple(lines.tail), wall_start, where=where)
+            return result_of(spec, lines, time.perf_counter() - start, returncode, failure, wall_start, where)
 
         if tuple(spec.argv[: len(self.command)]) != self.command:
             return failed(Failure.NOT_STARTED, None, (
@@ -156,9 +156,8 @@ class WarmExecutor(Executor):
             if stopped is None and returncode == 0:
                 stopped = Failure.WORKER_LOST
         log.close(lines.tail)
-        failure = classify(stopped, returncode, lines.val_loss)
-        return RunResult(spec, lines.val_loss, wall_time, tuple(lines.curve), returncode, failure,
-                         tuple(lines.tail), wall_start, where=where if failure else "")
+        failure = classify(stopped, returncode, lines.evals)
+        return result_of(spec, lines, wall_time, returncode, failure, wall_start, where if failure else "")
 
     def _retire(self, grace: float) -> int | None:
         worker, self._worker = self._worker, None
