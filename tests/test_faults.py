@@ -394,8 +394,8 @@ def test_baseline_from_another_trainer_command_is_refused_saying_what_changed(pr
     _refused(
         project,
         "ERROR: *baseline_variance_1M.md was measured with a different setup (trainer command "
-        "'python fake_trainer.py' → 'python fake_trainer2.py'; fake_trainer.py changed (sha256 * → absent); "
-        "fake_trainer2.py changed (sha256 absent → *)); it is not reused for a changed trainer: "
+        "'python fake_trainer.py' → 'python fake_trainer2.py'; fake_trainer.py is no longer part of the setup "
+        "(was sha256 *); fake_trainer2.py is new in the setup (sha256 *)); it is not reused for a changed trainer: "
         "re-measure with --exprun-rerun-baseline*",
         args=("--experiment=use_x", "--exprun-command=python fake_trainer2.py"),
     )

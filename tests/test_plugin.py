@@ -255,7 +255,7 @@ def test_user_templates_override_the_shipped_ones(project: Project) -> None:
         (["--exprun-command=python missing.py"], "*trainer file*missing.py does not exist*"),
         (["--exprun-command=./no-such-program"], "*'./no-such-program' is not an executable program*"),
         (["--experiment=use_x", "--experiment=use_y", "--experiment-name=z"], "*--experiment-name names one experiment*"),
-        (["--experiment=a-b", "--experiment=--a b"], "*both make the report name 'a-b'"),
+        (["--experiment=Use_x", "--experiment=use_x"], "*both make the report name*"),
         (["--exprun-accept=maybe"], "--exprun-accept must be 'winner' or 'neutral'*"),
     ],
 )
