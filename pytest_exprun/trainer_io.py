@@ -396,6 +396,23 @@ class TrainerIO:
     def flags(self, spec: str) -> list[str]:
         return experiment_flags(spec, self.flag_style)
 
+    def identity(self) -> tuple[str, ...]:
+        """What, beyond the command, decides what a run measures, for the setup's fingerprint.
+
+        Empty with the defaults, so a baseline measured before these settings existed stays valid;
+        the flag style needs no entry, since it shows in the experiment's flags.
+        """
+        parts: list[str] = []
+        if self.argv.words != tuple(shlex.split(DEFAULT_ARGV)):
+            parts += ["argv:", *self.argv.words]
+        if self.argv.tokens_per_step is not None:
+            parts.append(f"tokens_per_step:{self.argv.tokens_per_step}")
+        if self.line_pattern:
+            parts.append(f"line_pattern:{self.line_pattern}")
+        if self.result is not None:
+            parts.append(f"result:{self.result}")
+        return tuple(parts)
+
 
 def describe(io: TrainerIO, argv_prefix: Sequence[str] = ()) -> str:
     """One line for the session header: how runs are started and where their value comes from."""

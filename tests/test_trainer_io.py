@@ -299,3 +299,22 @@ def test_zero_steps_are_refused_when_the_settings_load() -> None:
 def test_bad_pattern_is_refused_when_the_settings_load() -> None:
     with pytest.raises(TrainerIOError, match="exprun_line_pattern"):
         TrainerIO.load(ini(line_pattern="val loss (.*)"), train_tokens=1000)
+
+
+def test_identity_is_empty_for_the_defaults_and_names_every_change() -> None:
+    assert TrainerIO.load(ini(), 1000).identity() == ()
+    changed = TrainerIO.load(ini(argv="--s {seed}", line_pattern=NANOGPT, result="r.json:loss"), 1000).identity()
+    assert changed == ("argv:", "--s", "{seed}", f"line_pattern:{NANOGPT}", "result:r.json:loss")
+    assert TrainerIO.load(ini(result="r.json:loss"), 1000).identity() != TrainerIO.load(ini(result="r.json:acc"), 1000).identity()
+
+
+def test_header_line_says_how_runs_start_and_where_the_value_comes_from() -> None:
+    from pytest_exprun.trainer_io import describe
+
+    io = TrainerIO.load(ini(argv="--max_steps {steps}", tokens_per_step="1024", result="eval_results.json:eval_loss"),
+                        32768)
+    assert describe(io, ["python", "train_hf.py"]) == (
+        "runs: python train_hf.py --max_steps {steps} [+ flags, space style]; "
+        "eval_loss from eval_results.json:eval_loss (after the run)"
+    )
+    assert describe(TrainerIO.load(ini(), 1000)).endswith("val_loss from 'Step N | val_loss: X' lines")
