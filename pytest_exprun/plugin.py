@@ -30,10 +30,6 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
         pluginmanager.register(builtin, f"exprun-executor-{builtin.name}")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_exprun_parse_line(config: pytest.Config, line: str) -> tuple[int, float] | None:
-    """The default result parser: ``Step N | val_loss: X | ...`` lines, as train_llm.py prints them."""
-    return parse_step_line(line)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -127,6 +123,12 @@ class ProtocolPlugin:
         self.config = config
         self.settings = settings
         self.protocol = ProtocolSession(config, settings)
+        self._parse = settings.trainer_io.parse_line() or parse_step_line
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_exprun_parse_line(self, config: pytest.Config, line: str) -> tuple[int, float] | None:
+        """The default result parser: ``exprun_line_pattern`` if set, else ``Step N | val_loss: X | ...``."""
+        return self._parse(line)
 
     def pytest_report_header(self) -> list[str]:
         s = self.settings

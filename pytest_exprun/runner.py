@@ -59,6 +59,7 @@ class Failure(str, Enum):
     SIGNAL = "was killed by a signal"
     TIMEOUT = "timed out"
     NO_VAL_LOSS = "printed no val_loss"
+    NO_RESULT = "left no usable result file"
     NON_FINITE = "printed a non-finite val_loss"
     NOT_FINAL = "did not evaluate at its final step"
     ONLY_STEP_ZERO = "evaluated only at step 0, before any training"
@@ -121,6 +122,8 @@ class RunResult:
             what += f" ({self.val_loss}); the run diverged"
         elif self.failure is Failure.NO_VAL_LOSS:
             what += " (expected lines like 'Step 240 | val_loss: 1.9876 | ...')"
+        elif self.failure is Failure.NO_RESULT:
+            what += f" ({self.where or 'see exprun_result'})"
         elif self.failure is Failure.NOT_FINAL:
             what += (f" (its last val_loss is at step {self.eval_step}, but it reported step {self.final_step}); "
                      "exprun records the final evaluation: make the trainer evaluate after its last step")
@@ -128,7 +131,7 @@ class RunResult:
             what += (" (an untrained model's loss); make the trainer evaluate after its last step "
                      "(e.g. set its eval interval)")
         what += f" after {self.wall_time:.1f}s"
-        if self.where:
+        if self.where and self.failure is not Failure.NO_RESULT:
             what += f" ({self.where})"
         lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
         return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"

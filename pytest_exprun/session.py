@@ -22,6 +22,7 @@ from .executors import Executor, ExecutorError, RunHandle
 from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure
 from .publish import DECISION, Publisher, compare_runs, now
 from .runner import RunResult, RunSpec
+from .trainer_io import run_environment, with_result_file
 from .settings import Experiment, Settings
 from .store import (
     RunRecord,
@@ -190,8 +191,9 @@ class ProtocolSession:
             flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
             found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
             self._fingerprints[group] = found
-            self._setups[group] = Setup(command=s.command, train_tokens=s.train_tokens, flags=flags,
-                                        fingerprint=found.to_json())
+            # Non-default trainer I/O settings change what a run measures: part of the setup.
+            self._setups[group] = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens,
+                                        flags=flags, fingerprint=found.to_json())
         return self._setups[group]
 
     def _setup_changed(self, group: str) -> list[str]:
@@ -224,8 +226,9 @@ class ProtocolSession:
         s = self.settings
         flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
         output_dir = s.checkpoints_dir / research_tag(s.research_dir) / f"{group}_{s.scale}_seed{seed}"
-        argv = [*s.argv_prefix(), "--train_tokens", str(s.train_tokens), "--seed", str(seed),
-                "--output_dir", str(output_dir), *flags]
+        template = s.trainer_io.argv
+        argv = [*s.argv_prefix(), *template.render(seed=seed, train_tokens=s.train_tokens, output_dir=output_dir),
+                *flags]
         custom = self._hook("pytest_exprun_build_argv", group=group, seed=seed, argv=list(argv))
         if custom is not None:
             argv = [str(a) for a in custom]
@@ -238,6 +241,7 @@ class ProtocolSession:
             output_dir=output_dir,
             log_path=self.store.log_path(group, key, seed),
             timeout=s.timeout,
+            env=run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
             cwd=s.rootdir,
         )
 
@@ -300,7 +304,8 @@ class ProtocolSession:
             self.terminal.run_ended(counter, label, f"FAILED after {result.wall_time:.1f}s")
             raise ProtocolFailure(message)
         record = early if early is not None else self._store(result)
-        self.terminal.run_ended(counter, label, f"done in {result.wall_time:.1f}s, val_loss {result.val_loss:.4f}")
+        metric = self.settings.trainer_io.metric_name
+        self.terminal.run_ended(counter, label, f"done in {result.wall_time:.1f}s, {metric} {result.val_loss:.4f}")
         return record
 
     def _await(self, handle: RunHandle) -> RunResult:
@@ -308,14 +313,14 @@ class ProtocolSession:
         if self.executor is not None and self.executor.eager:
             while not handle.wait(0.2):
                 self._store_finished()
-        return handle.result()
+        return with_result_file(handle.result(), self.settings.trainer_io.result)
 
     def _store_finished(self) -> None:
         """Store the finished, successful runs no test has asked for yet, so an interruption keeps them."""
         for key, handle in list(self.handles.items()):
             if key not in self._stored_early and handle.wait(0):
                 try:
-                    result = handle.result()
+                    result = with_result_file(handle.result(), self.settings.trainer_io.result)
                 except Exception:  # noqa: BLE001 - raised again, and reported, by that run's own test
                     continue
                 if result.ok:

@@ -20,6 +20,9 @@ from typing import Callable
 
 import pytest
 
+from .trainer_io import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
+from .trainer_io import OPTIONS as TRAINER_IO_OPTIONS
+
 from .protocol import (
     BASELINE_SEEDS,
     DEFAULT_TRAIN_TOKENS,
@@ -71,6 +74,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "e.g. 'data/prepare.py configs/*.yaml'; the trainer and the project modules it imports are found by themselves"),
     ("fingerprint_exclude", "exprun_fingerprint_exclude", "",
      "paths or globs left out of the setup's fingerprint (relative to the rootdir), e.g. 'vendor/ scratch_*.py'"),
+    *TRAINER_IO_OPTIONS,
 )
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
@@ -120,6 +124,7 @@ class Settings:
     experiments: tuple[Experiment, ...]
     rootdir: Path
     slurm: SlurmSettings = field(default_factory=lambda: SlurmSettings())
+    trainer_io: TrainerIO = field(default_factory=lambda: TrainerIO(ArgvTemplate.parse(DEFAULT_ARGV)))
     #: Extra files or globs, and excluded paths, for the setup's fingerprint (see fingerprint.py).
     fingerprint_include: tuple[str, ...] = ()
     fingerprint_exclude: tuple[str, ...] = ()
@@ -248,7 +253,11 @@ def load(config: pytest.Config) -> Settings:
 
     research_dir = rootdir / get("research_dir")
     slurm = _slurm(get, rootdir, research_dir) if executor == "slurm" else SlurmSettings()
-    experiments = _experiments(config, command, rootdir)
+    try:
+        io = TrainerIO.load(lambda ini: get(ini[len("exprun_"):]), train_tokens)
+    except TrainerIOError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    experiments = _experiments(config, command, rootdir, io)
     return Settings(
         command=command,
         train_tokens=train_tokens,
@@ -269,6 +278,7 @@ def load(config: pytest.Config) -> Settings:
         experiments=experiments,
         rootdir=rootdir,
         slurm=slurm,
+        trainer_io=io,
         fingerprint_include=_patterns(get("fingerprint_include"), "--exprun-fingerprint-include"),
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
     )
@@ -330,16 +340,18 @@ _HELP_TIMEOUT_S = 30.0
 _NEGATIVE_NUMBER = re.compile(r"^-\d|^-\.\d|^-inf$|^-nan$", re.IGNORECASE)
 
 
-def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...], aliases: dict[str, str]) -> None:
+def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...], aliases: dict[str, str],
+                               protected: tuple[str, ...] = PROTOCOL_ARGUMENTS) -> None:
     """An experiment flag that overrides the seed, tokens or output dir would make the data wrong.
 
     The trainer takes the last value given, argparse accepts abbreviations (``--see``) and
     short options take their value attached (``-s7``); ``aliases`` maps the trainer's own
     option strings (``-s``, ``--random-seed``) to the protocol argument they set.
     """
-    longs = {name: name for name in PROTOCOL_ARGUMENTS}
+    longs = {name: name for name in (*PROTOCOL_ARGUMENTS, *protected) if name.startswith("--")}
     longs.update({opt: dest for opt, dest in aliases.items() if opt.startswith("--")})
-    shorts = {opt: dest for opt, dest in aliases.items() if not opt.startswith("--")}
+    shorts = {name: name for name in protected if not name.startswith("--")}
+    shorts.update({opt: dest for opt, dest in aliases.items() if not opt.startswith("--")})
     for flag in flags:
         name = flag.split("=", 1)[0]
         clash = None
@@ -444,7 +456,8 @@ def check_report_flags(report: Path, recorded: Sequence[str] | None, flags: Sequ
     )
 
 
-def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: Path | None = None) -> tuple[Experiment, ...]:
+def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: Path | None = None,
+                 io: TrainerIO | None = None) -> tuple[Experiment, ...]:
     specs: list[str] = config.getoption("experiment") or []
     custom_name = config.getoption("experiment_name")
     if custom_name is not None and len(specs) != 1:
@@ -455,7 +468,8 @@ def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: 
     for spec in specs:
         _refuse_nul(spec, f"--experiment={spec!r}")
         try:
-            parsed.append((spec, tuple(experiment_flags(spec))))
+            # The trainer's style (exprun_flag_style) for the flags; the report name from the plain form.
+            parsed.append((spec, tuple(io.flags(spec) if io is not None else experiment_flags(spec))))
         except ProtocolError as exc:
             raise pytest.UsageError(str(exc)) from None
     aliases: dict[str, str] = {}
@@ -467,8 +481,8 @@ def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: 
         aliases = {k: v for k, v in _static_aliases(command, rootdir).items() if k.startswith("--")}
     found: dict[str, Experiment] = {}
     for spec, flags in parsed:
-        _refuse_protocol_arguments(spec, flags, aliases)
-        name = safe_name(custom_name) if custom_name is not None else experiment_name(list(flags))
+        _refuse_protocol_arguments(spec, flags, aliases, io.argv.protocol_options() if io is not None else ())
+        name = safe_name(custom_name) if custom_name is not None else experiment_name(experiment_flags(spec))
         if name.casefold() in RESERVED_NAMES:
             raise pytest.UsageError(
                 f"an experiment cannot be named {name!r}: exprun uses that name for its own files; "

@@ -16,11 +16,12 @@ import shlex
 import stat
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from .protocol import experiment_flags as plain_experiment_flags
+from .runner import EVALUATION_FAILURES, Failure, RunResult
 
 DEFAULT_ARGV = "--train_tokens {train_tokens} --seed {seed} --output_dir {output_dir}"
 #: The fields an argv template may use; ``{steps}`` needs ``exprun_tokens_per_step``.
@@ -421,3 +422,24 @@ def describe(io: TrainerIO, argv_prefix: Sequence[str] = ()) -> str:
     )
     command = " ".join([*argv_prefix, *io.argv.words])
     return f"runs: {command} [+ flags, {io.flag_style} style]; {io.metric_name} from {source}"
+
+
+def with_result_file(result: RunResult, source: "ResultSource | None") -> RunResult:
+    """With ``exprun_result`` set, a cleanly finished run's value is the one in its result file.
+
+    The file wins over printed lines; a missing file or key, or a non-finite value, fails the
+    run with a message naming the file. Read before the output dir is removed.
+    """
+    if source is None or result.returncode != 0 or (result.failure is not None
+                                                     and result.failure not in EVALUATION_FAILURES):
+        return result
+    try:
+        step, value = read_result(source, result.spec.output_dir)
+    except TrainerIOError as exc:
+        return replace(result, val_loss=None, failure=Failure.NO_RESULT, where=str(exc))
+    if not math.isfinite(value):
+        return replace(result, val_loss=value, failure=Failure.NON_FINITE)
+    curve = tuple(result.curve)
+    if step is not None and (not curve or curve[-1][0] < step):
+        curve = (*curve, (step, value))
+    return replace(result, val_loss=value, curve=curve, failure=None)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import QUIET_REWRITE
 from pytest_exprun.trainer_io import (
     DEFAULT_ARGV,
     ArgvTemplate,
@@ -318,3 +319,102 @@ def test_header_line_says_how_runs_start_and_where_the_value_comes_from() -> Non
         "eval_loss from eval_results.json:eval_loss (after the run)"
     )
     assert describe(TrainerIO.load(ini(), 1000)).endswith("val_loss from 'Step N | val_loss: X' lines")
+
+
+# ------------------------------------------------------- through the plugin
+#: A trainer with its own conventions: no seed option (EXPRUN_SEED), iterations, --key=value,
+#: its own print format and a result file. It notes what it was given in calls.jsonl.
+OWN_TRAINER = """
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+seed = int(os.environ["EXPRUN_SEED"])
+loss = {"42": 2.00, "137": 2.02, "256": 1.98, "512": 2.01, "1024": 1.99}[str(seed)] - float(args.get("lr", 0))
+out = os.environ["EXPRUN_OUTPUT_DIR"]
+with open("calls.jsonl", "a") as f:
+    f.write(json.dumps({"argv": sys.argv[1:], "seed": seed, "out": out, "steps": os.environ.get("EXPRUN_STEPS")}) + "\\n")
+print(f"it {args['iters']}/{args['iters']} | loss={loss + 0.5:.4f}", flush=True)
+print(f"Step {args['iters']} | val_loss: 9.0", flush=True)  # the file, when configured, wins over this
+os.makedirs(out, exist_ok=True)
+if os.environ.get("NO_RESULT") is None:
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump({"metrics": {"loss": loss, "step": int(args["iters"])}}, f)
+"""
+
+OWN_INI = """[pytest]
+exprun_command = python own.py
+exprun_argv = --iters={steps}
+exprun_tokens_per_step = 100
+exprun_train_tokens = 1000
+exprun_flag_style = equals
+"""
+
+
+@pytest.fixture
+def own(pytester: pytest.Pytester) -> pytest.Pytester:
+    (pytester.path / "own.py").write_text(OWN_TRAINER)
+    return pytester
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted((path / "docs" / "research").rglob("seed*.json"))]
+
+
+def test_result_file_value_is_recorded_and_named_after_its_key(own: pytest.Pytester) -> None:
+    own.makeini(OWN_INI + "exprun_result = result.json:metrics.loss\n")
+    result = own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "--experiment=lr=0.1", "-q")
+    result.assert_outcomes(passed=9, skipped=2)
+    result.stdout.fnmatch_lines(["*baseline[[]seed42[]] done in *, metrics.loss 2.0000"])
+    calls = [json.loads(line) for line in (own.path / "calls.jsonl").read_text().splitlines()]
+    assert {c["seed"] for c in calls} == {42, 137, 256, 512, 1024}
+    assert all(c["argv"][0] == "--iters=10" and c["steps"] == "10" for c in calls)
+    assert [c["argv"][1:] for c in calls if len(c["argv"]) > 1] == [["--lr=0.1"]] * 3
+    assert all(Path(c["out"]).is_absolute() for c in calls)
+    assert sorted(r["val_loss"] for r in records(own.path) if r["group"] == "baseline") == [1.98, 1.99, 2.0, 2.01, 2.02]
+    assert all(r["curve"] == [[10, 9.0]] for r in records(own.path))  # the file's step equals the line's
+
+
+def test_missing_result_file_fails_the_run_naming_the_file(own: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    own.makeini(OWN_INI + "exprun_result = result.json:metrics.loss\n")
+    monkeypatch.setenv("NO_RESULT", "1")
+    result = own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "-m", "baseline", "-q", "-x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the run left no result.json in *baseline*seed42*"])
+    assert records(own.path) == []
+
+
+def test_line_pattern_reads_the_trainers_own_format(own: pytest.Pytester) -> None:
+    own.makeini(OWN_INI + r"exprun_line_pattern = ^it (?P<step>\d+)/\d+ \| loss=(?P<value>\S+)" + "\n")
+    own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "-m", "baseline", "-q").assert_outcomes(passed=5)
+    assert sorted(r["val_loss"] for r in records(own.path)) == [2.48, 2.49, 2.5, 2.51, 2.52]
+
+
+def test_experiment_may_not_set_an_option_the_template_sets(own: pytest.Pytester) -> None:
+    own.makeini(OWN_INI)
+    result = own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "--experiment=iters=3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--experiment='iters=3' passes --iters, which would override --iters*"])
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("exprun_argv = --iters={iterations}", "*exprun_argv has an unknown field {iterations}*"),
+    ("exprun_line_pattern = loss=(\\S+)", "*exprun_line_pattern * has no named group 'step' or 'value'*"),
+    ("exprun_result = result.json", "*exprun_result 'result.json' is not FILE:KEY*"),
+    ("exprun_flag_style = colon", "*exprun_flag_style must be 'space'*"),
+])
+def test_bad_trainer_settings_are_one_line_before_any_run(own: pytest.Pytester, line: str, message: str) -> None:
+    name = line.split(" = ")[0]
+    own.makeini("".join(kept for kept in OWN_INI.splitlines(True) if not kept.startswith(name + " ")) + line + "\n")
+    result = own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "-m", "baseline")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+    assert not (own.path / "calls.jsonl").exists()
+
+
+def test_a_baseline_is_not_reused_once_the_result_key_changes(own: pytest.Pytester) -> None:
+    own.makeini(OWN_INI + "exprun_result = result.json:metrics.loss\n")
+    own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "-m", "baseline", "-q").assert_outcomes(passed=5)
+    own.makeini(OWN_INI + "exprun_result = result.json:metrics.step\n")
+    result = own.runpytest("-p", "no:cacheprovider", *QUIET_REWRITE, "-m", "baseline", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*different setup*result:result.json:metrics.loss*result:result.json:metrics.step*"])
