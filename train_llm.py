@@ -8,7 +8,9 @@ Runs with no network and no GPU (default data: this Python's own standard-librar
 sources), and fast on one NVIDIA GPU (bf16 autocast, the whole step in one CUDA graph).
 Prints one line per evaluation, `Step N | val_loss: ... | train_loss: ... | tok/s: ... |
 elapsed: ...s`, the last one at --train_tokens, and writes metrics.json and ckpt.pt to
---output_dir. Exit codes: 0 done, 2 bad input, 3 diverged (NaN or inf loss).
+--output_dir. metrics.json's one_time_s is the part of wall_time_s spent building the corpus
+cache that later runs reuse (0 when it was there), so wall_time_s - one_time_s compares across
+runs. Exit codes: 0 done, 2 bad input, 3 diverged (NaN or inf loss).
 
 With --worker, one process runs run after run (JSON lines on stdin), each as a fresh process
 would, so a plugin pays Python's and torch's start-up once per session rather than once per run;
@@ -38,14 +40,16 @@ import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # Presets: model shape plus the recipe tuned for it at ~1M training tokens.
-# tiny is the default everywhere: a 2-core CPU trains it on 1M tokens in about 40 s
-# (context 64 keeps attention cheap there); small is nanoGPT's Shakespeare shape;
-# base is for GPU users.
+# The default, auto, is tiny on a CPU (a 2-core CPU trains it on 1M tokens in well under a
+# minute; context 64 keeps attention cheap there) and small on a GPU (nanoGPT's Shakespeare
+# shape, about a second of training there); base is a larger GPU model.
 PRESETS = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=64, lr=3e-3, warmup_frac=0.05,
                  eval_tokens=16384),
-    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, lr=2e-3, warmup_frac=0.1,
-                  eval_tokens=131072),  # batch 16: at 1M tokens, more steps beat bigger ones
+    # small: batch 16, since at 1M tokens more steps beat bigger ones; the same lr and warmup are
+    # also the best found at nanoGPT's batch 64 (docs/benchmarks.md, recipe sweep)
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, lr=2e-3, warmup_frac=0.3,
+                  eval_tokens=131072),
     "base": dict(n_layer=12, n_head=8, n_embd=512, block_size=512, batch_size=16, lr=5e-4, warmup_frac=0.1,
                  eval_tokens=262144),
 }
@@ -82,7 +86,8 @@ class Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", choices=sorted(PRESETS), default="tiny", help="model preset (default: tiny)")
+    p.add_argument("--config", choices=["auto", *sorted(PRESETS)], default="auto",
+                   help="model preset; auto: small when the run is on CUDA, else tiny (default: auto)")
     p.add_argument("--train_tokens", type=int, default=1_000_000,
                    help="training tokens, rounded to whole steps (default: 1000000)")
     p.add_argument("--seed", type=int, default=0, help="seeds initialisation and data order (default: 0)")
@@ -119,6 +124,10 @@ def parse_args(argv=None):
     if args.worker:  # the __main__ block takes it out; here it is abbreviated or inside a job
         fail("--worker starts worker mode only as a whole word on the command line, not in a job")
     del args.worker  # not a run's setting: metrics.json's flags stay as they were
+    args.config_chosen_by = "--config"
+    if args.config == "auto":  # the preset a user of this device would pick; reports state it
+        on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        args.config, args.config_chosen_by = ("small", "auto: CUDA") if on_gpu else ("tiny", "auto: no CUDA")
     for key, value in PRESETS[args.config].items():  # resolve preset defaults
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -147,7 +156,9 @@ SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "
 
 
 def load_data(data, cache_dir):
-    """Returns train, val, vocab_size, description; never depends on the seed."""
+    """Returns train, val, vocab_size, description and the seconds spent building a cache that
+    later runs reuse (one-time work, so a run's time can be told apart from it); never depends on
+    the seed."""
     if data is None:
         return stdlib_corpus(cache_dir)
     path = Path(data)
@@ -171,7 +182,7 @@ def load_data(data, cache_dir):
     if tokens.size < 20:
         fail(f"--data {path} holds {tokens.size} bytes of text: too little to train on; {how}")
     n_val = tokens.size // 10
-    return tokens[:-n_val], tokens[-n_val:], 256, f"{path} ({len(files)} file(s), bytes)"
+    return tokens[:-n_val], tokens[-n_val:], 256, f"{path} ({len(files)} file(s), bytes)", 0.0
 
 
 def bin_folder(path):
@@ -188,7 +199,7 @@ def bin_folder(path):
     if train.size == 0 or val.size == 0:
         fail(f"--data {path}: train.bin or val.bin is empty")
     vocab = int(max(train.max(), val.max())) + 1
-    return train, val, -(-vocab // 64) * 64, f"{path} (train.bin/val.bin, uint16 ids)"
+    return train, val, -(-vocab // 64) * 64, f"{path} (train.bin/val.bin, uint16 ids)", 0.0
 
 
 def stdlib_corpus(cache_dir):
@@ -208,9 +219,10 @@ def stdlib_corpus(cache_dir):
     try:
         meta = json.loads(pointer.read_text())
         train, val = (np.memmap(cache_dir / meta[s], dtype=np.uint8, mode="r") for s in ("train", "val"))
-        return train, val, 256, meta["description"]
+        return train, val, 256, meta["description"], 0.0
     except (OSError, ValueError, KeyError):
         pass  # not built yet (or damaged): build it
+    build_start = time.perf_counter()
     # Deterministic subset: files in the order of a hash of their path, up to STDLIB_BYTES;
     # a file is val when its path hash says so (about 10%), so the split is seed-independent.
     order = sorted(range(len(files)), key=lambda i: sha256(rel[i].encode()))
@@ -230,7 +242,7 @@ def stdlib_corpus(cache_dir):
     atomic_write(cache_dir / names["val"], val)  # the pointer goes last, once both files exist
     atomic_write(pointer, json.dumps(dict(names, fingerprint=fingerprint, description=description)).encode())
     train, val = (np.memmap(cache_dir / names[s], dtype=np.uint8, mode="r") for s in ("train", "val"))
-    return train, val, 256, description
+    return train, val, 256, description, time.perf_counter() - build_start
 
 
 def fingerprint_of(train, val):
@@ -283,7 +295,7 @@ class GPTConfig:
 
 
 def apply_rotary(x, rotation):
-    """Rotate each pair of channels of x (B, T, H, D) by its position's angle: one complex multiply."""
+    """Rotate each pair of channels of x (B, T, ..., D) by its position's angle (rotation: T, ..., D/2): one complex multiply."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
 
@@ -297,10 +309,11 @@ class Attention(nn.Module):
 
     def forward(self, x, rotation):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]  # queries and keys together: half the kernels below
         if self.use_qk_norm:  # bounds the attention logits, which lets higher learning rates work
-            q, k = F.rms_norm(q, (q.size(-1),)).type_as(v), F.rms_norm(k, (k.size(-1),)).type_as(v)
-        q, k = apply_rotary(q, rotation), apply_rotary(k, rotation)
+            qk = F.rms_norm(qk, (qk.size(-1),)).type_as(v)
+        q, k = apply_rotary(qk, rotation[:, None]).unbind(dim=2)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -541,7 +554,7 @@ def main(argv=None, start=START):
     torch.set_float32_matmul_precision("high")
 
     cache_dir = Path(os.environ.get("TRAIN_LLM_CACHE") or Path.home() / ".cache" / "train_llm")
-    train, val, vocab_size, data_description = load_data(args.data, cache_dir)
+    train, val, vocab_size, data_description, one_time = load_data(args.data, cache_dir)
     fingerprint = fingerprint_of(train, val)
     if len(train) <= args.block_size + 1 or len(val) <= args.block_size + 1:
         fail(f"--data has {len(train)} train and {len(val)} val tokens: each split needs more than "
@@ -557,7 +570,8 @@ def main(argv=None, start=START):
     torch.manual_seed(args.seed)
     cfg = GPTConfig(vocab_size, args.block_size, args.n_layer, args.n_head, args.n_embd,
                     args.use_qk_norm, args.use_swiglu, args.tie_embeddings)
-    model = GPT(cfg).to(args.device)
+    with args.device:  # built where it trains: no copy, and the GPU draws the initial weights
+        model = GPT(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     train_offsets = np.random.default_rng(args.seed).integers(0, len(train) - args.block_size - 1,
                                                               size=(steps, args.batch_size))
@@ -565,7 +579,7 @@ def main(argv=None, start=START):
     val_offsets = np.linspace(0, len(val) - args.block_size - 1, n_val).astype(np.int64)
     eval_every = args.eval_every or max(1, math.ceil(steps / 4))
     device_name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu"
-    print(f"model: {args.config} | {n_params / 1e6:.2f}M parameters | {args.n_layer} layers, {args.n_head} heads, "
+    print(f"model: {args.config} ({args.config_chosen_by}) | {n_params / 1e6:.2f}M parameters | {args.n_layer} layers, {args.n_head} heads, "
           f"{args.n_embd} wide | device {device_name} | torch {torch.__version__}", flush=True)
 
     graphed = args.device.type == "cuda" and args.cuda_graph
@@ -582,11 +596,14 @@ def main(argv=None, start=START):
         if step % eval_every == 0 or step == steps:
             train_loss = train_loss_sum.item() / since_eval  # .item() waits for the GPU
             train_time += time.perf_counter() - t_start
+            eval_start = time.perf_counter()
             val_loss = evaluate(model, val, val_offsets, args)
+            eval_time = time.perf_counter() - eval_start
             tok_s = step * tokens_per_step / train_time
             print(f"Step {step} | val_loss: {val_loss:.4f} | train_loss: {train_loss:.4f} | "
                   f"tok/s: {tok_s:,.0f} | elapsed: {time.perf_counter() - start:.1f}s", flush=True)
-            history.append(dict(step=step, val_loss=val_loss, train_loss=train_loss, train_time_s=train_time))
+            history.append(dict(step=step, val_loss=val_loss, train_loss=train_loss, train_time_s=train_time,
+                                eval_time_s=eval_time))
             if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
                 fail(f"training diverged at step {step}: loss is NaN or inf; lower --lr", code=3)
             train_loss_sum.zero_()
@@ -602,11 +619,12 @@ def main(argv=None, start=START):
     metrics = dict(
         val_loss=val_loss, train_loss=train_loss, train_tokens=steps * tokens_per_step,
         train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - start,
-        startup_s=startup, train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
+        startup_s=startup, one_time_s=one_time, train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
         flops_per_token=model.flops_per_token(), config=dict(asdict(cfg), preset=args.config),
+        preset_chosen_by=args.config_chosen_by,
         seed=args.seed, device=device_name, torch_version=torch.__version__, data=data_description,
         data_fingerprint=fingerprint, flags={k: str(v) if isinstance(v, torch.device) else v
-                                             for k, v in vars(args).items()},
+                                             for k, v in vars(args).items() if k != "config_chosen_by"},
         history=history)
     atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     print(f"done: val_loss {val_loss:.4f} | {metrics['wall_time_s']:.1f}s | wrote {out / 'metrics.json'}", flush=True)

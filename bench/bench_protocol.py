@@ -39,7 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "5+3": ["--experiment=use_qk_norm", "--exprun-extension-seeds="],
     "5+5": ["--experiment=--use_qk_norm false", "--experiment-name=aa_test"],
+    # As a user types it: the protocol decides; use_qk_norm lands within 2σ and extends to 5 + 5.
+    "user": ["--experiment=use_qk_norm"],
 }
+
+
+def plugin_args() -> list[str]:
+    """Load exprun by name where it is not installed (a checkout on PYTHONPATH), else by its entry point."""
+    from importlib.metadata import entry_points
+    installed = any(ep.name == "exprun" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "pytest_exprun.plugin"]
 
 
 def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path, autoload: bool) -> dict:
@@ -47,7 +56,7 @@ def run_protocol(case: str, executor: str, trainer: str, tokens: int, work: Path
     # imports pytester's helpers); a researcher's project brings its own, not these.
     cmd = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=", "--noconftest",
-        *([] if autoload else ["-p", "pytest_exprun.plugin"]),
+        *(plugin_args() if autoload else ["-p", "pytest_exprun.plugin"]),
         *CASES[case],
         f"--exprun-command={trainer}",
         f"--exprun-train-tokens={tokens}",
@@ -148,6 +157,8 @@ def main() -> None:
     parser.add_argument("--trainer-args", default="", help="extra trainer arguments")
     parser.add_argument("--reps", type=int, default=1, help="repetitions; medians are reported")
     parser.add_argument("--json", default=None, help="write every number here")
+    parser.add_argument("--no-loop", action="store_true",
+                        help="skip the plain way's side-by-side run (half the time; no overhead column)")
     parser.add_argument("--no-autoload", action="store_true",
                         help="load no pytest plugin but exprun (PYTEST_DISABLE_PLUGIN_AUTOLOAD=1)")
     args = parser.parse_args()
@@ -169,7 +180,9 @@ def main() -> None:
                         print((work / "pytest.log").read_text()[-4000:], file=sys.stderr)
                         raise SystemExit(f"protocol run failed for {case} / {executor}")
                     totals.append(proto["total"])
-                    if executor == "local":
+                    if args.no_loop:
+                        pass
+                    elif executor == "local":
                         loops.append(run_loop(proto["runs"], work))
                     elif executor == "warm":
                         elapsed, fixed_part = run_worker_loop(proto["runs"], work, trainer)
@@ -190,6 +203,7 @@ def main() -> None:
                     phases.setdefault(name, []).append(value)
             results.append({
                 "case": case, "executor": executor, "runs": len(runs), "time_to_verdict_s": proto["total"],
+                "time_to_verdict_each_s": totals,
                 "bare_loop_s": loop, "plugin_overhead_pct": None if loop is None else (proto["total"] - loop) / proto["total"] * 100,
                 "sum_run_wall_s": sum(r["wall_time"] for r in runs), "outside_runs_s": outside,
                 "pytest_alone_s": alone, "exprun_own_s": own, "exprun_own_pct": own / proto["total"] * 100,
@@ -214,7 +228,9 @@ def main() -> None:
               f"{r['outside_runs_s']:>7.1f}s {r['exprun_own_s']:>5.2f}s {r['exprun_own_pct']:>4.1f}% {r['sum_train_time_s']:>8.1f} {r['compute_floor_share_pct']:>5.0f}% {r['fixed_cost_per_run_median_s']:>8.2f}s")
         if r["phases_median_s"]:
             print("      fixed cost per run (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases_median_s"].items()))
-        print(f"      {r['verdict']}")
+        walls = ", ".join(f"{x['wall_time']:.2f}" for x in r["per_run"])
+        each = ", ".join(f"{t:.1f}s" for t in r["time_to_verdict_each_s"])
+        print(f"      {r['verdict']} | each session: {each} | run wall times: {walls}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 

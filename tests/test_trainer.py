@@ -193,6 +193,22 @@ def test_stdlib_corpus_is_cached_and_reused(runs, run_trainer, cache_dir):
     assert again.returncode == 0, again.stderr
     assert again.metrics["data_fingerprint"] == fingerprint
     assert sorted(p.name for p in cache_dir.iterdir()) == cached
+    assert again.metrics["one_time_s"] == 0.0  # nothing built: its wall time is its run alone
+
+
+def test_one_time_work_is_part_of_the_wall_time_and_told_apart(runs):
+    for run in (runs["stdlib"], runs["baseline"]):
+        metrics = run.metrics
+        assert 0.0 <= metrics["one_time_s"] <= metrics["startup_s"] < metrics["wall_time_s"]
+    assert runs["baseline"].metrics["one_time_s"] == 0.0  # a text file needs no cache
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's choice")
+def test_default_preset_is_tiny_without_cuda_and_says_why(runs):
+    run = runs["baseline"]
+    assert run.metrics["config"]["preset"] == "tiny" and run.metrics["flags"]["config"] == "tiny"
+    assert run.metrics["preset_chosen_by"] == "auto: no CUDA"
+    assert "model: tiny (auto: no CUDA) |" in run.stdout
 
 
 def test_metrics_json_holds_what_a_comparison_needs(runs):

@@ -6,11 +6,15 @@ is tested in test_trainer.py.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 
 import pytest
 
 from conftest import Project, pid_alive, wait_for
+from pytest_exprun.executors.warm import WarmExecutor
+from pytest_exprun.runner import RunSpec, parse_step_line
 
 WARM = "--exprun-executor=warm"
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
@@ -132,3 +136,94 @@ def test_baseline_timed_as_processes_does_not_judge_warm_runs(project: Project) 
     rerun = project.run("--experiment=use_x", WARM, "--exprun-rerun-baseline")
     rerun.assert_outcomes(passed=6, skipped=5)  # the baseline again, warm; the experiment's runs are kept
     rerun.stdout.fnmatch_lines(["*use_x: WINNER*"])
+
+
+# The executor on its own, as the session drives it: prestart, then runs submitted in order.
+
+def fake_command() -> list[str]:
+    return [sys.executable, "fake_trainer.py"]
+
+
+def fake_spec(project: Project, seed: int) -> RunSpec:
+    out = project.path / "checkpoints" / f"seed{seed}"
+    argv = (*fake_command(), "--train_tokens", "1000000", "--seed", str(seed), "--output_dir", str(out))
+    return RunSpec(label=f"baseline[seed{seed}]", group="baseline", seed=seed, argv=argv, output_dir=out,
+                   log_path=project.path / "logs" / f"seed{seed}.log", env=dict(os.environ), cwd=project.path)
+
+
+def test_prestarted_worker_is_up_before_the_first_run_and_runs_it(project: Project) -> None:
+    project.plan()
+    executor = WarmExecutor(fake_command())
+    executor.prestart(dict(os.environ), project.path)
+    try:
+        assert executor._worker is not None  # spawned now, not at the first run
+        pid = executor._worker.proc.pid
+        assert pid_alive(pid) and project.started() == []
+        assert not executor.worker_ready  # nobody has read its `ready` yet: the first run will
+        results = [executor.submit(fake_spec(project, seed), None, parse_step_line).result() for seed in (42, 137)]
+    finally:
+        executor.close(cancel=False)
+    assert [r.failure for r in results] == [None, None]
+    assert [r.val_loss for r in results] == [2.00, 2.02]
+    assert not executor.worker_ready  # closed
+    assert [s["pid"] for s in project.started()] == [pid, pid]
+    assert "fake trainer: seed 42," in (project.path / "logs" / "seed42.log").read_text()
+    assert not pid_alive(pid)
+
+
+def test_prestart_of_a_trainer_without_worker_support_fails_the_first_run_as_before(project: Project) -> None:
+    project.plan()
+    (project.path / "fake_plan.json").write_text('{"worker": false}')
+    executor = WarmExecutor(fake_command())
+    executor.prestart(dict(os.environ), project.path)
+    result = executor.submit(fake_spec(project, 42), None, parse_step_line).result()
+    executor.close(cancel=False)
+    assert result.failure is not None and result.returncode == 2
+    assert any("does it support --worker?" in line for line in result.tail)
+
+
+def test_one_worker_per_gpu_each_pinned_to_its_gpu(project: Project) -> None:
+    """Two fake GPUs: two workers run at once, each with its own CUDA_VISIBLE_DEVICES, and every
+    run on one GPU goes through that GPU's one worker."""
+    project.plan(sleep=0.3)
+    executor = WarmExecutor(fake_command(), gpus=("0", "1"))
+    executor.prestart(dict(os.environ), project.path)
+    seeds = (42, 137, 256, 512, 1024, 7)
+    try:
+        handles = [executor.submit(fake_spec(project, seed), None, parse_step_line) for seed in seeds]
+        results = [h.result() for h in handles]
+    finally:
+        executor.close(cancel=False)
+    assert executor.eager and not executor.streams_output
+    assert [r.failure for r in results] == [None] * len(seeds)
+    calls = project.calls()
+    assert sorted(c["seed"] for c in calls) == sorted(seeds)
+    pid_of = {s["seed"]: s["pid"] for s in project.started()}
+    gpu_of_pid: dict[int, set[str]] = {}
+    for call in calls:
+        gpu_of_pid.setdefault(pid_of[call["seed"]], set()).add(call["cuda_visible_devices"])
+    assert sorted(g for gpus in gpu_of_pid.values() for g in gpus) == ["0", "1"]  # two workers, one GPU each
+    assert all(len(gpus) == 1 for gpus in gpu_of_pid.values())
+    first = sorted(calls, key=lambda c: c["start"])[:2]
+    assert first[1]["start"] < first[0]["end"]  # the two GPUs worked at once
+    assert not any(pid_alive(pid) for pid in gpu_of_pid)
+
+
+def test_one_gpu_pins_its_worker_and_stays_lazy(project: Project) -> None:
+    project.plan()
+    executor = WarmExecutor(fake_command(), gpus=("3",))
+    result = executor.submit(fake_spec(project, 42), None, parse_step_line).result()
+    executor.close(cancel=False)
+    assert not executor.eager and result.failure is None
+    assert [c["cuda_visible_devices"] for c in project.calls()] == ["3"]
+
+
+def test_cancelled_queued_runs_on_several_gpus_never_start(project: Project) -> None:
+    project.plan(behaviour={"42": "hang", "137": "hang"})
+    executor = WarmExecutor(fake_command(), gpus=("0", "1"))
+    handles = [executor.submit(fake_spec(project, seed), None, parse_step_line) for seed in (42, 137, 256)]
+    wait_for(lambda: len(project.started()) == 2, what="both GPUs' first runs to start")
+    executor.close(cancel=True)
+    results = [h.result() for h in handles]
+    assert all(r.failure is not None for r in results)
+    assert 256 not in [s["seed"] for s in project.started()]

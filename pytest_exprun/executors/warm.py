@@ -10,17 +10,24 @@ worker (its state is not trusted afterwards); the next run starts a fresh one.
 A run's wall time here is the run alone, without the interpreter and framework start-up
 that ``local`` includes, so the two are never compared (the session records how a run was
 timed and refuses to compare runs timed differently).
+
+``prestart`` starts the worker before the first run is asked for, so its start-up overlaps
+pytest's collection and the baseline check. Given several GPUs, there is one worker per GPU,
+each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``, and runs go to whichever is free (runs on
+one GPU stay one at a time, so their wall times stay clean measurements).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from ..runner import (
     MAX_LOG_BYTES,
@@ -38,6 +45,7 @@ from ..runner import (
     start_process,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
+from .gpus import _GpuRun
 
 WORKER_FLAG = "--worker"
 READY = re.compile(r"^exprun-worker: ready$")
@@ -49,10 +57,11 @@ EXIT_GRACE_S = 2.0
 class _Worker:
     """One warm trainer process and the reader of its output."""
 
-    def __init__(self, argv: list[str], spec: RunSpec) -> None:
-        self.proc = start_process(argv, spec.env, spec.cwd, subprocess.PIPE)
+    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None) -> None:
+        self.proc = start_process(argv, dict(env), cwd, subprocess.PIPE)
         self.reader: OutputReader | None = None
         self.runs = 0
+        self.ready = False  # until it has printed `exprun-worker: ready`
 
     def read_until(self, marker: re.Pattern[str], log: RunLog, lines: RunLines, timeout: float | None,
                    cancel: threading.Event) -> tuple[str | None, Failure | None]:
@@ -91,12 +100,57 @@ class WarmExecutor(Executor):
     eager = False
     timing = "warm worker"
 
-    def __init__(self, command: Sequence[str]) -> None:
+    def __init__(self, command: Sequence[str], gpus: Sequence[str] = ()) -> None:
+        """``gpus``: none, the worker sees what the session sees; one, the worker is pinned to
+        it; several, one worker per GPU."""
         self.command = tuple(command)
+        self.gpus = tuple(gpus)
         self._worker: _Worker | None = None
+        self._lanes = [WarmExecutor(command, (gpu,)) for gpu in self.gpus] if len(self.gpus) > 1 else []
+        if self._lanes:  # runs start as they are submitted, as with the gpus executor
+            self.eager, self.streams_output = True, False
+            self._queue: queue.Queue[_WarmRun | None] = queue.Queue()
+            self._runs: list[_WarmRun] = []
+            self._threads = [threading.Thread(target=self._work, args=(lane,), name=f"exprun-warm-gpu-{lane.gpus[0]}",
+                                              daemon=True) for lane in self._lanes]
+            for thread in self._threads:
+                thread.start()
+
+    def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
+        """Start the worker (one per GPU) now, before the first run is asked for, so that its
+        start-up (importing torch, the CUDA warm-up) overlaps what the session does meanwhile.
+        ``env`` and ``cwd`` must be what the runs' specs will carry. The first run on each worker
+        reads its start-up output and reports a failed start; a worker that cannot even be
+        spawned is left for that run to try again and report."""
+        for lane in self._lanes:
+            lane.prestart(env, cwd)
+        if not self._lanes and self._worker is None:
+            with contextlib.suppress(OSError):
+                self._worker = _Worker([*self.command, WORKER_FLAG], self._pinned(env), cwd)
+
+    @property
+    def worker_ready(self) -> bool:
+        """Whether the next run starts at once: False before a worker (each, given several GPUs)
+        has said ready, which is when the terminal should say the worker is starting."""
+        if self._lanes:
+            return all(lane.worker_ready for lane in self._lanes)
+        return self._worker is not None and self._worker.ready
+
+    def _pinned(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {**env, "CUDA_VISIBLE_DEVICES": self.gpus[0]} if self.gpus else dict(env)
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
+        if self._lanes:  # on_line is ignored: lines of parallel runs would interleave on the terminal
+            run = _WarmRun(spec, parse_line)
+            self._runs.append(run)
+            self._queue.put(run)
+            return run
         return LazyRun(lambda cancel: self.run(spec, on_line, parse_line, cancel))
+
+    def _work(self, lane: WarmExecutor) -> None:
+        while (run := self._queue.get()) is not None:
+            run.execute_on(lane)
+        lane.close(cancel=False)
 
     def run(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser,
             cancel: threading.Event) -> RunResult:
@@ -120,9 +174,10 @@ class WarmExecutor(Executor):
                 "(changed by a pytest_exprun_build_argv hook?); use --exprun-executor=local"), "")
         if self._worker is None:
             try:
-                self._worker = _Worker([*self.command, WORKER_FLAG], spec)
+                self._worker = _Worker([*self.command, WORKER_FLAG], self._pinned(spec.env), spec.cwd)
             except OSError as exc:
                 return failed(Failure.NOT_STARTED, None, f"{type(exc).__name__}: {exc}", "")
+        if not self._worker.ready:  # just started, here or by prestart: its start-up goes to this run's log
             where = f"warm worker {self._worker.proc.pid}, starting"
             ready, stopped = self._worker.read_until(READY, log, lines, spec.timeout, cancel)
             if ready is None:
@@ -133,6 +188,7 @@ class WarmExecutor(Executor):
                     f"the trainer exited before its worker was ready: does it support {WORKER_FLAG}? "
                     "(docs/executors.md describes the protocol; --exprun-executor=local needs none)"), where)
             # Runs are timed from here on: start-up belongs to the worker, not to its first run.
+            self._worker.ready = True
             wall_start, start = time.time(), time.perf_counter()
 
         worker = self._worker
@@ -166,5 +222,28 @@ class WarmExecutor(Executor):
     def close(self, cancel: bool) -> None:
         # Idle between runs, the worker has nothing to finish; tearing down CUDA on the way out
         # would only keep the verdict waiting.
+        if self._lanes:
+            if cancel:
+                for run in self._runs:
+                    run.cancel()
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()  # each lane ends its worker as its thread finishes
         self._retire(grace=0.0)
+
+
+class _WarmRun(_GpuRun):
+    """A queued run for the first free GPU's worker; that GPU's thread fills in the result."""
+
+    def execute_on(self, lane: WarmExecutor) -> None:
+        try:
+            if self._cancel.is_set():  # cancelled while queued: it never started
+                self._result = RunResult(self.spec, None, 0.0, (), None, Failure.CANCELLED, (), time.time())
+            else:
+                self._result = lane.run(self.spec, None, self._parse_line, self._cancel)
+        except Exception as exc:  # e.g. the log folder is not writable: reported in the test, not lost in a thread
+            self._error = exc
+        finally:
+            self._done.set()
 
