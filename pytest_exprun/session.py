@@ -21,7 +21,7 @@ from . import aside, baseline, fingerprint, protocol, stats
 from .executors import Executor, ExecutorError, RunHandle
 from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure
 from .publish import DECISION, Publisher, compare_runs, now
-from .runner import RunResult, RunSpec
+from .runner import Failure, RunResult, RunSpec
 from .trainer_io import run_environment, with_result_file
 from .settings import Experiment, Settings
 from .store import (
@@ -42,15 +42,22 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def read_environment(output_dir: Path) -> dict[str, object]:
-    """What machine, framework and data a run used, if the trainer wrote a ``metrics.json``."""
+def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
+    """What machine, framework, data and preset a run used, and its one-time work in seconds,
+    if the trainer wrote a ``metrics.json`` (``train_llm.py`` does; other trainers need not)."""
     try:
         metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        return {}
+        return {}, 0.0
     if not isinstance(metrics, dict):
-        return {}
-    return {key: metrics[key] for key in ENVIRONMENT_KEYS if isinstance(metrics.get(key), (str, int, float))}
+        return {}, 0.0
+    found = {key: metrics[key] for key in ENVIRONMENT_KEYS if isinstance(metrics.get(key), (str, int, float))}
+    config = metrics.get("config")
+    if isinstance(config, dict) and isinstance(config.get("preset"), str):
+        found["preset"] = config["preset"]  # a tiny baseline never judges a small experiment
+    one_time = metrics.get("one_time_s")
+    ok = isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf")
+    return found, float(one_time) if ok else 0.0
 
 
 def research_tag(research_dir: Path) -> str:
@@ -79,6 +86,8 @@ class ProtocolSession:
         self.outcomes: list[Outcome] = []
         self.runs_started = 0
         self.runs_planned = 0
+        #: A failure every later run would repeat (the trainer cannot start): later seeds are not started.
+        self._fatal: str | None = None
         #: Extension seeds not yet decided on, per experiment: the counter reads "3 of 3-5" meanwhile.
         self._undecided: dict[str, int] = {}
         self._setups: dict[str, Setup] = {}
@@ -127,6 +136,10 @@ class ProtocolSession:
                 self._undecided[item.group] = self._undecided.get(item.group, 0) + 1
         if pending and self.settings.experiments:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
+        prestart = getattr(self.executor, "prestart", None)
+        if pending and prestart is not None:  # the warm worker imports torch while the session goes on
+            first = self.spec(pending[0].group, pending[0].seed)
+            prestart(first.env, first.cwd)
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:
@@ -286,6 +299,8 @@ class ProtocolSession:
                 return f"baseline reused from {self.terminal.rel(self.settings.baseline_report)}"
             return ("already measured in an earlier session "
                     f"({self.terminal.rel(self.store.record_path(group, known.setup_key, seed))})")
+        if self._fatal is not None:
+            raise ProtocolFailure(f"{group}[seed{seed}]: not started, as every run would fail the same way: {self._fatal}")
         changed = self._setup_changed(group)
         if changed:
             raise ProtocolFailure(f"{group}[seed{seed}]: the setup changed during this session ({'; '.join(changed)}); "
@@ -295,12 +310,16 @@ class ProtocolSession:
         label = f"{group}[seed{seed}]"
         counter = self._counter()
         self.terminal.run_started(counter, label)
+        if getattr(self.executor, "worker_ready", True) is False:
+            self.terminal.say("starting the warm worker (importing torch)")
         with self.terminal.uncaptured():
             result = self._await(handle)
         self.handles.pop((group, seed), None)
         if not result.ok:
             message = result.describe_failure()
             self.failed[(group, seed)] = message
+            if result.failure is Failure.NOT_STARTED:
+                self._fatal = message.splitlines()[0]
             self.terminal.run_ended(counter, label, f"FAILED after {result.wall_time:.1f}s")
             raise ProtocolFailure(message)
         record = early if early is not None else self._store(result)
@@ -339,19 +358,20 @@ class ProtocolSession:
                        f"(val_loss {result.val_loss:.4f}) is not recorded: run the same command again")
             self.failed[(group, seed)] = message
             raise ProtocolFailure(message)
-        environment = read_environment(result.spec.output_dir)
+        environment, one_time = read_metrics(result.spec.output_dir)
         environment[TIMING_KEY] = self.executor.timing
         record = RunRecord(
             group=group,
             seed=seed,
             val_loss=result.val_loss,
-            wall_time=result.wall_time,
+            # One-time work (building a corpus cache the later runs reuse) is not this run's cost.
+            wall_time=max(result.wall_time - min(one_time, result.wall_time), 0.0),
             setup_key=self.setup(group).key(),
             curve=[tuple(p) for p in result.curve],  # type: ignore[misc]
             argv=list(result.spec.argv),
             log=self.terminal.rel(result.spec.log_path),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
-            extra={"environment": environment},
+            extra={"environment": environment, "one_time_s": one_time},
         )
         try:
             self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)

@@ -93,15 +93,18 @@ def test_timeout_ends_the_worker_and_the_next_seed_gets_a_new_one(project: Proje
     assert not pid_alive(pids[2])
 
 
-def test_a_trainer_without_worker_support_says_so_per_seed(project: Project) -> None:
+def test_a_trainer_without_worker_support_says_so_once_and_starts_no_other_seed(project: Project) -> None:
     project.plan()
     (project.path / "fake_plan.json").write_text('{"worker": false}')
     result = project.run("-m", "baseline", WARM)
     result.assert_outcomes(failed=5)
     result.stdout.fnmatch_lines([
-        "*baseline[[]seed42[]]: trainer exited with a non-zero code (2)*",
+        "*baseline[[]seed42[]]: trainer could not be started*",
         "*the trainer exited before its worker was ready: does it support --worker?*",
     ])
+    assert result.stdout.str().count("does it support --worker?") == 1
+    assert result.stdout.str().count("not started, as every run would fail the same way") == 4
+    assert len(project.started()) <= 1
     assert project.calls() == []
 
 

@@ -100,9 +100,14 @@ def _local(settings: "Settings") -> Executor:
 
 
 def _warm(settings: "Settings") -> Executor:
+    from .gpus import visible_gpus
     from .warm import WarmExecutor
 
-    return WarmExecutor(settings.argv_prefix())
+    fields = " ".join(settings.trainer_io.argv.words)
+    if "{seed}" not in fields or "{output_dir}" not in fields:
+        raise ExecutorError("--exprun-executor=warm passes each run's seed and output dir as arguments, so "
+                            "exprun_argv must contain {seed} and {output_dir}; use --exprun-executor=local")
+    return WarmExecutor(settings.argv_prefix(), gpus=settings.gpus or visible_gpus())
 
 
 def _gpus(settings: "Settings") -> Executor:

@@ -184,7 +184,8 @@ class WarmExecutor(Executor):
                 code = self._retire(grace=0.0)
                 if stopped is not None:
                     return failed(stopped, code, "", where)
-                return failed(classify(None, code, None) or Failure.WORKER_LOST, code, (
+                # NOT_STARTED: every later run would fail the same way, so the session stops starting them.
+                return failed(Failure.NOT_STARTED, code, (
                     f"the trainer exited before its worker was ready: does it support {WORKER_FLAG}? "
                     "(docs/executors.md describes the protocol; --exprun-executor=local needs none)"), where)
             # Runs are timed from here on: start-up belongs to the worker, not to its first run.
