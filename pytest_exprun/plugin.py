@@ -93,6 +93,11 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         config.addinivalue_line("markers", f"{name}: {text}")
     wanted, _ = protocol_requested(config)
+    if wanted and getattr(config.option, "numprocesses", None) not in (None, 0, "0"):
+        raise pytest.UsageError(
+            "exprun runs the protocol in one pytest process (its runs share a baseline and a lock): drop -n; "
+            "to train several seeds at once use --exprun-executor=gpus, warm or slurm"
+        )
     if wanted:
         config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
 

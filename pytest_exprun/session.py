@@ -74,6 +74,7 @@ class ProtocolSession:
         self.lock = SessionLock(settings.state_dir / "lock")
         self.terminal = Terminal(config, settings.rootdir)
         self.publisher = Publisher(settings, self.store, self._work, self.terminal.rel)
+        self.terminal.is_evaluation = self._is_evaluation
         self.executor: Executor | None = None
         self.aside: aside.Aside | None = None
         self.handles: dict[tuple[str, int], RunHandle] = {}
@@ -264,6 +265,12 @@ class ProtocolSession:
             return getattr(self.config.hook, name)(config=self.config, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any error in user code is reported, with where it is
             raise ProtocolFailure(f"{name} raised {type(exc).__name__}: {exc} ({_where(exc, name)})") from None
+
+    def _is_evaluation(self, line: str) -> bool:
+        try:
+            return self._parse_line(line) is not None
+        except ProtocolFailure:
+            return False  # the run itself reports the hook's error
 
     def _parse_line(self, line: str) -> tuple[int, float] | None:
         result: tuple[int, float] | None = self._hook("pytest_exprun_parse_line", line=line)

@@ -10,7 +10,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
@@ -44,6 +44,8 @@ class Terminal:
         self.rootdir = rootdir
         self._throttle = LineThrottle()
         self._current: tuple[str, str, float] = ("", "", 0.0)  # counter text, label, start time
+        #: Which trainer lines are evaluations: the ones shown at the default verbosity.
+        self.is_evaluation: Callable[[str], bool] = lambda line: True
 
     def _reporter(self) -> Any:
         return self.config.pluginmanager.get_plugin("terminalreporter")
@@ -67,15 +69,23 @@ class Terminal:
 
     def run_started(self, counter: str, label: str) -> None:
         self._current = (counter, label, time.perf_counter())
-        self.say(f"run {counter}: {label} started")
+        if self.config.get_verbosity() >= 0:  # -q: one line per run, when it ends
+            self.say(f"run {counter}: {label} started")
 
     def run_ended(self, counter: str, label: str, text: str) -> None:
         self.say(f"run {counter}: {label} {text}")
 
     def echo(self, line: str) -> None:
-        """One line the trainer printed, prefixed with the run it belongs to; throttled."""
+        """One line the trainer printed, prefixed with the run it belongs to; throttled.
+
+        ``-v`` shows every line, the default only evaluation lines, ``-q`` none (the run's log
+        keeps them all, and a failure shows its last lines).
+        """
         reporter = self._reporter()
-        if reporter is None or self.config.get_verbosity() < 0 or not self._throttle.allow():
+        verbosity = self.config.get_verbosity()
+        if reporter is None or verbosity < 0 or (verbosity == 0 and not self.is_evaluation(line)):
+            return
+        if not self._throttle.allow():
             return
         counter, label, started = self._current
         held_back = self._throttle.take_held_back()
