@@ -26,6 +26,7 @@ from .protocol import (
     safe_name,
     scale_label,
 )
+from .rates import MIN_BASELINE_SEEDS
 
 DEFAULT_COMMAND = "python train_llm.py"
 EXECUTORS = ("local", "warm", "gpus", "slurm")
@@ -65,6 +66,9 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("rerun_baseline", "exprun_rerun_baseline", "measure the baseline again even if a matching report exists; the old one is kept aside"),
     ("control", "exprun_control", "run seed 42 without experiment flags as its own test, control[seed42], and fail it "
      "if its val_loss is more than 1 sigma from the baseline mean (the baseline no longer matches the code)"),
+    ("allow_small_baseline", "exprun_allow_small_baseline",
+     f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
+     "often (about 15% with 2 seeds against 3% with 5), and each report states the rate"),
 )
 
 
@@ -108,6 +112,7 @@ class Settings:
     experiments: tuple[Experiment, ...]
     rootdir: Path
     slurm: SlurmSettings = field(default_factory=lambda: SlurmSettings())
+    allow_small_baseline: bool = False
 
     @property
     def scale(self) -> str:
@@ -185,6 +190,13 @@ def load(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"seed(s) {overlap} are both experiment and extension seeds; list each once")
     if len(baseline_seeds) < 2:
         raise pytest.UsageError("--exprun-baseline-seeds needs at least 2 seeds to measure variance")
+    allow_small_baseline = flag_value(config, "allow_small_baseline", "exprun_allow_small_baseline")
+    if len(baseline_seeds) < MIN_BASELINE_SEEDS and not allow_small_baseline:
+        raise pytest.UsageError(
+            f"--exprun-baseline-seeds has {len(baseline_seeds)} seeds; with fewer than {MIN_BASELINE_SEEDS} the 2σ "
+            "rule calls a false WINNER about 15% of the time (3% with 5): give at least "
+            f"{MIN_BASELINE_SEEDS}, or pass --exprun-allow-small-baseline to accept that rate"
+        )
 
     timeout = _number(get("timeout"), "--exprun-timeout", float)
     if timeout < 0:
@@ -228,6 +240,7 @@ def load(config: pytest.Config) -> Settings:
         experiments=experiments,
         rootdir=rootdir,
         slurm=slurm,
+        allow_small_baseline=allow_small_baseline,
     )
 
 
