@@ -355,6 +355,7 @@ class Power:
     observed_effect: float  # baseline mean − experiment mean: positive is an improvement
     observed_sigmas: float | None
     observed_power: float | None  # the design's chance to call the observed effect, were it true
+    observed_call: str | None  # the verdict that call would be: WINNER for an improvement, else LOSER
     seeds_for_rule: int | None
     seeds_for_rule_reason: str | None
     seeds_for_ttest: int | None
@@ -374,7 +375,7 @@ def power_analysis(baseline: Summary, experiment: Summary, design: Design | None
                  and paired.paired_variance > 0)
     ttest = "paired t-test" if use_pairs else "two-sample t-test"
     interval = std_interval(sigma, baseline.n)
-    empty = Power(None, interval, baseline.n, experiment.n, design, power, None, None, effect, None, None,
+    empty = Power(None, interval, baseline.n, experiment.n, design, power, None, None, effect, None, None, None,
                   None, None, None, None, ttest)
     if baseline.n < 2 or experiment.n < 1:
         return _with_reason(empty, "needs at least 2 baseline runs and 1 experiment run")
@@ -390,7 +391,9 @@ def power_analysis(baseline: Summary, experiment: Summary, design: Design | None
     return Power(
         sigma=sigma, sigma_interval=interval, n_baseline=baseline.n, n_experiment=experiment.n, design=design,
         target=power, minimum_detectable_effect=mde_sigmas * sigma, mde_sigmas=mde_sigmas, observed_effect=effect,
+        # The rule is symmetric: P(LOSER) at a loss of δ is P(WINNER) at an improvement of δ.
         observed_sigmas=effect / sigma, observed_power=design_power(abs(effect) / sigma, design),
+        observed_call=Verdict.WINNER.value if effect >= 0 else Verdict.LOSER.value,
         seeds_for_rule=rule_n, seeds_for_rule_reason=rule_reason,
         seeds_for_ttest=t_n, seeds_for_ttest_reason=t_reason, ttest=ttest,
     )
@@ -439,7 +442,8 @@ def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: Sig
                 extra = f"; {interval.confidence:.0%} interval of Δ [{interval.low:+.4f}, {interval.high:+.4f}]"
             said.append(f"{_p(test)}, two-sided{extra})")
         direction = "lower" if delta < 0 else "higher"
-        return (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} reject(s) no difference at 5%: the experiment's "
+        verb = "rejects" if len(said) == 1 else "both reject"
+        return (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} {verb} no difference at 5%: the experiment's "
                 f"val_loss is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
                 "(a longer --exprun-extension-seeds, and baseline seeds) before reading this as no effect.")
     if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
