@@ -68,7 +68,7 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
      "if its val_loss is more than 1 sigma from the baseline mean (the baseline no longer matches the code)"),
     ("allow_small_baseline", "exprun_allow_small_baseline",
      f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
-     "often (about 15% with 2 seeds against 3% with 5), and each report states the rate"),
+     "often (about 1 in 6 with 2 seeds against 1 in 33 with 5), and each report states the rate"),
 )
 
 
