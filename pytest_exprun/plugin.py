@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the protocol for an experiment: NAME passes --NAME, NAME=VALUE passes --NAME VALUE, "
         "'-...' is shell-split and passed as is. Repeat for several experiments.",
     )
+    group.addoption("--exprun-rates", action="store_true", default=False,
+                    help="print how often the decision rule calls a false WINNER or LOSER, and the seeds it "
+                    "spends, at the configured design; start no run")
     group.addoption("--experiment-name", default=None, metavar="NAME",
                     help="report name for the single --experiment (default: made from its flags)")
     for dest, ini, default, text in settings_mod.OPTIONS:
@@ -100,6 +103,25 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if wanted:
         config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--exprun-rates``: the rule's simulated error rates at this design, then exit; nothing runs."""
+    if not config.getoption("exprun_rates"):
+        return None
+    from _pytest.main import wrap_session  # as pytest's own --cache-show and --fixtures do
+
+    return int(wrap_session(config, _show_rates))
+
+
+def _show_rates(config: pytest.Config, session: pytest.Session) -> int:
+    from . import rates
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    text = rates.rates_report(settings_mod.load(config))
+    for line in text.splitlines():
+        reporter.write_line(line) if reporter is not None else print(line)
+    return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:

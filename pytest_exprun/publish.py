@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import plots, protocol, rates, report, stats
-from .protocol import BASELINE, Comparison, ProtocolFailure, Verdict
+from .protocol import BASELINE, Comparison, ProtocolFailure
 from .settings import Settings
 from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
 
@@ -144,12 +144,15 @@ class Publisher:
                 continue
         return found
 
-    def experiments(self, baseline_key: str, fresh: str) -> dict[str, dict[str, Any]]:
+    def experiments(self, baseline_key: str, fresh: str,
+                    control: protocol.ControlCheck | None = None) -> dict[str, dict[str, Any]]:
         """(Re)write every report of the family, the newly decided ``fresh`` one with its plots; contexts by name."""
         family = self.family(baseline_key)
         found = {d.name: (d, compare_runs(d.baseline, d.runs)) for d in family}
+        design = rates.Design.of(self.settings)
         evidence = {name: self.work(rates.evaluate, {r.seed: r.val_loss for r in d.baseline},
-                                    {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment)
+                                    {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment,
+                                    design)
                     for name, (d, c) in found.items()}
         names = list(found)
         adjusted = stats.holm_adjust([evidence[n].welch.p_value for n in names])
@@ -162,6 +165,7 @@ class Publisher:
             curves = stats.learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
                                            self.settings.train_tokens, cmp.val_loss.baseline.mean)
             context = self._context(decided, cmp, evidence[name], curves, drawn, holm, holm_p, path)
+            context["control"] = control if name == fresh else None
             body = self._render("experiment.md.j2", context)
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
@@ -210,7 +214,7 @@ class Publisher:
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
             "speed": speed_text(cmp),
-            "explanation": explanation(cmp),
+            "explanation": explanation(cmp, ev.note),
             "seed_rows": seed_rows,
             "ev": ev,
             "paired_rows": paired_rows,
@@ -277,7 +281,9 @@ class Publisher:
                          [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
         ranked = protocol.rank_experiments(rows)
         latest = max(str(d.data.get("decided_at", "")) for d in family)
-        context = {"scale": self.settings.scale, "ranked": ranked, "measured_at": latest}
+        families = self.work(rates.family_rates, ranked, len(self.settings.experiment_seeds),
+                             len(self.settings.extension_seeds))
+        context = {"scale": self.settings.scale, "ranked": ranked, "families": families, "measured_at": latest}
         body = self._render("summary.md.j2", context)
         text = report.with_data(body, {"kind": "summary", "scale": self.settings.scale})
         if not _same_text(self.settings.summary_report, text):
@@ -315,14 +321,8 @@ def speed_text(cmp: Comparison) -> str:
     return f"{abs(pct):.1f}% {'faster' if pct >= 0 else 'slower'}"
 
 
-def explanation(cmp: Comparison) -> str:
-    """The verdict's reason in one sentence, from the 2σ rule's own numbers."""
+def explanation(cmp: Comparison, note: str | None) -> str:
+    """The verdict's reason in one sentence, from the 2σ rule's own numbers (``rates.explain_verdict``)."""
     if cmp.verdict is None:
         return cmp.problem or ""
-    margin = protocol.SIGNIFICANT_SIGMAS * cmp.val_loss.baseline.std
-    bm, em = cmp.val_loss.baseline.mean, cmp.val_loss.experiment.mean
-    return {
-        Verdict.WINNER: f"The experiment's mean val_loss {em:.4f} is at or below the baseline's {bm:.4f} − 2σ = {bm - margin:.4f}.",
-        Verdict.LOSER: f"The experiment's mean val_loss {em:.4f} is at or above the baseline's {bm:.4f} + 2σ = {bm + margin:.4f}.",
-        Verdict.NEUTRAL: f"The experiment's mean val_loss {em:.4f} lies within the baseline's {bm:.4f} ± 2σ = [{bm - margin:.4f}, {bm + margin:.4f}]: not distinguishable from noise.",
-    }[cmp.verdict]
+    return rates.explain_verdict(cmp.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)

@@ -1,20 +1,26 @@
-"""How far a verdict can be trusted: what the 2σ rule can detect (power, seeds needed) and the
-bundle of evidence an experiment report shows next to the verdict.
+"""How far a verdict can be trusted: the protocol's own error rates as it runs, what it can
+detect, and the bundle of evidence an experiment report shows next to the verdict.
 
-Pure functions; the rule itself (thresholds, extension) is ``protocol``'s.
+Pure functions; the rule itself (thresholds, extension) is ``protocol``'s. The operating
+characteristics are simulated, not taken from a formula, because the two-stage design (3 seeds,
+2 more when within 2σ) has no closed form; every simulation runs from a fixed seed, so a report
+rendered twice states the same figures.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ._lazy import LazyModule
-from .protocol import SIGNIFICANT_SIGMAS
+from .protocol import SIGNIFICANT_SIGMAS, Ranked, Verdict, degenerate_reason, judge
 from .stats import (
+    ALPHA,
+    CONFIDENCE,
     MAX_SEEDS,
     TARGET_POWER,
     Interval,
@@ -24,38 +30,265 @@ from .stats import (
     bootstrap_interval,
     mann_whitney,
     paired_seeds,
+    seeds_for_paired_ttest,
     seeds_for_ttest,
+    std_interval,
+    welch_interval,
     welch_test,
 )
 
 optimize = LazyModule("scipy.optimize")
 sps = LazyModule("scipy.stats")
 
+#: Fewer baseline seeds than this are refused unless explicitly allowed: with 2 the 2σ rule
+#: calls a false WINNER about 15% of the time (3% with 5), because s_b is so often small.
+MIN_BASELINE_SEEDS = 3
+#: The true effects (in σ, positive = lower loss) every error-rate table states.
+EFFECTS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0)
+#: Trials per table row: a Monte Carlo standard error of 0.03 percentage points at 3%.
+RATE_TRIALS = 400_000
+FAMILY_TRIALS = 200_000
+#: Fixed so that a report rendered twice from the same runs states the same rates.
+RATE_SEED = 20261202
+DECISION_MODES: Mapping[str, str] = {
+    "fixed": "the 2σ rule: WINNER when the experiment's mean val_loss is at least 2 baseline σ below "
+             "the baseline's mean, LOSER when at least 2σ above, NEUTRAL otherwise",
+}
+#: Simulated coverage of the nominal 95% percentile-bootstrap interval of Δ, by (baseline runs,
+#: experiment runs), normal noise with a common σ: printed by ``bench/bench_rates.py``.
+BOOTSTRAP_COVERAGE: Mapping[tuple[int, int], float] = {(5, 3): 0.833, (5, 5): 0.875}
+
+
+# ------------------------------------------------------------------ design
+class SeedLists(Protocol):
+    """Anything with the protocol's three seed lists, such as ``settings.Settings``."""
+
+    baseline_seeds: tuple[int, ...]
+    experiment_seeds: tuple[int, ...]
+    extension_seeds: tuple[int, ...]
+
 
 @dataclass(frozen=True)
-class Power:
-    """What the 2σ rule can detect with these runs, and what the observed effect would need."""
+class Design:
+    """The seed counts and threshold one verdict was reached with."""
 
-    sigma: float | None
-    n_baseline: int
-    n_experiment: int
-    target: float
-    minimum_detectable_effect: float | None
-    mde_sigmas: float | None
-    observed_effect: float  # baseline mean − experiment mean: positive is an improvement
-    observed_sigmas: float | None
-    observed_power: float | None  # chance the rule calls the observed effect, were it true
-    seeds_for_rule: int | None
-    seeds_for_rule_reason: str | None
-    seeds_for_ttest: int | None
-    seeds_for_ttest_reason: str | None
-    reason: str | None = None
+    n_baseline: int = 5
+    n_first: int = 3
+    n_extension: int = 2
+    threshold: float = SIGNIFICANT_SIGMAS
 
+    def __post_init__(self) -> None:
+        if self.n_baseline < 2 or self.n_first < 1 or self.n_extension < 0:
+            raise ValueError(
+                f"a design needs at least 2 baseline seeds and 1 experiment seed, got {self.n_baseline} "
+                f"baseline, {self.n_first} experiment and {self.n_extension} extension seeds"
+            )
+
+    @classmethod
+    def of(cls, seeds: SeedLists) -> Design:
+        return cls(len(seeds.baseline_seeds), len(seeds.experiment_seeds), len(seeds.extension_seeds))
+
+    @property
+    def small_baseline(self) -> bool:
+        return self.n_baseline < MIN_BASELINE_SEEDS
+
+    def describe(self) -> str:
+        more = (f", {self.n_extension} more when the first ones are within {self.threshold:g}σ"
+                if self.n_extension else ", no extension")
+        return f"{self.n_baseline} baseline seeds; {self.n_first} experiment seeds{more}"
+
+
+@dataclass(frozen=True)
+class RateRow:
+    """The rule's behaviour at one true effect (in σ; positive = improvement = lower loss)."""
+
+    effect: float
+    p_winner: float
+    p_loser: float
+    expected_seeds: float
+
+
+class _Draws:
+    """Sufficient statistics of simulated runs under no effect, σ = 1.
+
+    Under normal noise the baseline mean, its sample std (through a chi-square with n − 1 df)
+    and the experiment's stage means are independent, so four numbers per trial stand for every
+    run; an effect δ shifts the experiment's means by −δ.
+    """
+
+    def __init__(self, design: Design, trials: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        nb, nf, ne = design.n_baseline, design.n_first, design.n_extension
+        self.design = design
+        self.base_mean = rng.standard_normal(trials) / math.sqrt(nb)
+        self.base_std = np.sqrt(rng.chisquare(nb - 1, trials) / (nb - 1))
+        self.first = rng.standard_normal(trials) / math.sqrt(nf)
+        more = rng.standard_normal(trials) / math.sqrt(ne) if ne else np.zeros(trials)
+        self.combined = (nf * self.first + ne * more) / (nf + ne)
+
+    def outcome(self, effect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(WINNER, LOSER, extended) per trial, the rule applied as ``protocol`` applies it."""
+        d = self.design
+        margin = d.threshold * self.base_std
+        first = self.first - effect
+        extended = np.abs(first - self.base_mean) < margin if d.n_extension else np.zeros(first.shape, bool)
+        final = np.where(extended, self.combined - effect, first)
+        return final <= self.base_mean - margin, final >= self.base_mean + margin, extended
+
+    @functools.cached_property
+    def winner_threshold(self) -> np.ndarray:
+        """Per trial, the smallest true effect at which the rule calls WINNER.
+
+        WINNER at the first look when δ ≥ a = first − mean_b + 2s; after the extension when the
+        first look extended (δ > c = first − mean_b − 2s) and δ ≥ b = combined − mean_b + 2s.
+        The union of those sets is δ ≥ min(a, max(b, c)), so P(WINNER) at δ is the share of
+        trials whose threshold is at most δ: power at any effect, and its inverse, for free.
+        """
+        margin = self.design.threshold * self.base_std
+        a = self.first - self.base_mean + margin
+        if not self.design.n_extension:
+            return np.sort(a)
+        b = self.combined - self.base_mean + margin
+        c = self.first - self.base_mean - margin
+        return np.sort(np.minimum(a, np.maximum(b, c)))
+
+    def p_winner(self, effect: float) -> float:
+        return float(np.searchsorted(self.winner_threshold, effect, side="right") / self.winner_threshold.size)
+
+    def effect_for(self, power: float) -> float:
+        return float(np.quantile(self.winner_threshold, power))
+
+
+@functools.lru_cache(maxsize=8)
+def _draws(design: Design, trials: int, seed: int) -> _Draws:
+    return _Draws(design, trials, seed)
+
+
+def fixed_rule_rates(n_baseline: int = 5, n_first: int = 3, n_extension: int = 2, threshold: float = SIGNIFICANT_SIGMAS,
+                     effects: Sequence[float] = EFFECTS, trials: int = RATE_TRIALS,
+                     seed: int = RATE_SEED) -> tuple[RateRow, ...]:
+    """P(WINNER), P(LOSER) and expected experiment seeds of the fixed protocol at each true effect.
+
+    Normal noise with a common σ across seeds; the same simulated runs serve every effect, so
+    the rows are ordered as the true rates are. Monte Carlo error: sqrt(p(1 − p)/trials).
+    """
+    draws = _draws(Design(n_baseline, n_first, n_extension, threshold), trials, seed)
+    rows = []
+    for effect in effects:
+        winner, loser, extended = draws.outcome(float(effect))
+        rows.append(RateRow(float(effect), float(winner.mean()), float(loser.mean()),
+                            n_first + n_extension * float(extended.mean())))
+    return tuple(rows)
+
+
+def design_rates(design: Design, effects: Sequence[float] = EFFECTS, trials: int = RATE_TRIALS,
+                 seed: int = RATE_SEED) -> tuple[RateRow, ...]:
+    return fixed_rule_rates(design.n_baseline, design.n_first, design.n_extension, design.threshold,
+                            effects, trials, seed)
+
+
+def design_power(effect: float, design: Design = Design(), trials: int = RATE_TRIALS, seed: int = RATE_SEED) -> float:
+    """P(WINNER) of the design, as run, at a true improvement of ``effect`` σ."""
+    return _draws(design, trials, seed).p_winner(effect)
+
+
+def design_mde(design: Design = Design(), power: float = TARGET_POWER, trials: int = RATE_TRIALS,
+               seed: int = RATE_SEED) -> float:
+    """The true improvement, in σ, that the design as run calls WINNER with probability ``power``."""
+    return _draws(design, trials, seed).effect_for(power)
+
+
+def familywise_false_winner(k: int, n_baseline: int = 5, n_first: int = 3, n_extension: int = 2,
+                            threshold: float = SIGNIFICANT_SIGMAS, trials: int = FAMILY_TRIALS,
+                            seed: int = RATE_SEED) -> float:
+    """P(at least one false WINNER) among ``k`` experiments with no effect judged on one baseline.
+
+    The shared baseline is what makes this worse than one experiment's rate: a baseline whose
+    s_b came out small lowers the bar for all of them at once.
+    """
+    if k < 1:
+        raise ValueError(f"a family has at least one experiment, got {k}")
+    design = Design(n_baseline, n_first, n_extension, threshold)
+    rng = np.random.default_rng(seed)
+    base_mean = rng.standard_normal((trials, 1)) / math.sqrt(n_baseline)
+    margin = threshold * np.sqrt(rng.chisquare(n_baseline - 1, (trials, 1)) / (n_baseline - 1))
+    first = rng.standard_normal((trials, k)) / math.sqrt(n_first)
+    if design.n_extension:
+        more = rng.standard_normal((trials, k)) / math.sqrt(n_extension)
+        combined = (n_first * first + n_extension * more) / (n_first + n_extension)
+        final = np.where(np.abs(first - base_mean) < margin, combined, first)
+    else:
+        final = first
+    return float(np.mean(np.any(final <= base_mean - margin, axis=1)))
+
+
+def bootstrap_coverage(n_baseline: int, n_experiment: int, confidence: float = CONFIDENCE, trials: int = 2000,
+                       resamples: int = 499, seed: int = RATE_SEED) -> float:
+    """Share of simulated comparisons (normal, common σ, no effect) whose percentile-bootstrap
+    interval of Δ contains the true Δ = 0: below the nominal level with a handful of runs."""
+    rng = np.random.default_rng(seed)
+    covered = 0
+    tail = (1 - confidence) / 2
+    for start in range(0, trials, 500):
+        size = min(500, trials - start)
+        b = rng.standard_normal((size, 1, n_baseline))
+        e = rng.standard_normal((size, 1, n_experiment))
+        bi = rng.integers(0, n_baseline, (size, resamples, n_baseline))
+        ei = rng.integers(0, n_experiment, (size, resamples, n_experiment))
+        diff = (np.take_along_axis(np.broadcast_to(e, ei.shape), ei, axis=2).mean(axis=2)
+                - np.take_along_axis(np.broadcast_to(b, bi.shape), bi, axis=2).mean(axis=2))
+        low, high = np.quantile(diff, [tail, 1 - tail], axis=1)
+        covered += int(np.count_nonzero((low <= 0) & (0 <= high)))
+    return covered / trials
+
+
+def bootstrap_coverage_at(n_baseline: int, n_experiment: int) -> float:
+    """The documented coverage where the bench measured it, a quicker simulation elsewhere."""
+    known = BOOTSTRAP_COVERAGE.get((n_baseline, n_experiment))
+    return known if known is not None else bootstrap_coverage(n_baseline, n_experiment)
+
+
+# ------------------------------------------------------------------ tables
+def _percent(p: float) -> str:
+    return f"{p * 100:.1f}%"
+
+
+def format_rates_table(mode: str, rows: Sequence[RateRow], design: Design | None = None) -> str:
+    """A line naming the decision mode, then one Markdown row per true effect."""
+    if mode not in DECISION_MODES:
+        raise ValueError(f"unknown decision mode {mode!r}; known: {', '.join(DECISION_MODES)}")
+    what = DECISION_MODES[mode] + (f"; {design.describe()}" if design is not None else "")
+    lines = [f"decision mode: {mode} ({what})", "",
+             "| true effect (σ) | P(WINNER) | P(LOSER) | expected experiment seeds |",
+             "|---|---|---|---|"]
+    lines += [f"| {row.effect:g} | {_percent(row.p_winner)} | {_percent(row.p_loser)} | {row.expected_seeds:.2f} |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def rates_report(seeds: SeedLists, trials: int = RATE_TRIALS) -> str:
+    """What ``pytest --exprun-rates`` prints: the configured design's error rates, before any run."""
+    design = Design.of(seeds)
+    rows = design_rates(design, trials=trials)
+    sigma = std_interval(1.0, design.n_baseline)
+    assert sigma.low is not None and sigma.high is not None
+    notes = [
+        "",
+        f"Simulated with {trials:,} trials per row: normal noise, σ the true seed-to-seed std of val_loss, "
+        "effect positive = lower loss.",
+        f"80% WINNER at a true improvement of {design_mde(design, trials=trials):.2f}σ (this design's "
+        f"minimum detectable effect). σ itself is estimated from {design.n_baseline} seeds: its 95% interval "
+        f"runs from {sigma.low:.2f} to {sigma.high:.2f} times the measured s_b.",
+    ]
+    if design.small_baseline:
+        notes.append(f"Only {design.n_baseline} baseline seeds: a false WINNER {_percent(rows[0].p_winner)} of "
+                     f"the time when nothing changed (refused unless --exprun-allow-small-baseline).")
+    return format_rates_table("fixed", rows, design) + "\n" + "\n".join(notes) + "\n"
 
 
 # ------------------------------------------------------------------ power
 def rule_power(effect: float, sigma: float, n_baseline: int, n_experiment: int) -> float:
-    """Chance that the 2σ rule calls WINNER when the true improvement is ``effect``.
+    """Chance that the 2σ rule calls WINNER with a fixed ``n_experiment`` seeds (no extension step).
 
     The rule says WINNER when x̄_b − x̄_e ≥ 2·s_b, with s_b the baseline's sample std.
     Assume both groups are normal with the same true σ and the experiment's true mean is
@@ -68,8 +301,7 @@ def rule_power(effect: float, sigma: float, n_baseline: int, n_experiment: int) 
 
         P(WINNER) = 1 − F_nct(2/k; ν, λ).
 
-    The same expression with −effect gives P(LOSER). This is exact under the assumptions;
-    the only approximation in the reports is plugging the measured σ in for the true one.
+    Exact for a fixed design; the protocol as it runs is ``design_power``.
     """
     k = math.sqrt(1 / n_baseline + 1 / n_experiment)
     return float(sps.nct.sf(SIGNIFICANT_SIGMAS / k, n_baseline - 1, effect / (sigma * k)))
@@ -77,7 +309,7 @@ def rule_power(effect: float, sigma: float, n_baseline: int, n_experiment: int) 
 
 def minimum_detectable_effect(sigma: float, n_baseline: int, n_experiment: int,
                               power: float = TARGET_POWER) -> float:
-    """Smallest true improvement the 2σ rule calls WINNER with probability ``power``.
+    """Smallest true improvement the 2σ rule with fixed seed counts calls WINNER with ``power``.
 
     Solves ``rule_power(δ) = power`` for δ (power rises monotonically with λ = δ/(σk)).
     Rule of thumb for large n: δ ≈ σ·(2 + z_power·k), where k = sqrt(1/n_b + 1/n_e).
@@ -98,8 +330,8 @@ def seeds_for_rule(effect: float, sigma: float, power: float = TARGET_POWER,
     """
     size = abs(effect) / sigma
     if size <= SIGNIFICANT_SIGMAS:
-        return None, (f"the observed |Δ| is {size:.2f}σ; the 2σ rule calls an effect only when it exceeds 2σ, "
-                      f"so no number of seeds gives it {power:.0%} power")
+        return None, (f"the observed |Δ| is {size:.2f}σ, below the rule's 2σ threshold: the rule stays NEUTRAL "
+                      f"on an effect that size however many seeds run, so plan with the t-test figure")
     n = np.arange(2, max_seeds + 1)
     k = np.sqrt(2.0 / n)
     reached = sps.nct.sf(SIGNIFICANT_SIGMAS / k, n - 1, abs(effect) / (sigma * k)) >= power
@@ -108,27 +340,62 @@ def seeds_for_rule(effect: float, sigma: float, power: float = TARGET_POWER,
     return int(n[np.argmax(reached)]), None
 
 
+@dataclass(frozen=True)
+class Power:
+    """What this design can detect, and (post hoc) what the observed effect would need."""
 
-def power_analysis(baseline: Summary, experiment: Summary, power: float = TARGET_POWER) -> Power:
-    """Power of this comparison with σ = the baseline's sample std, as the 2σ rule uses."""
+    sigma: float | None
+    sigma_interval: Interval
+    n_baseline: int
+    n_experiment: int
+    design: Design
+    target: float
+    minimum_detectable_effect: float | None  # of the design as run, two-stage
+    mde_sigmas: float | None
+    observed_effect: float  # baseline mean − experiment mean: positive is an improvement
+    observed_sigmas: float | None
+    observed_power: float | None  # the design's chance to call the observed effect, were it true
+    observed_call: str | None  # the verdict that call would be: WINNER for an improvement, else LOSER
+    seeds_for_rule: int | None
+    seeds_for_rule_reason: str | None
+    seeds_for_ttest: int | None
+    seeds_for_ttest_reason: str | None
+    ttest: str  # which test the seeds figure is for: paired when pairs exist
+    reason: str | None = None
+
+
+def power_analysis(baseline: Summary, experiment: Summary, design: Design | None = None,
+                   paired: Paired | None = None, power: float = TARGET_POWER) -> Power:
+    """Power of this design with σ = the baseline's sample std, as the 2σ rule uses."""
     sigma = baseline.std
     effect = baseline.mean - experiment.mean
-    empty = Power(None, baseline.n, experiment.n, power, None, None, effect, None, None, None, None, None, None)
+    if design is None:
+        design = Design(max(baseline.n, 2))
+    use_pairs = (paired is not None and len(paired.seeds) >= 3 and paired.paired_variance is not None
+                 and paired.paired_variance > 0)
+    ttest = "paired t-test" if use_pairs else "two-sample t-test"
+    interval = std_interval(sigma, baseline.n)
+    empty = Power(None, interval, baseline.n, experiment.n, design, power, None, None, effect, None, None, None,
+                  None, None, None, None, ttest)
     if baseline.n < 2 or experiment.n < 1:
         return _with_reason(empty, "needs at least 2 baseline runs and 1 experiment run")
     if not math.isfinite(sigma) or sigma == 0:
         return _with_reason(empty, "the baseline's σ is 0, so no noise level to plan against")
-    mde = minimum_detectable_effect(sigma, baseline.n, experiment.n, power)
-    direction = 1.0 if effect >= 0 else -1.0
+    mde_sigmas = design_mde(design, power)
     rule_n, rule_reason = seeds_for_rule(effect, sigma, power)
-    t_n, t_reason = seeds_for_ttest(effect, sigma, power)
+    if use_pairs:
+        assert paired is not None and paired.paired_variance is not None
+        t_n, t_reason = seeds_for_paired_ttest(effect, math.sqrt(paired.paired_variance), power)
+    else:
+        t_n, t_reason = seeds_for_ttest(effect, sigma, power)
     return Power(
-        sigma=sigma, n_baseline=baseline.n, n_experiment=experiment.n, target=power,
-        minimum_detectable_effect=mde, mde_sigmas=mde / sigma, observed_effect=effect,
-        observed_sigmas=effect / sigma,
-        observed_power=rule_power(direction * effect, sigma, baseline.n, experiment.n),
+        sigma=sigma, sigma_interval=interval, n_baseline=baseline.n, n_experiment=experiment.n, design=design,
+        target=power, minimum_detectable_effect=mde_sigmas * sigma, mde_sigmas=mde_sigmas, observed_effect=effect,
+        # The rule is symmetric: P(LOSER) at a loss of δ is P(WINNER) at an improvement of δ.
+        observed_sigmas=effect / sigma, observed_power=design_power(abs(effect) / sigma, design),
+        observed_call=Verdict.WINNER.value if effect >= 0 else Verdict.LOSER.value,
         seeds_for_rule=rule_n, seeds_for_rule_reason=rule_reason,
-        seeds_for_ttest=t_n, seeds_for_ttest_reason=t_reason,
+        seeds_for_ttest=t_n, seeds_for_ttest_reason=t_reason, ttest=ttest,
     )
 
 
@@ -137,25 +404,143 @@ def _with_reason(power: Power, reason: str) -> Power:
                     "seeds_for_ttest_reason": reason})
 
 
+# ------------------------------------------------------------------ verdict and evidence
+def flag_changed_nothing(baseline: Mapping[int, float], experiment: Mapping[int, float]) -> bool:
+    """Every experiment seed was also a baseline seed and gave exactly the same value (A/A)."""
+    return bool(experiment) and all(seed in baseline and baseline[seed] == value for seed, value in experiment.items())
+
+
+def _rejects(test: SignificanceTest) -> bool:
+    return test.p_value is not None and test.p_value < ALPHA
+
+
+def _p(test: SignificanceTest) -> str:
+    p = test.p_value
+    assert p is not None
+    return f"{test.name} (p = {p:.4f}" if p >= 1e-4 else f"{test.name} (p = {p:.1e}"
+
+
+def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: SignificanceTest, interval: Interval,
+                 delta: float, changed_nothing: bool = False) -> str | None:
+    """One sentence when the tests disagree with the verdict, naming the next step; else None.
+
+    The 2σ rule stays the verdict (it is the protocol); this says when a reader should not
+    take it at face value. ``delta`` is experiment − baseline (negative: lower loss).
+    """
+    if changed_nothing:
+        return ("Every experiment seed gave exactly its baseline seed's val_loss: the flag changed nothing, so "
+                "check that the trainer reads it (a misspelt or ignored flag looks like this).")
+    if verdict is None:
+        return None
+    tests = [t for t in (welch, paired_t) if t.p_value is not None]
+    rejecting = [t for t in tests if _rejects(t)]
+    if verdict is Verdict.NEUTRAL and rejecting:
+        said = []
+        for test in rejecting:
+            extra = ""
+            if test is welch and interval.low is not None and interval.high is not None:
+                extra = f"; {interval.confidence:.0%} interval of Δ [{interval.low:+.4f}, {interval.high:+.4f}]"
+            said.append(f"{_p(test)}, two-sided{extra})")
+        direction = "lower" if delta < 0 else "higher"
+        verb = "rejects" if len(said) == 1 else "both reject"
+        return (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} {verb} no difference at 5%: the experiment's "
+                f"val_loss is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
+                "(a longer --exprun-extension-seeds, and baseline seeds) before reading this as no effect.")
+    if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
+        said = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
+        what = "relying on it" if verdict is Verdict.WINNER else "discarding the idea"
+        return (f"The 2σ rule says {verdict.value}, but neither {said} rejects no difference at 5%: the 2σ margin may "
+                "come from a baseline whose σ came out small, so re-measure the baseline with more seeds "
+                f"(--exprun-rerun-baseline with a longer --exprun-baseline-seeds) before {what}.")
+    return None
+
+
+def explain_verdict(verdict: Verdict, baseline: Summary, experiment: Summary, note: str | None) -> str:
+    """The verdict section's first sentence: where the experiment's mean fell against the 2σ band.
+
+    NEUTRAL says "not distinguishable from noise" only when no test distinguishes it either.
+    """
+    margin = SIGNIFICANT_SIGMAS * baseline.std
+    bm, em = baseline.mean, experiment.mean
+    if verdict is Verdict.WINNER:
+        return f"The experiment's mean val_loss {em:.4f} is at or below the baseline's {bm:.4f} − 2σ = {bm - margin:.4f}."
+    if verdict is Verdict.LOSER:
+        return f"The experiment's mean val_loss {em:.4f} is at or above the baseline's {bm:.4f} + 2σ = {bm + margin:.4f}."
+    where = (f"The experiment's mean val_loss {em:.4f} lies within the baseline's {bm:.4f} ± 2σ = "
+             f"[{bm - margin:.4f}, {bm + margin:.4f}]")
+    return where + ("." if note else ": neither the rule nor the tests tell it apart from noise at these seeds.")
+
+
 @dataclass(frozen=True)
 class Evidence:
     welch: SignificanceTest
     mann_whitney: SignificanceTest
+    interval: Interval  # Welch's t-interval of Δ: the report's 95% interval
     bootstrap: Interval
+    bootstrap_coverage: float | None  # simulated coverage of the bootstrap's nominal level at these n
     paired: Paired
     power: Power
-
+    design: Design
+    rates: tuple[RateRow, ...]  # the design's P(WINNER), P(LOSER), seeds at EFFECTS
+    false_winner: float  # P(WINNER) when nothing changed, at this design
+    verdict: Verdict | None
+    note: str | None  # one sentence when the tests disagree with the verdict
+    changed_nothing: bool
 
 
 def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
-             baseline_summary: Summary, experiment_summary: Summary) -> Evidence:
-    """Every val_loss statistic of one experiment report, keyed by seed for the pairing."""
+             baseline_summary: Summary, experiment_summary: Summary, design: Design | None = None) -> Evidence:
+    """Every val_loss statistic of one experiment report, keyed by seed for the pairing.
+
+    ``design`` is the configured one (``Design.of(settings)``); without it the protocol's
+    default 3 + 2 experiment seeds are assumed, with the baseline's actual size.
+    """
     b, e = list(baseline.values()), list(experiment.values())
+    if design is None:
+        design = Design(max(baseline_summary.n, 2))
+    paired = paired_seeds(baseline, experiment)
+    welch = welch_test(b, e)
+    interval = welch_interval(b, e)
+    verdict = None if degenerate_reason(baseline_summary, experiment_summary) else judge(baseline_summary, experiment_summary)
+    changed = flag_changed_nothing(baseline, experiment)
+    rows = design_rates(design)
+    boot = bootstrap_interval(b, e)
     return Evidence(
-        welch=welch_test(b, e),
+        welch=welch,
         mann_whitney=mann_whitney(b, e),
-        bootstrap=bootstrap_interval(b, e),
-        paired=paired_seeds(baseline, experiment),
-        power=power_analysis(baseline_summary, experiment_summary),
+        interval=interval,
+        bootstrap=boot,
+        bootstrap_coverage=None if boot.low is None else bootstrap_coverage_at(len(b), len(e)),
+        paired=paired,
+        power=power_analysis(baseline_summary, experiment_summary, design, paired),
+        design=design,
+        rates=rows,
+        false_winner=rows[0].p_winner if rows[0].effect == 0 else design_power(0.0, design),
+        verdict=verdict,
+        note=verdict_note(verdict, welch, paired.t_test, interval, experiment_summary.mean - baseline_summary.mean,
+                          changed),
+        changed_nothing=changed,
     )
 
+
+# ------------------------------------------------------------------ several experiments
+@dataclass(frozen=True)
+class FamilyRate:
+    """One Holm family of the summary: the experiments judged against one baseline."""
+
+    family: int
+    size: int
+    n_baseline: int
+    false_winner: float  # P(at least one false WINNER among ``size`` experiments with no effect)
+
+
+def family_rates(ranked: Sequence[Ranked], n_first: int = 3, n_extension: int = 2) -> tuple[FamilyRate, ...]:
+    """The family-wise false-WINNER rate of each baseline's family in a summary."""
+    seen: dict[int, tuple[int, int]] = {}
+    for row in ranked:
+        seen[row.family] = (row.family_size, row.n_baseline)
+    return tuple(
+        FamilyRate(family, size, n_base,
+                   familywise_false_winner(size, max(n_base, 2), n_first, n_extension))
+        for family, (size, n_base) in sorted(seen.items())
+    )

@@ -82,6 +82,8 @@ class ProtocolSession:
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
         self.records: dict[str, dict[int, RunRecord]] = {}
         self.snapshot: baseline.Snapshot | None = None
+        #: This session's control check, shown in its experiment reports.
+        self.control: protocol.ControlCheck | None = None
         self.reused = False
         self.failed: dict[tuple[str, int], str] = {}
         self.outcomes: list[Outcome] = []
@@ -426,12 +428,11 @@ class ProtocolSession:
         outcome = self.run_seed(CONTROL, seed)
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
         b = stats.summarize([r.val_loss for r in base])
-        check = protocol.check_control(b, record.val_loss)
+        same_seed = next((r.val_loss for r in base if r.seed == seed), None)
+        self.control = check = protocol.check_control(b, record.val_loss, same_seed)
         if not check.ok:
-            away = "" if check.sigmas is None else f", {check.sigmas:+.2f}σ"
             message = (
-                f"control run (seed {seed}, no experiment flags) gave val_loss {record.val_loss:.4f}{away} from the "
-                f"baseline mean {b.mean:.4f} ± {b.std:.4f} (more than {protocol.CONTROL_SIGMAS:g}σ): the baseline in "
+                f"control run (seed {seed}, no experiment flags): {check.message}: the baseline in "
                 f"{self.terminal.rel(self.settings.baseline_report)} no longer matches what the code gives; "
                 "re-measure it with --exprun-rerun-baseline"
             )
@@ -492,7 +493,7 @@ class ProtocolSession:
             self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
         control = self.failed.get((CONTROL, protocol.CONTROL_SEED))
         self._record_decision(exp, cmp, base, runs)
-        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=name)
+        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=name, control=self.control)
         path = s.experiment_report(name)
         accepted = cmp.verdict in s.accept and control is None
         table = self.publisher.verdict_text(contexts[name], accepted, path)

@@ -48,6 +48,26 @@ def test_bootstrap_interval_is_reproducible_and_matches_scipy() -> None:
     assert first.low < -0.1 < first.high < 0
 
 
+def test_welch_interval_matches_scipy_and_hand_computation() -> None:
+    b, e = list(BASE.values()), list(EXP.values())
+    interval = stats.welch_interval(b, e)
+    reference = sps.ttest_ind(e, b, equal_var=False).confidence_interval(0.95)
+    assert (interval.low, interval.high) == pytest.approx((reference.low, reference.high))
+    # By hand: se = 0.0091287, Welch–Satterthwaite df = se⁴ / ((5e-5)²/4 + (3.33e-5)²/2) = 5.73.
+    se = math.sqrt(2.5e-4 / 5 + 1e-4 / 3)
+    df = se**4 / ((2.5e-4 / 5) ** 2 / 4 + (1e-4 / 3) ** 2 / 2)
+    assert interval.high - (-0.1) == pytest.approx(sps.t.ppf(0.975, df) * se)
+    assert stats.welch_interval([2.0, 2.0], [1.0, 1.0]).reason == "both groups have zero variance"
+
+
+def test_sigma_interval_is_the_chi_square_one() -> None:
+    interval = stats.std_interval(0.02, 5)
+    assert interval.low == pytest.approx(0.02 * math.sqrt(4 / sps.chi2.ppf(0.975, 4)))
+    assert interval.high == pytest.approx(0.02 * math.sqrt(4 / sps.chi2.ppf(0.025, 4)))
+    assert interval.high / interval.low == pytest.approx(4.80, abs=0.01)  # "a factor of almost 5"
+    assert stats.std_interval(0.0, 5).low is None
+
+
 def test_paired_seeds_match_scipy_and_say_pairing_helped() -> None:
     paired = stats.paired_seeds(BASE, EXP)
     assert paired.seeds == (42, 137, 256)
@@ -58,6 +78,9 @@ def test_paired_seeds_match_scipy_and_say_pairing_helped() -> None:
     assert paired.paired_variance == pytest.approx(1e-4)
     assert paired.unpaired_variance == pytest.approx(5e-4)
     assert paired.variance_ratio == pytest.approx(0.2)
+    # e = b / 2 + 0.9 exactly: r = 1, and pairing helps by a test, not only by the ratio.
+    assert paired.correlation.statistic == pytest.approx(1.0)
+    assert paired.correlation.p_value == pytest.approx(sps.pearsonr([2.00, 2.02, 1.98], [1.90, 1.91, 1.89]).pvalue)
     assert paired.helped is True
     assert paired.wilcoxon.p_value is None
     assert "smallest possible p would be 0.25" in (paired.wilcoxon.reason or "")
@@ -88,6 +111,7 @@ def test_degenerate_inputs_give_reasons_without_warnings(base: dict, exp: dict, 
     assert result.bootstrap.low is None and result.bootstrap.reason
     assert result.paired.t_test.p_value is None and result.paired.t_test.reason
     assert result.power.minimum_detectable_effect is None and result.power.reason
+    assert result.interval.low is None and result.interval.reason
 
 
 def test_identical_paired_differences_are_not_a_t_test() -> None:
@@ -141,7 +165,8 @@ def test_seeds_for_the_rule_reach_80_percent_in_simulation() -> None:
 
 def test_no_number_of_seeds_lets_the_rule_call_an_effect_below_two_sigma() -> None:
     n, reason = rates.seeds_for_rule(1.5, 1.0)
-    assert n is None and "exceeds 2σ" in (reason or "")
+    assert n is None and "below the rule's 2σ threshold" in (reason or "")
+    assert "no number of seeds" not in (reason or "")
     assert _winner_rate(1.5, 200, 200, trials=20_000) < 0.01
 
 
@@ -156,14 +181,41 @@ def test_seeds_for_a_t_test_match_simulation_and_textbook_formula() -> None:
         assert (rate >= 0.79) is expect_enough, (size, rate)
 
 
-def test_power_analysis_uses_the_baseline_sigma() -> None:
+def test_power_analysis_uses_the_baseline_sigma_and_the_design_as_run() -> None:
     b, e = summarize(list(BASE.values())), summarize([1.99, 2.00, 1.98])
     power = rates.power_analysis(b, e)
     assert power.sigma == pytest.approx(b.std)
-    assert power.minimum_detectable_effect == pytest.approx(rates.minimum_detectable_effect(b.std, 5, 3))
+    # The two-stage design's 80% point (2.53σ), not the fixed 5-vs-3 formula's (2.72σ).
+    assert power.mde_sigmas == pytest.approx(rates.design_mde())
+    assert power.minimum_detectable_effect == pytest.approx(rates.design_mde() * b.std)
     assert power.observed_effect == pytest.approx(0.01)
+    assert power.observed_power == pytest.approx(rates.design_power(0.01 / b.std))
     assert power.seeds_for_rule is None  # 0.63σ is below the rule's 2σ threshold
+    assert power.ttest == "two-sample t-test"
     assert power.seeds_for_ttest == stats.seeds_for_ttest(0.01, b.std)[0]
+    assert power.sigma_interval == stats.std_interval(b.std, 5)
+
+
+def test_seeds_needed_use_the_paired_test_when_pairs_exist() -> None:
+    """Where seeds share their luck, the unpaired figure asks for many seeds the paired test does not need."""
+    base = {42: 2.00, 137: 2.05, 256: 1.95, 512: 2.03, 1024: 1.97}
+    exp = {42: 1.990, 137: 2.041, 256: 1.939, 512: 2.021, 1024: 1.958}
+    evidence = rates.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
+    assert evidence.paired.t_test.p_value is not None and evidence.paired.t_test.p_value < 0.001
+    assert evidence.power.ttest == "paired t-test"
+    unpaired, _ = stats.seeds_for_ttest(evidence.power.observed_effect, evidence.power.sigma)
+    assert unpaired is not None and unpaired > 80
+    assert evidence.power.seeds_for_ttest is not None and evidence.power.seeds_for_ttest <= 5
+
+
+def test_seeds_for_a_paired_t_test_reach_80_percent_in_simulation() -> None:
+    n, _ = stats.seeds_for_paired_ttest(0.5, 1.0)
+    assert n == 34  # the textbook answer for a paired d = 0.5, α = 0.05, 80% power
+    rng = np.random.default_rng(5)
+    for size, expect_enough in ((n, True), (n - 3, False)):
+        d = rng.normal(0.5, 1.0, (20_000, size))
+        rate = float(np.mean(sps.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05))
+        assert (rate >= 0.79) is expect_enough, (size, rate)
 
 
 def test_learning_curves_band_and_tokens_to_target() -> None:
@@ -194,11 +246,119 @@ def test_thin_keeps_first_and_last() -> None:
     assert len(kept) == 20 and kept[0].step == 1 and kept[-1].step == 100
 
 
-def test_control_within_one_sigma() -> None:
-    b = summarize(list(BASE.values()))  # mean 2.0, σ 0.0158
-    assert protocol.check_control(b, 2.01).ok
-    far = protocol.check_control(b, 2.03)
-    assert not far.ok and far.sigmas == pytest.approx(0.03 / b.std)
+def test_control_that_reproduces_its_seed_passes() -> None:
+    b = summarize(list(BASE.values()))
+    check = protocol.check_control(b, 2.00 + 1e-5, stored_same_seed=2.00)
+    assert check.ok and check.rule == "reproduction" and check.false_alarm == 0.0
+    assert "reproduces the stored 2.0000" in check.message
+
+
+def test_control_outlier_seed_of_its_own_baseline_is_no_alarm() -> None:
+    """The old rule failed seed 42 = 3.0300 exactly reproduced, 1.2σ from its own baseline's mean."""
+    values = {42: 3.0300, 137: 3.0001, 256: 3.0102, 512: 3.0053, 1024: 2.9951}
+    b = summarize(list(values.values()))
+    assert abs(3.0300 - b.mean) > b.std  # beyond the old 1σ rule
+    assert protocol.check_control(b, 3.0300, stored_same_seed=3.0300).ok
+
+
+def test_control_without_reproduction_uses_the_prediction_interval() -> None:
+    b = summarize(list(BASE.values()))
+    limit = sps.t.ppf(0.975, 4) * b.std * math.sqrt(1 + 1 / 5)
+    inside = protocol.check_control(b, 2.0 + 0.99 * limit, stored_same_seed=1.90)
+    outside = protocol.check_control(b, 2.0 + 1.01 * limit)
+    assert inside.ok and inside.rule == "prediction interval" and inside.limit == pytest.approx(limit)
+    assert "does not reproduce the stored 1.9000" in inside.message
+    assert not outside.ok and outside.false_alarm == 0.05 and "false alarm 5% when nothing changed" in outside.message
+    assert outside.sigmas == pytest.approx(1.01 * limit / b.std)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_control_false_alarm_rate_is_five_percent_when_nothing_changed(n: int) -> None:
+    rng = np.random.default_rng(n)
+    trials = 4000
+    alarms = 0
+    for _ in range(trials):
+        values = rng.normal(2.0, 0.05, n + 1)  # a non-deterministic trainer: the control shares nothing
+        alarms += not protocol.check_control(summarize(values[:n]), float(values[n]), stored_same_seed=float(values[0])).ok
+    assert alarms / trials == pytest.approx(0.05, abs=4 * math.sqrt(0.05 * 0.95 / trials))
+
+
+def test_a_deterministic_trainer_never_raises_a_false_alarm() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(500):
+        values = rng.normal(2.0, 0.05, 5)
+        assert protocol.check_control(summarize(values), float(values[0]), stored_same_seed=float(values[0])).ok
+
+
+def test_pairing_is_claimed_only_with_a_significant_correlation() -> None:
+    """With independent seeds the variance ratio is below 1 about half the time; the test claims ~2.5%."""
+    rng = np.random.default_rng(13)
+    trials, claims, below_one = 1000, 0, 0
+    for _ in range(trials):
+        b, e = rng.normal(2, 0.05, 5), rng.normal(2, 0.05, 5)
+        r = stats.correlation_test(b, e)
+        claims += r.statistic > 0 and r.p_value < 0.05
+        below_one += np.var(e - b, ddof=1) < np.var(e, ddof=1) + np.var(b, ddof=1)
+    assert below_one / trials == pytest.approx(0.5, abs=0.07)
+    assert claims / trials <= 0.025 + 4 * math.sqrt(0.025 * 0.975 / trials)
+    assert stats.paired_seeds(dict(enumerate(b)), dict(enumerate(e))).helped is bool(r.statistic > 0 and r.p_value < 0.05)
+
+
+@pytest.mark.slow
+def test_paired_seeds_claim_pairing_rarely_for_independent_seeds() -> None:
+    rng = np.random.default_rng(14)
+    trials = 3000
+    claims = sum(
+        stats.paired_seeds(dict(enumerate(rng.normal(2, 0.05, 5))), dict(enumerate(rng.normal(2, 0.05, 5)))).helped is True
+        for _ in range(trials)
+    )
+    assert claims / trials <= 0.025 + 4 * math.sqrt(0.025 * 0.975 / trials)
+
+
+def test_an_a_a_run_says_the_flag_changed_nothing() -> None:
+    base = dict(BASE)
+    same = {seed: BASE[seed] for seed in (42, 137, 256, 512, 1024)}
+    evidence = rates.evaluate(base, same, summarize(list(base.values())), summarize(list(same.values())))
+    assert evidence.paired.identical and evidence.paired.helped is None
+    assert "flag changed nothing" in (evidence.paired.reason or "")
+    assert evidence.changed_nothing and "the flag changed nothing" in (evidence.note or "")
+    assert evidence.verdict is Verdict.NEUTRAL
+
+
+def _note(verdict: Verdict, welch_p: float | None, paired_p: float | None, low: float = -0.131, high: float = -0.027) -> str | None:
+    welch = stats.SignificanceTest("Welch's t-test", -2.5, welch_p)
+    paired = stats.SignificanceTest("paired t-test", -4.0, paired_p, None if paired_p is not None else "too few")
+    interval = stats.Interval(low, high, 0.95, "Welch t-interval")
+    return rates.verdict_note(verdict, welch, paired, interval, delta=(low + high) / 2)
+
+
+def test_a_neutral_that_the_tests_reject_says_so_and_names_the_next_step() -> None:
+    note = _note(Verdict.NEUTRAL, 0.036, None)
+    assert note is not None and note.count(". ") == 0  # one sentence
+    assert "Welch's t-test (p = 0.0360, two-sided; 95% interval of Δ [-0.1310, -0.0270])" in note
+    assert "probably lower" in note and "run more seeds" in note
+    shipped = _note(Verdict.NEUTRAL, 0.11, 0.0066, low=-0.01, high=0.10)
+    assert shipped is not None and "paired t-test (p = 0.0066, two-sided)" in shipped and "probably higher" in shipped
+
+
+def test_a_winner_the_tests_do_not_support_says_so() -> None:
+    note = _note(Verdict.WINNER, 0.08, 0.12)
+    assert note is not None and "says WINNER, but neither Welch's t-test (p = 0.0800" in note
+    assert "re-measure the baseline with more seeds" in note
+
+
+def test_agreeing_tests_add_nothing() -> None:
+    assert _note(Verdict.NEUTRAL, 0.40, 0.30) is None
+    assert _note(Verdict.WINNER, 0.001, None) is None
+    assert _note(Verdict.WINNER, None, None) is None
+
+
+def test_neutral_explanation_speaks_of_noise_only_when_nothing_rejects() -> None:
+    b, e = summarize(list(BASE.values())), summarize([1.99, 2.00, 1.98])
+    quiet = rates.explain_verdict(Verdict.NEUTRAL, b, e, None)
+    assert "tell it apart from noise" in quiet
+    loud = rates.explain_verdict(Verdict.NEUTRAL, b, e, "The 2σ rule says NEUTRAL, but ...")
+    assert "noise" not in loud and loud.endswith("].")
 
 
 def test_ranking_orders_by_delta_and_adjusts_over_all() -> None:
@@ -212,3 +372,23 @@ def test_ranking_orders_by_delta_and_adjusts_over_all() -> None:
     raw = [r.welch_p for r in ranked]
     assert [r.holm_p for r in ranked] == pytest.approx(list(stats.holm_adjust(raw)))
     assert ranked[0].sigmas == pytest.approx(-0.1 / summarize(base).std)
+
+
+def test_holm_runs_within_each_baseline_family() -> None:
+    other = [2.00, 2.03, 1.97, 2.02, 1.98]
+    base = list(BASE.values())
+    ranked = protocol.rank_experiments([
+        ("a", "WINNER", base, [1.90, 1.91, 1.89], "a.md"),
+        ("b", "NEUTRAL", base, [1.98, 1.99, 2.00], "b.md"),
+        ("c", "NEUTRAL", other, [1.97, 1.99, 1.98], "c.md"),
+    ])
+    by_name = {r.name: r for r in ranked}
+    assert (by_name["a"].family, by_name["a"].family_size) == (1, 2)
+    assert (by_name["c"].family, by_name["c"].family_size) == (2, 1)
+    first = stats.holm_adjust([by_name["a"].welch_p, by_name["b"].welch_p])
+    assert (by_name["a"].holm_p, by_name["b"].holm_p) == pytest.approx(first)
+    assert by_name["c"].holm_p == pytest.approx(by_name["c"].welch_p)
+    families = rates.family_rates(ranked)
+    assert [(f.family, f.size, f.n_baseline) for f in families] == [(1, 2, 5), (2, 1, 5)]
+    assert families[1].false_winner == pytest.approx(0.03, abs=0.003)
+    assert families[0].false_winner == pytest.approx(rates.familywise_false_winner(2))

@@ -431,7 +431,7 @@ def test_hostile_experiment_flags_reach_the_trainer_verbatim_and_write_only_wher
     skip = {"docs", "checkpoints", "fake_calls.jsonl", "fake_started.jsonl"}
     before = _tree(project.path, skip)
     args = [f"--experiment={spec}" for spec, _ in HOSTILE]
-    result = project.run(*args, "--exprun-baseline-seeds=42,137", "--exprun-experiment-seeds=42,137",
+    result = project.run(*args, "--exprun-baseline-seeds=42,137", "--exprun-allow-small-baseline", "--exprun-experiment-seeds=42,137",
                          "--exprun-extension-seeds=", "--exprun-keep-checkpoints")
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
     assert "Traceback" not in result.stdout.str()

@@ -170,7 +170,7 @@ def test_junitxml_records_each_seed(project: Project) -> None:
 
 def test_flags_are_passed_as_given(project: Project) -> None:
     project.run("--experiment=optimizer=muon", "--experiment=--lr 3e-3 --note 'a b'", "-k", "seed42 and not baseline",
-                "--exprun-baseline-seeds=42,137")
+                "--exprun-baseline-seeds=42,137", "--exprun-allow-small-baseline")
     flags = [c["flags"] for c in project.calls()]
     assert flags == [["--optimizer", "muon"], ["--lr", "3e-3", "--note", "a b"]]
     outputs = [c["output_dir"] for c in project.calls()]

@@ -65,7 +65,7 @@ def test_protocol_through_slurm_gives_the_same_verdict_and_reports_as_local(proj
 
 def test_failing_job_fails_its_seed_with_the_job_id(project: Project) -> None:
     project.plan(behaviour={"137": "exit3"})
-    result = project.run_subprocess("-m", "baseline", "--exprun-baseline-seeds=42,137", *SLURM, timeout=300)
+    result = project.run_subprocess("-m", "baseline", "--exprun-baseline-seeds=42,137", "--exprun-allow-small-baseline", *SLURM, timeout=300)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*baseline[[]seed137[]]: trainer exited with a non-zero code (3)*SLURM job *"])
     result.stdout.fnmatch_lines(["*RuntimeError: boom*"])
@@ -89,7 +89,7 @@ def test_cancelled_job_fails_its_seed_as_cancelled(project: Project) -> None:
     watcher = threading.Thread(target=scancel_the_hanging_job, daemon=True)
     watcher.start()
     try:
-        result = project.run_subprocess("-m", "baseline", "--exprun-baseline-seeds=42,137", *SLURM, timeout=300)
+        result = project.run_subprocess("-m", "baseline", "--exprun-baseline-seeds=42,137", "--exprun-allow-small-baseline", *SLURM, timeout=300)
     finally:
         stop.set()
         watcher.join()
