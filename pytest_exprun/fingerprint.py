@@ -15,42 +15,33 @@ fingerprint holds the sha256 of:
   excluded paths (``exprun_fingerprint_exclude``);
 
 plus the trainer interpreter's Python version and the torch version it would import
-(read from package metadata, without importing torch). What could not be resolved is
-said in ``notes``; a fingerprint without any file is ``empty``, and the session says so.
+(read from package metadata, without importing torch). The files are found by
+``trainer_files``; this module hashes them and keeps the record. What could not be
+resolved is said in ``notes``; a fingerprint without any file is ``empty``, and the
+session says so.
 """
 
 from __future__ import annotations
 
-import ast
-import fnmatch
 import functools
 import hashlib
 import json
 import os
 import platform
-import re
-import shlex
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .trainer_files import TrainerScan, scan_trainer
 
 #: Packages whose version is part of a setup when the trainer's interpreter can import them.
 PACKAGES = ("torch",)
 #: Files larger than this are hashed by their size, first and last MiB (a corpus can be gigabytes).
 FULL_HASH_LIMIT = 64 * 1024 * 1024
 _EDGE = 1024 * 1024
-#: Programs that run the command that follows their own options.
-_PASS_THROUGH = {"env", "nice", "nohup", "time", "stdbuf", "ionice", "taskset", "chrt", "timeout", "exec",
-                 "command", "srun", "uv", "poetry", "pipenv", "conda", "mamba", "micromamba", "pixi", "hatch"}
-_SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
-_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n]")
-_PYTHON = re.compile(r"^(?:python|pypy)(?:\d+(?:\.\d+)*)?$")
-#: Python options that take a value as the next word.
-_PYTHON_VALUE_OPTIONS = {"-W", "-X", "-Q", "--check-hash-based-pycs"}
 
 
 @dataclass(frozen=True)
@@ -157,68 +148,6 @@ def file_digest(path: Path) -> str:
     return f"size-head-tail:{digest.hexdigest()}"
 
 
-# ------------------------------------------------------------------ finding the files
-@dataclass
-class _Scan:
-    """The state of one search: what was found and what could not be resolved."""
-
-    rootdir: Path
-    exclude: Sequence[str]
-    env: Mapping[str, str]
-    files: dict[Path, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    interpreter: str | None = None
-    scanned: set[Path] = field(default_factory=set)
-    imports_torch: bool = False
-    extra_paths: list[Path] = field(default_factory=list)
-    #: Where the trainer's absolute imports resolve: its script's folder (or the cwd for -m), then extra_paths.
-    roots: list[Path] = field(default_factory=list)
-
-    #: Imports already looked up: (module, roots) -> found.
-    modules: dict[tuple[str, tuple[Path, ...]], bool] = field(default_factory=dict)
-    _resolved: dict[Path, Path] = field(default_factory=dict)
-
-    def resolve(self, path: Path) -> Path:
-        found = self._resolved.get(path)
-        if found is None:
-            try:
-                found = path.resolve()
-            except (OSError, RuntimeError):  # a symlink loop
-                found = Path(os.path.abspath(path))
-            self._resolved[path] = found
-        return found
-
-    def name(self, path: Path) -> str:
-        resolved = self.resolve(path)
-        return resolved.relative_to(self.root).as_posix() if self.inside(resolved) else str(resolved)
-
-    @functools.cached_property
-    def root(self) -> Path:
-        return self.rootdir.resolve()
-
-    def inside(self, path: Path) -> bool:
-        return self.resolve(path).is_relative_to(self.root)
-
-    def excluded(self, path: Path) -> bool:
-        name = self.name(path)
-        return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern.rstrip("/") + "/*")
-                   for pattern in self.exclude)
-
-    def add(self, path: Path, why: str) -> bool:
-        """Fingerprint one file; False if it is excluded or cannot be read (then said in the notes)."""
-        path = self.resolve(path)
-        if path in self.files:
-            return True
-        if self.excluded(path):
-            return False
-        try:
-            self.files[path] = file_digest(path)
-        except OSError as exc:
-            self.notes.append(f"{self.name(path)} ({why}) cannot be read: {exc.strerror or exc}")
-            return False
-        return True
-
-
 def setup_files(
     command: Sequence[str],
     flags: Sequence[str],
@@ -232,360 +161,14 @@ def setup_files(
     ``command`` is the trainer command as the user wrote it (a leading ``python`` is
     pytest's own interpreter); ``env`` the environment it runs with (default: this one).
     """
-    scan = _Scan(rootdir=rootdir, exclude=tuple(exclude), env=dict(os.environ if env is None else env))
-    scan.extra_paths = _project_paths(scan)
-    words = list(command)
-    if words and words[0] in {"python", "python3"}:
-        words[0] = sys.executable  # as the runner starts it
-    _command(scan, words, rootdir)
-    for arg in flags:
-        _argument_file(scan, arg, rootdir, "named in the experiment's flags")
-    for pattern in include:
-        _include(scan, pattern)
-    if not scan.files:
-        scan.notes.insert(0, f"no trainer file found in the command {shlex.join(command)!r}: a changed trainer "
-                             "would go unseen; name its files with exprun_fingerprint_include")
+    scan = scan_trainer(command, flags, rootdir, include, exclude, env, file_digest)
     versions = _versions(scan)
     files = tuple(sorted((scan.name(path), digest) for path, digest in scan.files.items()))
     return Fingerprint(files=files, versions=versions, notes=tuple(dict.fromkeys(scan.notes)))
 
 
-def _project_paths(scan: _Scan) -> list[Path]:
-    """Import roots inside the project besides the script's folder: PYTHONPATH's entries,
-    and ``src/`` (where an editable install of a src layout points)."""
-    found = []
-    entries = [p for p in scan.env.get("PYTHONPATH", "").split(os.pathsep) if p] + ["src"]
-    for entry in entries:
-        path = (scan.rootdir / entry) if not os.path.isabs(entry) else Path(entry)
-        if path.is_dir() and scan.inside(path):
-            found.append(path.resolve())
-    return list(dict.fromkeys(found))
-
-
-def _command(scan: _Scan, words: list[str], cwd: Path) -> None:
-    """Find the trainer in one simple command (a program and its arguments)."""
-    while words and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
-        words = words[1:]  # VAR=value before the program
-    if not words:
-        return
-    program = words[0]
-    base = os.path.basename(program)
-    if _PYTHON.match(base):
-        _python_command(scan, program, words[1:], cwd)
-        return
-    if base in _SHELLS:
-        _shell_command(scan, words[1:], cwd)
-        return
-    path = _program_path(scan, program, cwd)
-    if path is not None and scan.inside(path) or (path is not None and os.sep in program):
-        _script(scan, path, "the trainer command's program")
-    elif path is not None:
-        shebang = _shebang(path)
-        if shebang and _PYTHON.match(os.path.basename(shebang[-1] if shebang[0].endswith("env") else shebang[0])):
-            scan.interpreter = scan.interpreter or _interpreter(scan, shebang)  # torchrun, accelerate, ...
-    rest = words[1:]
-    if base in _PASS_THROUGH:
-        # Skip the wrapper's own options and sub-command words ("uv run", "conda run -n x").
-        i = 0
-        while i < len(rest) and (rest[i].startswith("-") or rest[i] in {"run", "exec"} or "=" in rest[i]):
-            i += 2 if rest[i] in {"-n", "--name", "-p", "--prefix", "-u", "-C"} else 1
-        if i < len(rest):
-            _command(scan, rest[i:], cwd)
-        return
-    for arg in rest:
-        _argument_file(scan, arg, cwd, "named in the trainer command")
-
-
-def _program_path(scan: _Scan, program: str, cwd: Path) -> Path | None:
-    if os.sep in program:
-        path = Path(program) if os.path.isabs(program) else cwd / program
-        return path if path.is_file() else None
-    found = shutil.which(program, path=scan.env.get("PATH"))
-    return Path(found) if found else None
-
-
-def _python_command(scan: _Scan, interpreter: str, args: list[str], cwd: Path) -> None:
-    """``python [options] (script | -m module | -c code) [args]``."""
-    scan.interpreter = scan.interpreter or _resolve_program(scan, interpreter, cwd)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "-m" or (arg.startswith("-m") and len(arg) > 2 and not arg.startswith("--")):
-            module = args[i + 1] if arg == "-m" and i + 1 < len(args) else arg[2:]
-            scan.roots = scan.roots or [cwd.resolve(), *scan.extra_paths]
-            if not _module(scan, module, scan.roots, "run with python -m"):
-                scan.notes.append(f"module {module!r} (python -m) is not a file inside the project; its code "
-                                  "is not fingerprinted")
-            rest = args[i + 2 if arg == "-m" else i + 1 :]
-            break
-        if arg == "-c" and i + 1 < len(args):
-            scan.roots = scan.roots or [cwd.resolve(), *scan.extra_paths]
-            _python_source(scan, args[i + 1], cwd / "-c", cwd, "python -c")
-            rest = args[i + 2 :]
-            break
-        if arg in _PYTHON_VALUE_OPTIONS:
-            i += 2
-            continue
-        if arg.startswith("-"):
-            i += 1
-            continue
-        path = Path(arg) if os.path.isabs(arg) else cwd / arg
-        if path.is_file():
-            _script(scan, path, "the trainer script")
-        else:
-            scan.notes.append(f"trainer script {arg!r} does not exist")
-        rest = args[i + 1 :]
-        break
-    else:
-        return
-    for word in rest:
-        _argument_file(scan, word, cwd, "named in the trainer command")
-
-
-def _resolve_program(scan: _Scan, program: str, cwd: Path) -> str | None:
-    path = _program_path(scan, program, cwd)
-    return str(path) if path is not None else None
-
-
-def _shell_command(scan: _Scan, args: list[str], cwd: Path) -> None:
-    """``bash -c "..."`` (the commands inside it) or ``bash script.sh`` (the script)."""
-    for i, arg in enumerate(args):
-        if arg == "-c" or (arg.startswith("-") and not arg.startswith("--") and arg.endswith("c")):
-            if i + 1 < len(args):
-                _shell_source(scan, args[i + 1], cwd)
-            return
-        if arg.startswith("-"):
-            continue
-        path = Path(arg) if os.path.isabs(arg) else cwd / arg
-        if path.is_file():
-            _script(scan, path, "the trainer script")
-        for word in args[i + 1 :]:
-            _argument_file(scan, word, cwd, "named in the trainer command")
-        return
-
-
-def _shell_source(scan: _Scan, text: str, cwd: Path) -> None:
-    """Every simple command of a shell snippet; ``cd DIR`` moves where the next ones run."""
-    for piece in _SHELL_SEPARATORS.split(text):
-        piece = piece.strip()
-        if not piece or piece.startswith("#"):
-            continue
-        try:
-            words = shlex.split(piece, comments=True)
-        except ValueError:
-            scan.notes.append(f"cannot split the shell command {piece!r}; files it names are not fingerprinted")
-            continue
-        words = [w for w in words if not re.match(r"^\d*[<>]", w)]
-        if words and words[0] == "cd" and len(words) > 1:
-            target = Path(words[1]) if os.path.isabs(words[1]) else cwd / words[1]
-            if target.is_dir():
-                cwd = target
-            continue
-        if words and words[0] not in {"echo", "export", "set", "exit", "true", "false", "source", ".", "cd"}:
-            _command(scan, words, cwd)
-
-
-def _shebang(path: Path) -> list[str] | None:
-    try:
-        with open(path, "rb") as handle:
-            first = handle.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
-    return words or None
-
-
-def _script(scan: _Scan, path: Path, why: str) -> None:
-    """A trainer file: fingerprint it and follow what it runs (a shebang says what it is)."""
-    if not scan.add(path, why):
-        return
-    shebang = _shebang(path)
-    interpreter = None
-    if shebang:
-        interpreter = os.path.basename(shebang[-1] if shebang[0].endswith("env") and len(shebang) > 1 else shebang[0])
-    if path.suffix == ".py" or (interpreter and _PYTHON.match(interpreter)):
-        if shebang and interpreter and _PYTHON.match(interpreter):
-            scan.interpreter = scan.interpreter or _interpreter(scan, shebang)
-        if not scan.roots:
-            scan.roots = [path.resolve().parent, *scan.extra_paths]
-        _python_file(scan, path, entry=True)
-    elif path.suffix in {".sh", ".bash"} or (interpreter in _SHELLS):
-        if path.resolve() in scan.scanned:
-            return
-        scan.scanned.add(path.resolve())
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        _shell_source(scan, "\n".join(line for line in text.splitlines() if not line.startswith("#!")), scan.rootdir)
-
-
-def _interpreter(scan: _Scan, shebang: list[str]) -> str | None:
-    if shebang[0].endswith("env") and len(shebang) > 1:
-        found = shutil.which(shebang[-1], path=scan.env.get("PATH"))
-        return found
-    return shebang[0] if os.path.isfile(shebang[0]) else None
-
-
-def _argument_file(scan: _Scan, arg: str, cwd: Path, why: str) -> None:
-    """An argument, or the value of ``--key=value``, that names a file inside the project."""
-    candidates = [arg]
-    if arg.startswith("-") and "=" in arg:
-        candidates = [arg.split("=", 1)[1]]
-    elif arg.startswith("-"):
-        return
-    for text in candidates:
-        if not text or "\0" in text or len(text) > 4096:
-            continue
-        path = Path(text) if os.path.isabs(text) else cwd / text
-        try:
-            is_file, is_dir = path.is_file(), path.is_dir()
-        except OSError:
-            continue
-        if is_file and scan.inside(path):
-            if path.suffix == ".py":
-                _script(scan, path, why)  # a Python config (nanoGPT's) may import project code
-            else:
-                scan.add(path, why)
-        elif is_dir and scan.inside(path) and scan.name(path) not in {".", ""}:
-            scan.notes.append(f"{scan.name(path)}/ ({why}) is a folder: its files are not fingerprinted; "
-                              "list the ones that matter in exprun_fingerprint_include")
-
-
-def _include(scan: _Scan, pattern: str) -> None:
-    matched = False
-    try:
-        paths = sorted(scan.rootdir.glob(pattern))
-    except (ValueError, NotImplementedError) as exc:
-        scan.notes.append(f"exprun_fingerprint_include pattern {pattern!r} cannot be used: {exc}")
-        return
-    for path in paths:
-        if path.is_file():
-            matched = True
-            if path.suffix == ".py":
-                _script(scan, path, "exprun_fingerprint_include")
-            else:
-                scan.add(path, "exprun_fingerprint_include")
-    if not matched:
-        scan.notes.append(f"exprun_fingerprint_include pattern {pattern!r} matches no file")
-
-
-# ------------------------------------------------------------------- Python imports
-def _python_file(scan: _Scan, path: Path, entry: bool) -> None:
-    resolved = scan.resolve(path)
-    if resolved in scan.scanned:
-        return
-    scan.scanned.add(resolved)
-    try:
-        source = resolved.read_bytes()
-    except OSError:
-        return
-    _python_source(scan, source, resolved, resolved.parent if entry else None, scan.name(resolved))
-
-
-def _python_source(scan: _Scan, source: str | bytes, path: Path, entry_dir: Path | None, what: str) -> None:
-    """Follow the imports of one Python source (every ``import``, also inside functions and ``try``).
-
-    Absolute imports resolve against the import roots: a script's own folder (Python puts
-    it first on ``sys.path``), PYTHONPATH and ``src/``; relative ones against the file's folder.
-    """
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except (SyntaxError, ValueError) as exc:
-        scan.notes.append(f"cannot parse {what} ({type(exc).__name__}: {exc}); the modules it imports are "
-                          "not fingerprinted")
-        return
-    roots = [entry_dir, *scan.extra_paths] if entry_dir is not None else list(scan.roots or scan.extra_paths)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                _module(scan, alias.name, roots, f"imported by {what}")
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            search = roots
-            if node.level:
-                folder = path.parent
-                for _ in range(node.level - 1):
-                    folder = folder.parent
-                search = [folder]
-            found = _module(scan, base, search, f"imported by {what}") if base else False
-            for alias in node.names:
-                if alias.name != "*":
-                    sub = f"{base}.{alias.name}" if base else alias.name
-                    found = _module(scan, sub, search, f"imported by {what}") or found
-            if node.level and not found:
-                scan.notes.append(f"{what}: relative import on line {node.lineno} not found in the project")
-        elif isinstance(node, ast.Call):
-            _dynamic(scan, node, roots, path, what)
-
-
-def _dynamic(scan: _Scan, node: ast.Call, roots: list[Path], path: Path, what: str) -> None:
-    """``importlib.import_module("x")``, ``__import__("x")`` and nanoGPT's ``exec(open("configurator.py").read())``."""
-    func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-    first = node.args[0] if node.args else None
-    if name in {"import_module", "__import__"}:
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            _module(scan, first.value, roots, f"imported by {what}")
-        elif first is not None:
-            scan.notes.append(f"{what} imports a module chosen at run time (line {node.lineno}); add it with "
-                              "exprun_fingerprint_include")
-    elif name in {"exec", "runpy", "run_path"} and first is not None:
-        for inner in ast.walk(first):
-            if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "open"
-                    and inner.args and isinstance(inner.args[0], ast.Constant) and isinstance(inner.args[0].value, str)):
-                target = Path(inner.args[0].value)
-                for base in (scan.rootdir, path.parent):
-                    candidate = target if target.is_absolute() else base / target
-                    if candidate.is_file() and scan.inside(candidate):
-                        _script(scan, candidate, f"run by {what}")
-                        break
-
-
-def _module(scan: _Scan, dotted: str, roots: Iterable[Path], why: str) -> bool:
-    """Fingerprint the project files an import of ``dotted`` runs: each package's ``__init__.py`` and the module."""
-    if not dotted or not all(part.isidentifier() for part in dotted.split(".")):
-        return False
-    parts = dotted.split(".")
-    if parts[0] == "torch":
-        scan.imports_torch = True
-    key = (dotted, tuple(roots))
-    if key not in scan.modules:
-        scan.modules[key] = False  # an import cycle ends here
-        scan.modules[key] = _find_module(scan, parts, key[1], why)
-    return scan.modules[key]
-
-
-def _find_module(scan: _Scan, parts: list[str], roots: tuple[Path, ...], why: str) -> bool:
-    for root in roots:
-        found: list[Path] = []
-        folder = root
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            module_file = folder / f"{part}.py"
-            package_init = folder / part / "__init__.py"
-            if package_init.is_file():
-                found.append(package_init)
-                folder = folder / part
-            elif module_file.is_file() and last:
-                found.append(module_file)
-            elif (folder / part).is_dir() and not last:
-                folder = folder / part  # a namespace package
-            else:
-                found = [] if i == 0 else found
-                break
-        if found and all(scan.inside(p) for p in found):
-            for path in found:
-                if scan.add(path, why):
-                    _python_file(scan, path, entry=False)
-            return True
-    return False
-
-
 # ---------------------------------------------------------------------- versions
-def _versions(scan: _Scan) -> tuple[tuple[str, str], ...]:
+def _versions(scan: TrainerScan) -> tuple[tuple[str, str], ...]:
     interpreter = scan.interpreter
     if interpreter is None:
         scan.notes.append("the trainer's Python interpreter was not identified; Python and torch versions "

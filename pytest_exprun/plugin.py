@@ -16,7 +16,7 @@ import pytest
 from . import newhooks, settings as settings_mod
 from .executors import BUILTIN
 from .items import SeedRun, build_items
-from .runner import parse_step_line
+from .lines import parse_step_line
 from .session import ProtocolSession
 
 PLUGIN_NAME = "exprun-protocol"

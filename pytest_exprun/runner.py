@@ -1,11 +1,10 @@
-"""Start one trainer process, stream and parse its output, and end it cleanly.
+"""Run one trainer: start it, pass its output lines on, decide how it ended.
 
-The trainer runs from an argv list in its own process group (never through a shell),
-so a time-out, Ctrl-C or cancellation can end it together with any children it
-started; children that left the group (``setsid``) are found by a token in their
-environment. Output is read in chunks with every kept line capped in length, and the
-learning curve is thinned past a cap, so a trainer that prints gigabytes, one line of
-100 MB or a million evaluations costs bounded memory.
+The trainer runs from an argv list in its own process group (never through a shell;
+see ``procgroup``), so a time-out, Ctrl-C or cancellation can end it together with any
+children it started. Its output is read in chunks and split into capped lines (see
+``lines``), and the learning curve is thinned past a cap, so a trainer that prints
+gigabytes, one line of 100 MB or a million evaluations costs bounded memory.
 
 The value recorded for a run is its final evaluation: the val_loss at the highest step
 printed, which must be at (or within 1% of) the last step the trainer reports.
@@ -13,7 +12,6 @@ printed, which must be at (or within 1% of) the last step the trainer reports.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -22,34 +20,23 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
-import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-#: ``Step 240 | val_loss: 1.9876 | ...``: the protocol records the val_loss at the highest step.
-STEP_LINE = re.compile(r"^\s*Step\s+(\d+)\s*\|\s*val_loss:\s*([^\s|]+)")
-#: Any line that reports a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``):
-#: how far training went, so that a final evaluation can be told from an early one.
-PROGRESS_LINE = re.compile(r"^\s*(?:step|iter)\s+(\d+)\b", re.IGNORECASE)
+from .lines import PROGRESS_LINE, LineParser, _LineSplitter, parse_step_line
+from .procgroup import end_process, start_process
 
 TAIL_LINES = 20
-MAX_LINE_CHARS = 2000
 MAX_LOG_BYTES = 64 * 1024 * 1024
 #: Evaluations kept for the learning curve; past this the curve is thinned evenly.
 MAX_CURVE_POINTS = 1000
 #: The final evaluation may lie this fraction of the final step before it (at least 1 step).
 FINAL_STEP_TOLERANCE = 0.01
-#: Set in every trainer's environment; its descendants inherit it, even those that left the group.
-RUN_TOKEN_ENV = "EXPRUN_RUN_TOKEN"
-TERMINATE_GRACE_S = 5.0
 #: After the trainer exits, how long to wait for children still holding its output open.
 ORPHAN_GRACE_S = 1.0
-
-LineParser = Callable[[str], tuple[int, float] | None]
 
 
 class Failure(str, Enum):
@@ -144,17 +131,6 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def parse_step_line(line: str) -> tuple[int, float] | None:
-    """(step, val_loss) from a trainer's evaluation line, or None for any other line."""
-    match = STEP_LINE.match(line)
-    if match is None:
-        return None
-    try:
-        return int(match.group(1)), float(match.group(2))
-    except ValueError:
-        return None
-
-
 class RunLog:
     """The run's log file, capped: past the cap only a marker is written, and the tail at the end.
 
@@ -201,144 +177,6 @@ class RunLog:
         if self.error is not None:
             tail.append(f"[exprun: the log file could not be written: {self.error}]")
 
-
-class _LineSplitter:
-    """Split a byte stream into text lines, keeping at most ``MAX_LINE_CHARS`` of each.
-
-    A line ends at ``\n``, ``\r\n`` or a lone ``\r``: progress bars (tqdm) redraw with ``\r``,
-    and an evaluation printed after one must still start a line of its own.
-    """
-
-    def __init__(self) -> None:
-        self._partial = bytearray()
-        self._overflow = False
-        self._after_cr = False  # the last chunk ended with \r: a \n starting the next one is its pair
-
-    def feed(self, data: bytes) -> list[str]:
-        lines = []
-        start = 0
-        if self._after_cr and data[:1] == b"\n":
-            start = 1
-        self._after_cr = False
-        for match in _LINE_END.finditer(data, start):
-            self._keep(data[start : match.start()])
-            lines.append(self._take())
-            start = match.end()
-        self._keep(data[start:])
-        self._after_cr = data.endswith(b"\r")
-        return lines
-
-    def flush(self) -> list[str]:
-        return [self._take()] if self._partial else []
-
-    def _keep(self, piece: bytes) -> None:
-        room = MAX_LINE_CHARS * 4 - len(self._partial)
-        if len(piece) > room:
-            self._overflow = True
-        self._partial += piece[: max(room, 0)]
-
-    def _take(self) -> str:
-        text = self._partial.decode("utf-8", "replace")
-        if self._overflow or len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + " [line truncated]"
-        self._partial.clear()
-        self._overflow = False
-        return text
-
-
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-class LineThrottle:
-    """Let through a burst of lines, then at most ``rate`` a second; count the ones held back.
-
-    Echoing a trainer's output keeps a long run watchable, but a trainer that floods its
-    output must not flood the terminal or a CI log too: every line is in the run's log anyway.
-    """
-
-    def __init__(self, rate: float = 20.0, burst: int = 1000) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-        self._held_back = 0
-        self._told = -math.inf
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self._held_back += 1
-        return False
-
-    def take_held_back(self, every: float = 10.0) -> int:
-        """Lines held back since last told, at most once per ``every`` seconds (else 0)."""
-        now = time.monotonic()
-        if not self._held_back or now - self._told < every:
-            return 0
-        count, self._held_back, self._told = self._held_back, 0, now
-        return count
-
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole process group, then SIGKILL whatever is left after a grace period.
-
-    A second Ctrl-C during the grace period skips the rest of it: the group is killed at once.
-    """
-    try:
-        for sig, grace in ((signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, TERMINATE_GRACE_S)):
-            try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if proc.poll() is not None and not _group_alive(proc.pid):
-                    return
-                time.sleep(0.02)
-        proc.wait(timeout=TERMINATE_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        raise
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return _has_live_member(pgid)
-
-
-def _has_live_member(pgid: int) -> bool:
-    """Whether a group member is still running, not merely a zombie left for init to reap.
-
-    Orphaned children of a killed trainer stay zombies until init reaps them, which some
-    systems do only every second or two; waiting for that would delay every time-out.
-    Without /proc (not Linux), any member counts.
-    """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command name: state, ppid, pgrp.
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-            return True
-    return False
 
 
 class OutputReader:
@@ -444,15 +282,6 @@ class Evaluations:
         return None
 
 
-def log_lines(path: Path) -> Iterator[str]:
-    """A log file's lines, split and capped as a running trainer's output is."""
-    splitter = _LineSplitter()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            yield from splitter.feed(block)
-    yield from splitter.flush()
-
-
 def parse_lines(lines: Iterable[str], parse_line: LineParser = parse_step_line) -> Evaluations:
     """The evaluations in a finished run's lines (its log read again, e.g. on a cluster)."""
     evals = Evaluations()
@@ -516,81 +345,6 @@ def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int 
     return RunResult(spec=spec, val_loss=evals.val_loss, wall_time=wall_time, curve=evals.curve,
                      returncode=returncode, failure=failure, tail=tuple(lines.tail), started_at=started_at,
                      where=where, eval_step=evals.eval_step, final_step=evals.final_step)
-
-
-#: Each started trainer's ``RUN_TOKEN_ENV=<token>`` entry, to find its descendants by.
-_run_tokens: weakref.WeakKeyDictionary[subprocess.Popen[bytes], bytes] = weakref.WeakKeyDictionary()
-
-
-def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen[bytes]:
-    """Start a trainer in its own process group (so it can be ended with its children), output merged."""
-    token = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        argv,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env, RUN_TOKEN_ENV: token},
-        cwd=cwd,
-    )
-    _run_tokens[proc] = f"{RUN_TOKEN_ENV}={token}".encode()
-    return proc
-
-
-def end_process(proc: subprocess.Popen[bytes]) -> None:
-    """End a trainer's process group if anything in it is still running (Ctrl-C included),
-    then any descendant that left the group (``setsid``, a daemon) and is still running."""
-    if proc.poll() is None or _group_alive(proc.pid):
-        _end_group(proc)
-    marker = _run_tokens.get(proc)
-    if marker is not None:
-        _end_strays(marker)
-
-
-def strays(marker: bytes) -> list[int]:
-    """Running processes whose environment holds ``marker`` (a trainer's token), this one excepted.
-
-    Only Linux's /proc shows other processes' environments; elsewhere none are found.
-    """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    found = []
-    me = os.getpid()
-    for name in entries:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:  # gone, or another user's
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(int(name))
-    return found
-
-
-def _end_strays(marker: bytes) -> None:
-    """SIGTERM the trainer's stray descendants, then SIGKILL those left after a grace period."""
-    pids = strays(marker)
-    try:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + TERMINATE_GRACE_S
-            while pids and time.monotonic() < deadline:
-                time.sleep(0.02)
-                pids = strays(marker)
-    except BaseException:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        raise
 
 
 def wait_for_exit(proc: subprocess.Popen[bytes], started: float, timeout: float | None,

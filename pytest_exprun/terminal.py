@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from .runner import LineThrottle
+from .lines import LineThrottle
 
 if TYPE_CHECKING:
     from .protocol import Comparison

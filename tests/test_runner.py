@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import pid_alive, wait_for
+from pytest_exprun.lines import _LineSplitter, log_lines, parse_step_line
 from pytest_exprun.runner import (
     MAX_CURVE_POINTS,
     Evaluations,
     Failure,
     RunSpec,
-    _LineSplitter,
-    log_lines,
     parse_lines,
-    parse_step_line,
     run_trainer,
 )
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pytest
 
-from ..runner import LineParser, RunResult, RunSpec
+from ..lines import LineParser
+from ..runner import RunResult, RunSpec
 
 if TYPE_CHECKING:
     from ..settings import Settings

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..runner import LineParser, RunSpec, run_trainer
+from ..lines import LineParser
+from ..runner import RunSpec, run_trainer
 from . import Executor, LazyRun, LineSink, RunHandle
 
 

@@ -16,16 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..lines import LineParser, log_lines, parse_step_line
 from ..runner import (
     EVALUATION_FAILURES,
     TAIL_LINES,
     Failure,
-    LineParser,
     RunResult,
     RunSpec,
-    log_lines,
     parse_lines,
-    parse_step_line,
     run_trainer,
 )
 from . import Executor, ExecutorError, LineSink, RunHandle

@@ -29,20 +29,19 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..lines import LineParser
+from ..procgroup import end_process, start_process
 from ..runner import (
     MAX_LOG_BYTES,
     Failure,
-    LineParser,
     OutputReader,
     RunLines,
     RunResult,
     RunSpec,
     RunLog,
     classify,
-    end_process,
     read_until,
     result_of,
-    start_process,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
 from .gpus import _GpuRun
