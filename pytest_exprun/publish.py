@@ -226,6 +226,8 @@ class Publisher:
             "json_file": path.with_suffix(".json").name,
             "summary_file": self.settings.summary_report.name,
             "setup": decided.data["setup"],
+            "presets": sorted({str(r.extra["environment"]["preset"]) for r in [*decided.baseline, *decided.runs]
+                               if "preset" in r.extra.get("environment", {})}),
             "git_commit": decided.data.get("git_commit"),
             "measured_at": decided.data.get("decided_at", ""),
         }

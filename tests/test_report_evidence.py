@@ -233,7 +233,7 @@ def render_experiment(base: dict[int, float], exp: dict[int, float], **extra: ob
         "explanation": old_explanation(cmp), "seed_rows": [], "ev": ev,
         "paired_rows": [], "holm_family": [], "holm_p": ev.welch.p_value, "curves": curves, "curve_rows": [],
         "plots": plots.PlotSet((), "none drawn here"), "json_file": "x.json", "summary_file": "summary_1M.md",
-        "setup": {"command": ["python", "t.py"], "trainer_files": {}}, "git_commit": None, "measured_at": "now",
+        "setup": {"command": ["python", "t.py"], "fingerprint": {"files": {}, "versions": {}, "notes": []}}, "git_commit": None, "measured_at": "now",
         **extra,
     }
     return report.render("experiment.md.j2", context)

@@ -48,7 +48,7 @@ def test_warm_executor_writes_the_same_reports_as_local(project: Project, losses
 
 
 def test_run_output_goes_to_its_own_log_and_the_terminal(project: Project) -> None:
-    result = project.run("-m", "baseline", WARM, "-s")
+    result = project.run("-m", "baseline", WARM, "-s", "-v")  # -v: every line, not only evaluations
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*fake trainer: seed 137*", "*Step 50 | val_loss: 2.0200*"])
     logs = sorted((project.research / ".exprun" / "runs" / "1M" / "baseline").glob("*/seed*.log"))
