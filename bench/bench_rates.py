@@ -27,7 +27,7 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-from pytest_exprun import rates
+from pytest_exprun import evidence, rates
 from pytest_exprun.protocol import CONTROL_FALSE_ALARM
 from pytest_exprun.stats import std_interval
 
@@ -102,7 +102,7 @@ def main() -> None:
         (row,) = rates.fixed_rule_rates(n_baseline=n, effects=(0.0,), trials=args.trials)
         print(f"  {n} baseline seeds: {row.p_winner:.2%}")
     print(f"\nMinimum detectable effect (80% WINNER), two-stage as run: {rates.design_mde(trials=args.trials):.2f}σ; "
-          f"fixed-design formula for 5 vs 3: {rates.minimum_detectable_effect(1.0, 5, 3):.2f}σ")
+          f"fixed-design formula for 5 vs 3: {evidence.minimum_detectable_effect(1.0, 5, 3):.2f}σ")
     sigma = std_interval(1.0, 5)
     print(f"σ from 5 seeds: 95% interval {sigma.low:.3f}·s to {sigma.high:.3f}·s (a factor of {sigma.high / sigma.low:.2f})")
 

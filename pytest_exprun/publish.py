@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import plots, protocol, rates, report, stats
+from . import evidence, plots, protocol, rates, report, stats
 from .protocol import BASELINE, Comparison, ProtocolFailure
 from .settings import Settings
 from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
@@ -150,13 +150,13 @@ class Publisher:
         family = self.family(baseline_key)
         found = {d.name: (d, compare_runs(d.baseline, d.runs)) for d in family}
         design = rates.Design.of(self.settings)
-        evidence = {name: self.work(rates.evaluate, {r.seed: r.val_loss for r in d.baseline},
+        found_evidence = {name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
                                     {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment,
                                     design)
                     for name, (d, c) in found.items()}
         names = list(found)
-        adjusted = stats.holm_adjust([evidence[n].welch.p_value for n in names])
-        holm = [{"name": n, "p": evidence[n].welch.p_value, "adjusted": a} for n, a in zip(names, adjusted)]
+        adjusted = stats.holm_adjust([found_evidence[n].welch.p_value for n in names])
+        holm = [{"name": n, "p": found_evidence[n].welch.p_value, "adjusted": a} for n, a in zip(names, adjusted)]
         contexts = {}
         for name, holm_p in zip(names, adjusted):
             decided, cmp = found[name]
@@ -164,15 +164,15 @@ class Publisher:
             drawn = self._plots(decided, cmp, path, redraw=name == fresh)
             curves = stats.learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
                                            self.settings.train_tokens, cmp.val_loss.baseline.mean)
-            context = self._context(decided, cmp, evidence[name], curves, drawn, holm, holm_p, path)
+            context = self._context(decided, cmp, found_evidence[name], curves, drawn, holm, holm_p, path)
             context["control"] = control if name == fresh else None
             body = self._render("experiment.md.j2", context)
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
                 self.write_owned(path, text)
-            self._write_twin(path, decided, cmp, evidence[name], curves, drawn, holm, holm_p)
+            self._write_twin(path, decided, cmp, found_evidence[name], curves, drawn, holm, holm_p)
             contexts[name] = context
-        self.summary(family, evidence, adjusted)
+        self.summary(family, adjusted)
         return contexts
 
     def _plots(self, decided: Decided, cmp: Comparison, path: Path, redraw: bool) -> plots.PlotSet:
@@ -194,7 +194,7 @@ class Publisher:
         drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
         return drawn
 
-    def _context(self, decided: Decided, cmp: Comparison, ev: rates.Evidence, curves: stats.Curves,
+    def _context(self, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: stats.Curves,
                  drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None, path: Path) -> dict[str, Any]:
         b = {r.seed: r for r in decided.baseline}
         e = {r.seed: r for r in decided.runs}
@@ -232,7 +232,7 @@ class Publisher:
             "measured_at": decided.data.get("decided_at", ""),
         }
 
-    def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: rates.Evidence, curves: stats.Curves,
+    def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: stats.Curves,
                     drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
         def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
@@ -272,8 +272,7 @@ class Publisher:
                                   "is unchanged") from None
 
     # ------------------------------------------------------------- summary
-    def summary(self, family: list[Decided], evidence: dict[str, rates.Evidence],
-                adjusted: tuple[float | None, ...]) -> None:
+    def summary(self, family: list[Decided], adjusted: tuple[float | None, ...]) -> None:
         """Rank the family of experiments judged against this baseline, from the store."""
         if not family:
             return
@@ -324,7 +323,7 @@ def speed_text(cmp: Comparison) -> str:
 
 
 def explanation(cmp: Comparison, note: str | None) -> str:
-    """The verdict's reason in one sentence, from the 2σ rule's own numbers (``rates.explain_verdict``)."""
+    """The verdict's reason in one sentence, from the 2σ rule's own numbers (``evidence.explain_verdict``)."""
     if cmp.verdict is None:
         return cmp.problem or ""
-    return rates.explain_verdict(cmp.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)
+    return evidence.explain_verdict(cmp.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)

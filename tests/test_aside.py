@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from conftest import Project, normalised_report, pid_alive
-from pytest_exprun import aside, rates, stats
+from pytest_exprun import aside, evidence, stats
 from pytest_exprun.stats import summarize
 
 BASE = {42: 2.00, 137: 2.02, 256: 1.98, 512: 2.01, 1024: 1.99}
@@ -25,7 +25,7 @@ def test_the_helper_computes_exactly_what_the_session_would(with_aside: None) ->
     helper = aside.start()
     assert helper is not None
     try:
-        assert helper.call(rates.evaluate, *evaluate_args()) == rates.evaluate(*evaluate_args())
+        assert helper.call(evidence.evaluate, *evaluate_args()) == evidence.evaluate(*evaluate_args())
     finally:
         helper.close()
 
@@ -36,7 +36,7 @@ def test_a_dead_helper_falls_back_to_computing_in_process(with_aside: None) -> N
     proc = helper._proc
     proc.kill()
     proc.wait()
-    assert helper.call(rates.evaluate, *evaluate_args()) == rates.evaluate(*evaluate_args())
+    assert helper.call(evidence.evaluate, *evaluate_args()) == evidence.evaluate(*evaluate_args())
     assert helper._proc is None  # not asked again
 
 

@@ -182,3 +182,21 @@ def test_the_same_command_twice_writes_nothing_new(project: Project) -> None:
     project.run("--experiment=use_x").assert_outcomes(passed=1, skipped=10)
     assert {p: p.stat().st_mtime_ns for p in project.research.glob("*") if p.is_file()} == stamp
     assert Path(project.research / "experiment_use_x_1M.md").exists()
+
+
+def test_editing_the_trainer_mid_session_fails_that_run_instead_of_mixing_versions(project: Project) -> None:
+    from conftest import wait_for
+
+    gate = project.path / "go"
+    project.plan(gate=str(gate))
+    proc = project.popen("-m", "baseline")
+    wait_for(lambda: project.started(), what="the first run to start")
+    with open(project.path / "fake_trainer.py", "a") as handle:
+        handle.write("\nLEARNING_RATE = 3e-4  # edited while the session runs\n")
+    gate.write_text("")
+    assert proc.wait(timeout=120) != 0
+    out = (project.path / "pytest_out.txt").read_text()
+    assert "the setup changed while it ran (fake_trainer.py changed" in out
+    assert "the setup changed during this session" in out  # the later seeds are not started
+    assert not list((project.research / ".exprun" / "runs").rglob("seed*.json"))
+    no_traceback(out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun import protocol, rates, stats
+from pytest_exprun import evidence, protocol, rates, stats
 from pytest_exprun.protocol import Verdict, judge
 from pytest_exprun.stats import summarize
 
@@ -105,7 +105,7 @@ def test_wilcoxon_runs_from_five_pairs() -> None:
 def test_degenerate_inputs_give_reasons_without_warnings(base: dict, exp: dict, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = rates.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
+        result = evidence.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
     assert result.welch.p_value is None and reason in (result.welch.reason or "")
     assert result.mann_whitney.p_value is None
     assert result.bootstrap.low is None and result.bootstrap.reason
@@ -139,8 +139,8 @@ def _winner_rate(effect: float, n_base: int, n_exp: int, trials: int = 200_000, 
 
 @pytest.mark.parametrize(("n_base", "n_exp"), [(5, 3), (5, 5), (10, 10)])
 def test_minimum_detectable_effect_is_called_winner_80_percent_of_the_time(n_base: int, n_exp: int) -> None:
-    mde = rates.minimum_detectable_effect(1.0, n_base, n_exp)
-    assert rates.rule_power(mde, 1.0, n_base, n_exp) == pytest.approx(0.8)
+    mde = evidence.minimum_detectable_effect(1.0, n_base, n_exp)
+    assert evidence.rule_power(mde, 1.0, n_base, n_exp) == pytest.approx(0.8)
     assert _winner_rate(mde, n_base, n_exp) == pytest.approx(0.8, abs=0.005)
 
 
@@ -153,18 +153,18 @@ def test_simulated_rule_is_the_protocols_judge() -> None:
 
 
 def test_minimum_detectable_effect_scales_with_sigma() -> None:
-    assert rates.minimum_detectable_effect(0.02, 5, 3) == pytest.approx(0.02 * rates.minimum_detectable_effect(1, 5, 3))
+    assert evidence.minimum_detectable_effect(0.02, 5, 3) == pytest.approx(0.02 * evidence.minimum_detectable_effect(1, 5, 3))
 
 
 def test_seeds_for_the_rule_reach_80_percent_in_simulation() -> None:
-    n, reason = rates.seeds_for_rule(2.5, 1.0)
+    n, reason = evidence.seeds_for_rule(2.5, 1.0)
     assert reason is None and n is not None
     assert _winner_rate(2.5, n, n) >= 0.8 - 0.005
     assert _winner_rate(2.5, n - 1, n - 1) < 0.8
 
 
 def test_no_number_of_seeds_lets_the_rule_call_an_effect_below_two_sigma() -> None:
-    n, reason = rates.seeds_for_rule(1.5, 1.0)
+    n, reason = evidence.seeds_for_rule(1.5, 1.0)
     assert n is None and "below the rule's 2σ threshold" in (reason or "")
     assert "no number of seeds" not in (reason or "")
     assert _winner_rate(1.5, 200, 200, trials=20_000) < 0.01
@@ -183,7 +183,7 @@ def test_seeds_for_a_t_test_match_simulation_and_textbook_formula() -> None:
 
 def test_power_analysis_uses_the_baseline_sigma_and_the_design_as_run() -> None:
     b, e = summarize(list(BASE.values())), summarize([1.99, 2.00, 1.98])
-    power = rates.power_analysis(b, e)
+    power = evidence.power_analysis(b, e)
     assert power.sigma == pytest.approx(b.std)
     # The two-stage design's 80% point (2.53σ), not the fixed 5-vs-3 formula's (2.72σ).
     assert power.mde_sigmas == pytest.approx(rates.design_mde())
@@ -200,12 +200,12 @@ def test_seeds_needed_use_the_paired_test_when_pairs_exist() -> None:
     """Where seeds share their luck, the unpaired figure asks for many seeds the paired test does not need."""
     base = {42: 2.00, 137: 2.05, 256: 1.95, 512: 2.03, 1024: 1.97}
     exp = {42: 1.990, 137: 2.041, 256: 1.939, 512: 2.021, 1024: 1.958}
-    evidence = rates.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
-    assert evidence.paired.t_test.p_value is not None and evidence.paired.t_test.p_value < 0.001
-    assert evidence.power.ttest == "paired t-test"
-    unpaired, _ = stats.seeds_for_ttest(evidence.power.observed_effect, evidence.power.sigma)
+    found = evidence.evaluate(base, exp, summarize(list(base.values())), summarize(list(exp.values())))
+    assert found.paired.t_test.p_value is not None and found.paired.t_test.p_value < 0.001
+    assert found.power.ttest == "paired t-test"
+    unpaired, _ = stats.seeds_for_ttest(found.power.observed_effect, found.power.sigma)
     assert unpaired is not None and unpaired > 80
-    assert evidence.power.seeds_for_ttest is not None and evidence.power.seeds_for_ttest <= 5
+    assert found.power.seeds_for_ttest is not None and found.power.seeds_for_ttest <= 5
 
 
 def test_seeds_for_a_paired_t_test_reach_80_percent_in_simulation() -> None:
@@ -318,18 +318,18 @@ def test_paired_seeds_claim_pairing_rarely_for_independent_seeds() -> None:
 def test_an_a_a_run_says_the_flag_changed_nothing() -> None:
     base = dict(BASE)
     same = {seed: BASE[seed] for seed in (42, 137, 256, 512, 1024)}
-    evidence = rates.evaluate(base, same, summarize(list(base.values())), summarize(list(same.values())))
-    assert evidence.paired.identical and evidence.paired.helped is None
-    assert "flag changed nothing" in (evidence.paired.reason or "")
-    assert evidence.changed_nothing and "the flag changed nothing" in (evidence.note or "")
-    assert evidence.verdict is Verdict.NEUTRAL
+    found = evidence.evaluate(base, same, summarize(list(base.values())), summarize(list(same.values())))
+    assert found.paired.identical and found.paired.helped is None
+    assert "flag changed nothing" in (found.paired.reason or "")
+    assert found.changed_nothing and "the flag changed nothing" in (found.note or "")
+    assert found.verdict is Verdict.NEUTRAL
 
 
 def _note(verdict: Verdict, welch_p: float | None, paired_p: float | None, low: float = -0.131, high: float = -0.027) -> str | None:
     welch = stats.SignificanceTest("Welch's t-test", -2.5, welch_p)
     paired = stats.SignificanceTest("paired t-test", -4.0, paired_p, None if paired_p is not None else "too few")
     interval = stats.Interval(low, high, 0.95, "Welch t-interval")
-    return rates.verdict_note(verdict, welch, paired, interval, delta=(low + high) / 2)
+    return evidence.verdict_note(verdict, welch, paired, interval, delta=(low + high) / 2)
 
 
 def test_a_neutral_that_the_tests_reject_says_so_and_names_the_next_step() -> None:
@@ -355,9 +355,9 @@ def test_agreeing_tests_add_nothing() -> None:
 
 def test_neutral_explanation_speaks_of_noise_only_when_nothing_rejects() -> None:
     b, e = summarize(list(BASE.values())), summarize([1.99, 2.00, 1.98])
-    quiet = rates.explain_verdict(Verdict.NEUTRAL, b, e, None)
+    quiet = evidence.explain_verdict(Verdict.NEUTRAL, b, e, None)
     assert "tell it apart from noise" in quiet
-    loud = rates.explain_verdict(Verdict.NEUTRAL, b, e, "The 2σ rule says NEUTRAL, but ...")
+    loud = evidence.explain_verdict(Verdict.NEUTRAL, b, e, "The 2σ rule says NEUTRAL, but ...")
     assert "noise" not in loud and loud.endswith("].")
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pytest_exprun import protocol, rates
+from pytest_exprun import evidence, protocol, rates
 from pytest_exprun.protocol import Verdict, judge, needs_extension
 from pytest_exprun.stats import summarize
 
@@ -101,7 +101,7 @@ def test_minimum_detectable_effect_of_the_two_stage_design() -> None:
     (row,) = rates.fixed_rule_rates(effects=(mde,))
     assert row.p_winner == pytest.approx(0.8, abs=0.002)
     # The fixed 5-vs-3 formula the reports used to print gives a different, larger figure.
-    assert rates.minimum_detectable_effect(1.0, 5, 3) > mde + 0.15
+    assert evidence.minimum_detectable_effect(1.0, 5, 3) > mde + 0.15
 
 
 def test_power_from_the_winner_thresholds_is_the_direct_simulation() -> None:

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
-from pytest_exprun import plots, protocol, rates, report, stats
+from pytest_exprun import evidence, plots, protocol, rates, report, stats
 from pytest_exprun.stats import summarize
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
@@ -214,7 +214,7 @@ SHIPPED_EXP = {42: 2.0432, 137: 2.0739, 256: 2.0179, 512: 2.02, 1024: 2.1125}
 
 
 def old_explanation(cmp: protocol.Comparison) -> str:
-    """What the session writes today, before it builds the sentence with rates.explain_verdict."""
+    """What the session writes today, before it builds the sentence with evidence.explain_verdict."""
     bm, em, margin = cmp.val_loss.baseline.mean, cmp.val_loss.experiment.mean, 2 * cmp.val_loss.baseline.std
     if cmp.verdict is protocol.Verdict.NEUTRAL:
         return (f"The experiment's mean val_loss {em:.4f} lies within the baseline's {bm:.4f} ± 2σ = "
@@ -225,7 +225,7 @@ def old_explanation(cmp: protocol.Comparison) -> str:
 def render_experiment(base: dict[int, float], exp: dict[int, float], **extra: object) -> str:
     b, e = summarize(list(base.values())), summarize(list(exp.values()))
     cmp = protocol.compare(b, e, summarize([30.0] * len(base)), summarize([30.0] * len(exp)))
-    ev = rates.evaluate(base, exp, b, e)
+    ev = evidence.evaluate(base, exp, b, e)
     curves = stats.learning_curves([], [], 1_000_000, b.mean)
     context = {
         "name": "use_z", "flags": ["--use_z"], "scale": "1M", "train_tokens": 1_000_000,
