@@ -60,6 +60,16 @@ def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
     return found, float(one_time) if ok else 0.0
 
 
+def bytecode_cache_env(settings: Settings) -> dict[str, str]:
+    """With ``--exprun-bytecode-cache``: compiled Python kept in the checkpoints dir between runs.
+
+    An empty PYTHONDONTWRITEBYTECODE turns that setting off (Python reads only non-empty values).
+    """
+    if not settings.bytecode_cache:
+        return {}
+    return {"PYTHONPYCACHEPREFIX": str(settings.checkpoints_dir / ".pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+
+
 def research_tag(research_dir: Path) -> str:
     """A folder name unique to a research dir, so two research dirs never share checkpoint dirs."""
     digest = hashlib.sha256(str(research_dir.resolve()).encode()).hexdigest()[:8]
@@ -257,7 +267,8 @@ class ProtocolSession:
             output_dir=output_dir,
             log_path=self.store.log_path(group, key, seed),
             timeout=s.timeout,
-            env=run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
+            env={**run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
+                 **bytecode_cache_env(s)},
             cwd=s.rootdir,
         )
 

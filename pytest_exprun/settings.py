@@ -81,6 +81,9 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("control", "exprun_control", "run seed 42 without experiment flags as its own test, control[seed42], and fail it "
      "(and the verdicts) when it neither reproduces the stored seed-42 value nor lies inside the baseline's 95 "
      "percent prediction interval (the baseline no longer matches the code)"),
+    ("bytecode_cache", "exprun_bytecode_cache", "give trainer processes a bytecode cache in the checkpoints dir "
+     "(PYTHONPYCACHEPREFIX), so a fresh process does not compile torch's sources again on images that ship no "
+     ".pyc files; the first session fills it (see docs/benchmarks.md)"),
     ("allow_small_baseline", "exprun_allow_small_baseline",
      f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
      "often (about 1 in 6 with 2 seeds against 1 in 33 with 5), and each report states the rate"),
@@ -132,6 +135,7 @@ class Settings:
     fingerprint_include: tuple[str, ...] = ()
     fingerprint_exclude: tuple[str, ...] = ()
     allow_small_baseline: bool = False
+    bytecode_cache: bool = False
 
     @property
     def scale(self) -> str:
@@ -293,6 +297,7 @@ def load(config: pytest.Config) -> Settings:
         fingerprint_include=_patterns(get("fingerprint_include"), "--exprun-fingerprint-include"),
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
         allow_small_baseline=allow_small_baseline,
+        bytecode_cache=flag_value(config, "bytecode_cache", "exprun_bytecode_cache"),
     )
 
 
