@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
 from .protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
+from .sequential import SEEDS
+from .settings import SEQUENTIAL
 
 if TYPE_CHECKING:
     from .session import ProtocolSession
     from .settings import Settings
+    from .sequential import Design
 
 
 class ProtocolCollector(pytest.Collector):
@@ -36,16 +39,24 @@ class _ProtocolItem(pytest.Item):
 
 
 class SeedRun(_ProtocolItem):
-    """One training run. ``conditional`` runs happen only if the extension rule asks for them."""
+    """One training run. ``conditional`` runs happen only if the extension rule asks for them.
 
-    def __init__(self, *, group: str, seed: int, conditional: bool = False, **kwargs: Any) -> None:
+    In the sequential mode ``look`` is the first look (0-based) that needs the seed; a
+    conditional one runs only when the decision at the look before is CONTINUE.
+    """
+
+    def __init__(self, *, group: str, seed: int, conditional: bool = False, look: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.group = group
         self.seed = seed
         self.conditional = conditional
+        self.look = look
 
     def runtest(self) -> None:
-        if self.conditional:
+        if self.conditional and self.look is not None:
+            outcome = self.protocol.run_look_seed(self.group, self.seed, self.look)
+        elif self.conditional:
             outcome = self.protocol.run_extension_seed(self.group, self.seed)
         else:
             outcome = self.protocol.run_seed(self.group, self.seed)
@@ -98,6 +109,9 @@ def build_items(session: pytest.Session, protocol: "ProtocolSession", settings: 
         if settings.control:
             add(ControlRun.from_parent(parent, name=f"{CONTROL}[seed{CONTROL_SEED}]", group=CONTROL,
                                        seed=CONTROL_SEED), "experiment")
+    if settings.decide == SEQUENTIAL and settings.experiments:
+        add_sequential_items(parent, settings, settings.design, add)
+        return items
     for exp in settings.experiments:
         for seed in settings.experiment_seeds:
             add(SeedRun.from_parent(parent, name=f"{exp.name}[seed{seed}]", group=exp.name, seed=seed), "experiment")
@@ -110,3 +124,27 @@ def build_items(session: pytest.Session, protocol: "ProtocolSession", settings: 
         add(VerdictItem.from_parent(parent, name=f"{exp.name}[verdict]", experiment=exp.name),
             "experiment", "verdict")
     return items
+
+
+def add_sequential_items(parent: ProtocolCollector, settings: "Settings", design: "Design",
+                         add: Callable[..., None]) -> None:
+    """Every seed the design can ever need, look by look: the first look's runs, later ones on condition.
+
+    Look by look rather than experiment by experiment, because several experiments are decided
+    together at each look (the step-down); a look's new baseline seeds (beyond the usual five)
+    come before its experiment seeds.
+    """
+    for look, (n_exp, n_base) in enumerate(zip(design.looks, design.baseline_looks)):
+        later = look > 0
+        new_base = SEEDS[design.baseline_looks[look - 1] if later else len(settings.baseline_seeds):n_base]
+        for seed in new_base:
+            add(SeedRun.from_parent(parent, name=f"{BASELINE}[seed{seed}]", group=BASELINE, seed=seed,
+                                    conditional=later, look=look), BASELINE)
+        new_exp = SEEDS[design.looks[look - 1] if later else 0:n_exp]
+        for exp in settings.experiments:
+            for seed in new_exp:
+                add(SeedRun.from_parent(parent, name=f"{exp.name}[seed{seed}]", group=exp.name, seed=seed,
+                                        conditional=later, look=look), "experiment")
+    for exp in settings.experiments:
+        add(VerdictItem.from_parent(parent, name=f"{exp.name}[verdict]", experiment=exp.name),
+            "experiment", "verdict")

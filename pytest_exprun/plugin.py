@@ -163,7 +163,16 @@ class ProtocolPlugin:
             f"exprun: {' '.join(s.command)} | train tokens {s.train_tokens} ({s.scale}) | "
             f"baseline seeds {','.join(map(str, s.baseline_seeds))} | executor {s.executor} | "
             f"research dir {s.research_dir}"
-        ]
+        ] + self._decide_header()
+
+    def _decide_header(self) -> list[str]:
+        """The sequential mode's design in one line, since it changes what a verdict means."""
+        s = self.settings
+        if s.decide != settings_mod.SEQUENTIAL:
+            return []
+        d = s.design
+        return [f"exprun: decide sequential | alpha {d.alpha:g} | min effect {d.min_effect:g} sigma | "
+                f"looks {','.join(map(str, d.looks))} experiment seeds | {d.method}"]
 
     def pytest_ignore_collect(self, collection_path: object, config: pytest.Config) -> bool | None:
         """An experiment session runs only the protocol: skip importing the project's test files."""

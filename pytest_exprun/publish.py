@@ -16,13 +16,13 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import evidence, plots, protocol, rates, report, stats
-from .protocol import BASELINE, Comparison, ProtocolFailure
+from .protocol import BASELINE, Comparison, ProtocolFailure, Verdict
 from .settings import Settings
 from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
 
@@ -148,7 +148,7 @@ class Publisher:
                     control: protocol.ControlCheck | None = None) -> dict[str, dict[str, Any]]:
         """(Re)write every report of the family, the newly decided ``fresh`` one with its plots; contexts by name."""
         family = self.family(baseline_key)
-        found = {d.name: (d, compare_runs(d.baseline, d.runs)) for d in family}
+        found = {d.name: (d, decided_comparison(d)) for d in family}
         design = rates.Design.of(self.settings)
         found_evidence = {name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
                                     {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment,
@@ -214,7 +214,8 @@ class Publisher:
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
             "speed": speed_text(cmp),
-            "explanation": explanation(cmp, ev.note),
+            "explanation": sequential_explanation(decided.data) or explanation(cmp, ev.note),
+            "sequential": sequential_context(decided.data),
             "seed_rows": seed_rows,
             "ev": ev,
             "paired_rows": paired_rows,
@@ -253,6 +254,7 @@ class Publisher:
             "comparison": asdict(cmp),
             "evidence": asdict(ev),
             "holm": {"family": holm, "welch_p_adjusted": holm_p},
+            "sequential": decided.data.get("sequential"),
             "learning_curves": asdict(curves),
             "plots": [p.file for p in drawn.plots],
             "baseline_runs": runs(decided.baseline),
@@ -305,6 +307,42 @@ class Publisher:
         except OSError as exc:
             return f"could not append to GITHUB_STEP_SUMMARY={target} ({exc.strerror or exc}); the report is written"
         return None
+
+
+def decided_comparison(decided: Decided) -> Comparison:
+    """The comparison of a stored decision's runs, with the verdict its mode reached.
+
+    The sequential mode's verdict is its look's decision, not the 2σ rule's on the same runs.
+    """
+    cmp = compare_runs(decided.baseline, decided.runs)
+    if isinstance(decided.data.get("sequential"), dict) and cmp.verdict is not None:
+        cmp = replace(cmp, verdict=Verdict(decided.data["verdict"]))
+    return cmp
+
+
+def sequential_explanation(data: dict[str, Any]) -> str | None:
+    seq = data.get("sequential")
+    if not isinstance(seq, dict):
+        return None
+    return f"Decided by the sequential mode at {seq['reason']}."
+
+
+def sequential_context(data: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``sequential_section.md.j2`` shows, from a stored decision; None in the fixed mode."""
+    seq = data.get("sequential")
+    if not isinstance(seq, dict):
+        return None
+    design = seq["design"]
+    last = len(design["looks"]) - 1
+    looks = [
+        {"look": i + 1, "experiment_seeds": n, "baseline_seeds": m, "winner": w, "loser": lo,
+         "futility": None if i == last else f, "stopped": i == seq["look_index"]}
+        for i, (n, m, w, lo, f) in enumerate(zip(design["looks"], design["baseline_looks"], design["winner_bounds"],
+                                                 design["loser_bounds"], design["futility_bounds"]))
+    ]
+    return {**seq, "look": seq["look_index"] + 1, "bounds": looks,
+            "step_down": len(seq.get("family", [])) > 1,
+            "bias": [row for row in seq["rates"] if row["effect"] > 0 and row["winner_estimate"] is not None]}
 
 
 def _same_text(path: Path, text: str) -> bool:

@@ -587,3 +587,54 @@ def winner_estimates(design: Design, effect: float, correlation: float = 0.0, tr
     code, _, gain = simulate(design, effect, correlation, trials, seed)
     won = code == 1
     return float(gain[won].mean()) if won.any() else None
+
+
+# ------------------------------------------------------------------ what a report states
+#: The true effects (σ) a report's table of operating characteristics shows.
+REPORT_EFFECTS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One row of a report's table: ``sequential_rates``' row and the bias of its WINNERs' estimates."""
+
+    rates: RateRow
+    winner_estimate: float | None  # mean naive improvement (σ) reported by WINNER verdicts; None: none won
+
+
+@functools.lru_cache(maxsize=8)
+def operating_table(design: Design, effects: tuple[float, ...] = REPORT_EFFECTS, correlation: float = 0.0,
+                    trials: int = RATE_TRIALS, seed: int = RATE_SEED) -> tuple[ReportRow, ...]:
+    """``sequential_rates`` with the mean estimate among WINNERs, from the very same simulations.
+
+    The same seeds as ``sequential_rates`` (``seed + i`` for effect i), so a report and the rates
+    table agree to the last digit; cached, since every verdict of a session quotes it.
+    """
+    rows = []
+    looks = np.asarray(design.looks, dtype=float)
+    for i, effect in enumerate(effects):
+        code, stop, gain = simulate(design, effect, correlation, trials, seed + i)
+        won = code == 1
+        rates = RateRow(effect=float(effect), p_winner=float(np.mean(won)), p_loser=float(np.mean(code == -1)),
+                        expected_seeds=float(looks[stop].mean()))
+        rows.append(ReportRow(rates, float(gain[won].mean()) if won.any() else None))
+    return tuple(rows)
+
+
+def design_summary(design: Design) -> dict[str, object]:
+    """The design as a report states it and a stored decision keeps it (plain JSON types)."""
+    return {
+        "method": design.method,
+        "alpha": design.alpha,
+        "min_effect": design.min_effect,
+        "looks": list(design.looks),
+        "baseline_looks": list(design.baseline_looks),
+        "max_seeds": design.max_seeds,
+        "paired": design.paired,
+        "winner_bounds": list(design.winner_bounds),
+        "loser_bounds": list(design.loser_bounds),
+        "futility_bounds": list(design.futility_bounds),
+        "futility_margin": design.futility_margin,
+        "efficacy_shape": design.efficacy_shape,
+        "calibration_trials": design.calibration_trials,
+    }

@@ -8,6 +8,7 @@ becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then repo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import aside, baseline, fingerprint, protocol, stats
+from . import aside, baseline, fingerprint, protocol, sequential, stats
 from .executors import Executor, ExecutorError, RunHandle
-from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure
-from .publish import DECISION, Publisher, compare_runs, now
+from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure, Verdict
+from .publish import DECISION, Publisher, compare_runs, now, to_json
 from .runner import Failure, RunResult, RunSpec
+from .sequential import SEEDS, Decision, LookDecision
+from .settings import SEQUENTIAL, Experiment, Settings
 from .trainer_io import run_environment, with_result_file
-from .settings import Experiment, Settings
 from .store import (
     RunRecord,
     RunStore,
@@ -103,6 +105,8 @@ class ProtocolSession:
         self._fatal: str | None = None
         #: Extension seeds not yet decided on, per experiment: the counter reads "3 of 3-5" meanwhile.
         self._undecided: dict[str, int] = {}
+        #: The same, per (group, look) of the sequential mode, until the look before decides.
+        self._look_pending: dict[tuple[str, int], int] = {}
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
@@ -147,6 +151,8 @@ class ProtocolSession:
         for item in pending:
             if item.conditional:
                 self._undecided[item.group] = self._undecided.get(item.group, 0) + 1
+            if item.conditional and item.look is not None:
+                self._look_pending[(item.group, item.look)] = self._look_pending.get((item.group, item.look), 0) + 1
         if pending and self.settings.experiments:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
         prestart = getattr(self.executor, "prestart", None)
@@ -315,7 +321,7 @@ class ProtocolSession:
         early = self._stored_early.pop((group, seed), None)
         known = None if early is not None else self._known(group, seed)
         if known is not None:
-            if group == BASELINE and self.reused:
+            if group == BASELINE and self.reused and seed in self.settings.baseline_seeds:
                 return f"baseline reused from {self.terminal.rel(self.settings.baseline_report)}"
             return ("already measured in an earlier session "
                     f"({self.terminal.rel(self.store.record_path(group, known.setup_key, seed))})")
@@ -477,6 +483,8 @@ class ProtocolSession:
         return self.run_seed(name, seed)
 
     def verdict(self, name: str) -> Outcome:
+        if self.settings.decide == SEQUENTIAL:
+            return self.sequential_verdict(name)
         exp = self.experiment(name)
         s = self.settings
         base, base_missing = self._values(BASELINE, s.baseline_seeds)
@@ -518,7 +526,7 @@ class ProtocolSession:
         return outcome
 
     def _record_decision(self, exp: Experiment, cmp: protocol.Comparison, base: list[RunRecord],
-                         runs: list[RunRecord]) -> None:
+                         runs: list[RunRecord], extra: dict[str, Any] | None = None) -> None:
         """Store the decision; one already stored from the same runs keeps its time (same report)."""
         assert cmp.verdict is not None
         data = {
@@ -530,6 +538,7 @@ class ProtocolSession:
             "baseline_seeds": [r.seed for r in base],
             "seeds": [r.seed for r in runs],
             "verdict": cmp.verdict.value,
+            **(extra or {}),
         }
         stored = self.store.load_result(DECISION, exp.name)
         if stored is not None and all(stored.get(k) == v for k, v in data.items()):
@@ -541,6 +550,139 @@ class ProtocolSession:
         except OSError as exc:
             self._no_verdict(exp, cmp, f"could not store the decision ({exc}); its runs are stored, "
                              "run the same command again")
+
+    # ------------------------------------------------------ the sequential mode
+    def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
+        """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing.
+
+        The session's experiments are one family against one baseline (``decide_family``'s
+        step-down); the rules are ``sequential``'s, this only gathers the values look by look so
+        that a missing seed is named. With ``until``, stops at the look that decides that experiment.
+        """
+        design = self.settings.design
+        names = [e.name for e in self.settings.experiments]
+        base = {s: r.val_loss for s, r in self.collected(BASELINE, SEEDS[:design.baseline_looks[-1]]).items()}
+        exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
+        decided: dict[str, LookDecision] = {}
+        for k in range(look + 1):
+            active = [n for n in names if n not in decided or decided[n].decision is Decision.CONTINUE]
+            if not active or (until is not None and until not in active):
+                break
+            b_seeds, e_seeds = sequential.seeds_for_look(design, k)
+            missing = [f"baseline seed {s}" for s in b_seeds if s not in base]
+            missing += [f"{n} seed {s}" for n in active for s in e_seeds if s not in exps[n]]
+            if missing:
+                return ", ".join(missing)
+            if len(names) == 1:
+                decided = {names[0]: sequential.decide(design, k, base, exps[names[0]])}
+            else:
+                decided = sequential.decide_family(design, k, base, exps)
+        return decided
+
+    def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:
+        """A seed of a later look: it runs only when the decision at the look before is CONTINUE."""
+        decisions = self.look_decisions(look - 1)
+        if isinstance(decisions, str):
+            return f"cannot decide whether look {look + 1} is needed while {decisions} are missing"
+        names = list(decisions) if group == BASELINE else [group]
+        going = [n for n in names if decisions[n].decision is Decision.CONTINUE]
+        self._settle_look(group, look, bool(going))
+        if not going:
+            looks = len(self.settings.design.looks)
+            return "not needed: " + "; ".join(_stopped(decisions[n], looks, n if group == BASELINE else None)
+                                              for n in names)
+        if self.executor is not None and self.executor.eager:
+            design = self.settings.design
+            counts = design.baseline_looks if group == BASELINE else design.looks
+            for other in SEEDS[counts[look - 1]:counts[look]]:
+                if self._known(group, other) is None:
+                    self._submit(group, other)
+        return self.run_seed(group, seed)
+
+    def _settle_look(self, group: str, look: int, going: bool) -> None:
+        """Once a look is decided: its runs count as planned, or they (and every later look's) leave the range."""
+        for key in [k for k in self._look_pending if k[0] == group and (k[1] == look or (not going and k[1] > look))]:
+            count = self._look_pending.pop(key)
+            self._undecided[group] = self._undecided.get(group, 0) - count
+            if going:
+                self.runs_planned += count
+        if self._undecided.get(group) == 0:
+            del self._undecided[group]
+
+    def sequential_verdict(self, name: str) -> Outcome:
+        """The sequential mode's verdict, from the stored runs of the look that decided it."""
+        exp = self.experiment(name)
+        design = self.settings.design
+        decisions = self.look_decisions(len(design.looks) - 1, until=name)
+        if isinstance(decisions, str):
+            self._no_verdict(exp, None, f"{decisions} not measured (failed, interrupted or deselected); run the "
+                             "same command again and only the missing seeds will run")
+        decision = decisions[name]
+        b_seeds, e_seeds = sequential.seeds_for_look(design, decision.look_index)
+        base, runs = self._values(BASELINE, b_seeds)[0], self._values(name, e_seeds)[0]
+        mixed = protocol.mixed_environments([r.extra.get("environment", {}) for r in base],
+                                            [r.extra.get("environment", {}) for r in runs])
+        if mixed:
+            self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); a baseline "
+                             "from another machine, torch, data set or executor timing is not comparable: "
+                             "re-measure it here with --exprun-rerun-baseline")
+        cmp = compare_runs(base, runs)
+        if cmp.verdict is None:
+            self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
+        cmp = dataclasses.replace(cmp, verdict=Verdict(decision.decision.value))
+        self._record_decision(exp, cmp, base, runs, {"sequential": self._sequential_data(decision, cmp)})
+        return self._announce(exp, cmp)
+
+    def _sequential_data(self, decision: LookDecision, cmp: protocol.Comparison) -> dict[str, Any]:
+        """What the stored decision keeps of the mode, for the report: the look, its numbers, the design."""
+        design = self.settings.design
+        sigma = cmp.val_loss.baseline.std
+        table = self._work(sequential.operating_table, design)
+        data = {
+            "mode": SEQUENTIAL,
+            "decision": decision.decision.value,
+            "look_index": decision.look_index,
+            "looks": len(design.looks),
+            "n_baseline": decision.n_baseline,
+            "n_experiment": decision.n_experiment,
+            "statistic": decision.statistic,
+            "df": decision.df,
+            "boundary": decision.boundary,
+            "winner_bound": decision.winner_bound,
+            "loser_bound": decision.loser_bound,
+            "futility_bound": decision.futility_bound,
+            "alpha": decision.alpha,
+            "reason": decision.reason,
+            "estimate": decision.estimate,
+            "interval": list(decision.interval),
+            "estimate_sigmas": decision.estimate / sigma,
+            "interval_sigmas": [x / sigma for x in decision.interval],
+            "estimate_note": decision.estimate_note,
+            "family": [e.name for e in self.settings.experiments],
+            "design": sequential.design_summary(design),
+            "rate_trials": sequential.RATE_TRIALS,
+            "rates": [{"effect": row.rates.effect, "p_winner": row.rates.p_winner, "p_loser": row.rates.p_loser,
+                       "expected_seeds": row.rates.expected_seeds, "winner_estimate": row.winner_estimate}
+                      for row in table],
+        }
+        return dict(json.loads(to_json(data)))  # as stored, so that a decision stored before compares equal
+
+    def _announce(self, exp: Experiment, cmp: protocol.Comparison) -> Outcome:
+        """Write the reports from the stored decision and say the verdict (the fixed mode's tail, shared)."""
+        s = self.settings
+        control = self.failed.get((CONTROL, protocol.CONTROL_SEED))
+        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=exp.name)
+        path = s.experiment_report(exp.name)
+        accepted = cmp.verdict in s.accept and control is None
+        table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
+        problem = self.publisher.step_summary(contexts[exp.name], accepted, path)
+        if problem:
+            self.terminal.say(problem)
+        if control is not None:
+            table += f"\n  the control run failed, so this verdict does not pass: {control}"
+        outcome = Outcome(exp, cmp, path, table)
+        self.outcomes.append(outcome)
+        return outcome
 
     def _no_verdict(self, exp: Experiment, cmp: protocol.Comparison | None, why: str) -> NoReturn:
         """Fail the verdict test, keeping the reason for the terminal summary."""
@@ -558,6 +700,14 @@ class ProtocolSession:
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
         return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.outcomes,
                              self.terminal.rel)
+
+
+def _stopped(decision: LookDecision, looks: int, name: str | None) -> str:
+    """'decided WINNER at look 2 of 4 (t = 5.90 ≥ 3.07)', for a seed that no longer needs to run."""
+    sign = {Decision.WINNER: "≥", Decision.LOSER: "≤"}.get(decision.decision, "<")
+    who = f"{name} " if name else ""
+    return (f"{who}decided {decision.decision.value} at look {decision.look_index + 1} of {looks} "
+            f"(t = {decision.statistic:.2f} {sign} {decision.boundary:.2f})")
 
 
 def _where(exc: BaseException, hook: str) -> str:

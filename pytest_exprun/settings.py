@@ -5,6 +5,7 @@ Validation happens before any run starts, so a typo costs a one-line error, not 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -17,10 +18,10 @@ from typing import Callable
 
 import pytest
 
+from . import sequential
 from .trainer_io import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
 from .trainer_io import OPTIONS as TRAINER_IO_OPTIONS
 from .trainer_options import PROTOCOL_ARGUMENTS, static_aliases, trainer_aliases
-
 from .protocol import (
     BASELINE_SEEDS,
     DEFAULT_TRAIN_TOKENS,
@@ -38,6 +39,9 @@ from .rates import MIN_BASELINE_SEEDS
 
 DEFAULT_COMMAND = "python train_llm.py"
 EXECUTORS = ("local", "warm", "gpus", "slurm")
+#: How a verdict is reached: the protocol's 2σ rule on 3 or 5 seeds, or the planned looks of ``sequential``.
+FIXED, SEQUENTIAL = "fixed", "sequential"
+DECIDE_MODES = (FIXED, SEQUENTIAL)
 
 # (option dest, ini name, default, help). One table so that the command line, the ini
 # file and the defaults can never drift apart.
@@ -55,6 +59,16 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("checkpoints_dir", "exprun_checkpoints_dir", "checkpoints", "where runs write their output dirs"),
     ("timeout", "exprun_timeout", "0", "seconds one run may take before its process group is ended (0: no limit)"),
     ("accept", "exprun_accept", "winner", "verdicts that pass: 'winner', or 'neutral' to also pass NEUTRAL"),
+    ("decide", "exprun_decide", FIXED,
+     "how the verdict is reached: 'fixed' (the 2-sigma rule on 3 or 5 seeds) or 'sequential' (looks after "
+     "2, 3, 4 and 6 experiment seeds, stopping once the evidence is clear; see docs/sequential.md)"),
+    ("alpha", "exprun_alpha", str(sequential.DEFAULT_ALPHA),
+     "sequential mode: the false-WINNER rate the design holds, between 0 and 0.5"),
+    ("min_effect", "exprun_min_effect", str(sequential.DEFAULT_MIN_EFFECT),
+     "sequential mode: the smallest improvement worth finding, in baseline sigma"),
+    ("max_seeds", "exprun_max_seeds", "",
+     "sequential mode: the most experiment seeds an experiment may use, 2 to "
+     f"{sequential.MAX_SEEDS} (default: the design's {sequential.DEFAULT_LOOKS[-1]})"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
@@ -136,6 +150,18 @@ class Settings:
     fingerprint_exclude: tuple[str, ...] = ()
     allow_small_baseline: bool = False
     bytecode_cache: bool = False
+    decide: str = FIXED
+    alpha: float = sequential.DEFAULT_ALPHA
+    min_effect: float = sequential.DEFAULT_MIN_EFFECT
+    max_seeds: int | None = None
+
+    @functools.cached_property
+    def design(self) -> sequential.Design:
+        """The sequential design, calibrated once per session (about a second, then cached)."""
+        try:
+            return sequential.make_design(self.alpha, self.min_effect, max_seeds=self.max_seeds)
+        except ProtocolError as exc:
+            raise pytest.UsageError(f"--exprun-decide=sequential cannot plan its looks: {exc}") from None
 
     @property
     def scale(self) -> str:
@@ -255,6 +281,8 @@ def load(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"--exprun-accept must be 'winner' or 'neutral', got {accept_text!r}")
     accept = frozenset({Verdict.WINNER} if accept_text == "winner" else {Verdict.WINNER, Verdict.NEUTRAL})
 
+    decide, alpha, min_effect, max_seeds = _decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
+
     templates_text = get("templates").strip()
     template_dir = (rootdir / templates_text) if templates_text else None
     if template_dir is not None and not template_dir.is_dir():
@@ -298,7 +326,47 @@ def load(config: pytest.Config) -> Settings:
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
         allow_small_baseline=allow_small_baseline,
         bytecode_cache=flag_value(config, "bytecode_cache", "exprun_bytecode_cache"),
+        decide=decide,
+        alpha=alpha,
+        min_effect=min_effect,
+        max_seeds=max_seeds,
     )
+
+
+def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], experiment_seeds: tuple[int, ...],
+                   extension_seeds: tuple[int, ...]) -> tuple[str, float, float, int | None]:
+    """The decision mode and its design's inputs; checked in either mode, so a typo never waits for a switch."""
+    decide = get("decide").strip().lower()
+    if decide not in DECIDE_MODES:
+        raise pytest.UsageError(f"--exprun-decide must be 'fixed' or 'sequential', got {decide!r}")
+    alpha = _number(get("alpha").strip(), "--exprun-alpha", float)
+    if not 0.0 < alpha < 0.5:
+        raise pytest.UsageError(f"--exprun-alpha is the false-WINNER rate and must lie between 0 and 0.5 "
+                                f"(e.g. 0.03), got {alpha:g}")
+    min_effect = _number(get("min_effect").strip(), "--exprun-min-effect", float)
+    if not (math.isfinite(min_effect) and min_effect > 0.0):
+        raise pytest.UsageError(f"--exprun-min-effect is in baseline sigma and must be a positive number "
+                                f"(e.g. 1), got {min_effect:g}")
+    max_text = get("max_seeds").strip()
+    max_seeds = None
+    if max_text:
+        if not max_text.isdigit() or not 2 <= int(max_text) <= sequential.MAX_SEEDS:
+            raise pytest.UsageError(f"--exprun-max-seeds must be an integer from 2 (the first look's seeds) to "
+                                    f"{sequential.MAX_SEEDS} (the seeds defined), got {max_text!r}")
+        max_seeds = int(max_text)
+    if decide == SEQUENTIAL:
+        # The design's looks are planned on its own seed sequence; other seeds would break the pairing.
+        for option, seeds, default in (
+            ("--exprun-baseline-seeds", baseline_seeds, BASELINE_SEEDS),
+            ("--exprun-experiment-seeds", experiment_seeds, EXPERIMENT_SEEDS),
+            ("--exprun-extension-seeds", extension_seeds, EXTENSION_SEEDS),
+        ):
+            if seeds != default:
+                raise pytest.UsageError(
+                    f"{option} is not used with --exprun-decide=sequential, whose seeds come from its design "
+                    f"({', '.join(map(str, sequential.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
+                )
+    return decide, alpha, min_effect, max_seeds
 
 
 def _slurm(get: Callable[[str], str], rootdir: Path, research_dir: Path) -> SlurmSettings:
