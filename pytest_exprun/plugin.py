@@ -117,8 +117,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def _show_rates(config: pytest.Config, session: pytest.Session) -> int:
     from . import rates
 
+    from . import sequential
+
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    text = rates.rates_report(settings_mod.load(config))
+    settings = settings_mod.load(config)
+    chosen = config.getoption("exprun_decide") is not None or settings.decide != settings_mod.FIXED
+    tables = []
+    if not chosen or settings.decide == settings_mod.FIXED:
+        tables.append(rates.rates_report(settings))
+    if not chosen or settings.decide == settings_mod.SEQUENTIAL:
+        tables.append(sequential.rates_table(settings.design))
+    text = "\n".join(tables)
     for line in text.splitlines():
         reporter.write_line(line) if reporter is not None else print(line)
     return 0

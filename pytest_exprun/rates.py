@@ -36,6 +36,8 @@ RATE_SEED = 20261202
 DECISION_MODES: Mapping[str, str] = {
     "fixed": "the 2σ rule: WINNER when the experiment's mean val_loss is at least 2 baseline σ below "
              "the baseline's mean, LOSER when at least 2σ above, NEUTRAL otherwise",
+    "sequential": "group-sequential t-test at planned looks: WINNER or LOSER when a look's t crosses its bound, "
+                  "NEUTRAL at a futility stop or the last look; --exprun-decide=sequential",
 }
 #: Simulated coverage of the nominal 95% percentile-bootstrap interval of Δ, by (baseline runs,
 #: experiment runs), normal noise with a common σ: printed by ``bench/bench_rates.py``.

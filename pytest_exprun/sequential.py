@@ -45,6 +45,7 @@ import numpy as np
 
 from ._lazy import LazyModule
 from .protocol import ProtocolError
+from .rates import RateRow
 
 # scipy.special alone (the t and normal quantiles) imports in a third of the time of scipy.stats.
 special = LazyModule("scipy.special")
@@ -138,16 +139,6 @@ class LookDecision:
     estimate_note: str
     reason: str
     next_seeds: tuple[tuple[int, ...], tuple[int, ...]] | None  # (baseline, experiment) for the next look
-
-
-@dataclass(frozen=True)
-class RateRow:
-    """Operating characteristics at one true effect (σ units, positive: improvement)."""
-
-    effect: float
-    p_winner: float
-    p_loser: float
-    expected_seeds: float  # experiment seeds, on average over the simulated experiments
 
 
 # ------------------------------------------------------------------ design
@@ -638,3 +629,14 @@ def design_summary(design: Design) -> dict[str, object]:
         "efficacy_shape": design.efficacy_shape,
         "calibration_trials": design.calibration_trials,
     }
+
+
+def rates_table(design: Design, trials: int = 200_000) -> str:
+    """What ``pytest --exprun-rates`` prints for this mode, in the fixed rule's table format."""
+    from .rates import format_rates_table  # the same table as the fixed rule's
+
+    looks = ", ".join(str(n) for n in design.looks)
+    head = format_rates_table("sequential", sequential_rates(design, trials=trials))
+    return (f"{head}\n\nLooks after {looks} experiment seeds ({design.method}); α = {design.alpha:.1%} false-WINNER "
+            f"rate, smallest effect worth finding {design.min_effect:g}σ. Simulated with {trials:,} trials per row, "
+            "no pairing benefit assumed.\n")

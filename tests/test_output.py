@@ -60,3 +60,23 @@ def test_bytecode_cache_is_kept_in_the_checkpoints_dir_when_asked(project: Proje
     assert not (project.path / "checkpoints" / ".pycache").exists()
     project.run("-m", "baseline", "-k", "seed137", "--exprun-bytecode-cache").assert_outcomes(passed=1, deselected=4)
     assert list((project.path / "checkpoints" / ".pycache").rglob("helper_mod*.pyc"))
+
+
+HEADER = "| true effect (σ) | P(WINNER) | P(LOSER) | expected experiment seeds |"
+
+
+def test_rates_print_one_table_per_mode_without_a_run(project: Project) -> None:
+    result = project.run("--exprun-rates")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert out.count(HEADER) == 2
+    assert "decision mode: fixed" in out and "decision mode: sequential" in out
+    result.stdout.fnmatch_lines(["| 0 | 3.0% | 3.0% | 4.90 |", "| 2 | 61.8% | 0.0% | 3.89 |"])
+    assert project.calls() == []
+
+
+def test_rates_for_the_chosen_mode_only(project: Project) -> None:
+    result = project.run("--exprun-rates", "--exprun-decide=sequential")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert out.count(HEADER) == 1 and "decision mode: sequential" in out and "decision mode: fixed" not in out
