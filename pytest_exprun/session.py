@@ -510,20 +510,8 @@ class ProtocolSession:
         cmp = compare_runs(base, runs)
         if cmp.verdict is None:
             self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
-        control = self.failed.get((CONTROL, protocol.CONTROL_SEED))
         self._record_decision(exp, cmp, base, runs)
-        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=name, control=self.control)
-        path = s.experiment_report(name)
-        accepted = cmp.verdict in s.accept and control is None
-        table = self.publisher.verdict_text(contexts[name], accepted, path)
-        problem = self.publisher.step_summary(contexts[name], accepted, path)
-        if problem:
-            self.terminal.say(problem)
-        if control is not None:
-            table += f"\n  the control run failed, so this verdict does not pass: {control}"
-        outcome = Outcome(exp, cmp, path, table, accepted)
-        self.outcomes.append(outcome)
-        return outcome
+        return self._announce(exp, cmp)
 
     def _record_decision(self, exp: Experiment, cmp: protocol.Comparison, base: list[RunRecord],
                          runs: list[RunRecord], extra: dict[str, Any] | None = None) -> None:
@@ -671,7 +659,7 @@ class ProtocolSession:
         """Write the reports from the stored decision and say the verdict (the fixed mode's tail, shared)."""
         s = self.settings
         control = self.failed.get((CONTROL, protocol.CONTROL_SEED))
-        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=exp.name)
+        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=exp.name, control=self.control)
         path = s.experiment_report(exp.name)
         accepted = cmp.verdict in s.accept and control is None
         table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
@@ -680,7 +668,7 @@ class ProtocolSession:
             self.terminal.say(problem)
         if control is not None:
             table += f"\n  the control run failed, so this verdict does not pass: {control}"
-        outcome = Outcome(exp, cmp, path, table)
+        outcome = Outcome(exp, cmp, path, table, accepted)
         self.outcomes.append(outcome)
         return outcome
 
