@@ -25,6 +25,8 @@ from pytest_exprun.sequential import (
     decide,
     decide_family,
     make_design,
+)
+from pytest_exprun.sequential_rates import (
     sequential_rates,
     winner_estimates,
 )

@@ -1,8 +1,9 @@
-"""Hook specifications a project's ``conftest.py`` can implement to adapt exprun to its trainer."""
+"""Hook specifications a project's ``conftest.py`` can implement to adapt exprun to its trainer,
+and how exprun calls them (a bug in a user's hook is one line naming it, not a traceback)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -43,3 +44,28 @@ def pytest_exprun_parse_line(config: pytest.Config, line: str) -> tuple[int, flo
 @pytest.hookspec
 def pytest_exprun_run_finished(config: pytest.Config, record: "RunRecord") -> None:
     """Called once a run's result has been stored (e.g. to upload it to a tracker)."""
+
+
+def call(config: pytest.Config, name: str, **kwargs: Any) -> Any:
+    """Call one of exprun's hooks; an exception in a user's implementation becomes a ``ProtocolFailure``."""
+    from .protocol import ProtocolFailure
+
+    try:
+        return getattr(config.hook, name)(config=config, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any error in user code is reported, with where it is
+        raise ProtocolFailure(f"{name} raised {type(exc).__name__}: {exc} ({_where(exc, name)})") from None
+
+
+def _where(exc: BaseException, hook: str) -> str:
+    """File and line of the user's hook implementation that raised, for a one-line message."""
+    tb = exc.__traceback__
+    found = last = None
+    while tb is not None:
+        last = tb
+        if tb.tb_frame.f_code.co_name == hook:
+            found = tb
+        tb = tb.tb_next
+    frame = found or last
+    if frame is None:
+        return "no traceback"
+    return f"in {frame.tb_frame.f_code.co_filename}, line {frame.tb_lineno}"

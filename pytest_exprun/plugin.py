@@ -117,7 +117,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def _show_rates(config: pytest.Config, session: pytest.Session) -> int:
     from . import rates
 
-    from . import sequential
+    from . import sequential_rates
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     settings = settings_mod.load(config)
@@ -126,7 +126,7 @@ def _show_rates(config: pytest.Config, session: pytest.Session) -> int:
     if not chosen or settings.decide == settings_mod.FIXED:
         tables.append(rates.rates_report(settings))
     if not chosen or settings.decide == settings_mod.SEQUENTIAL:
-        tables.append(sequential.rates_table(settings.design))
+        tables.append(sequential_rates.rates_table(settings.design))
     text = "\n".join(tables)
     for line in text.splitlines():
         reporter.write_line(line) if reporter is not None else print(line)

@@ -9,19 +9,14 @@ becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then repo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
 
 import pytest
 
-from . import aside, baseline, fingerprint, protocol, sequential, stats
+from . import aside, baseline, fingerprint, looks, newhooks, protocol, runs, sequential, sequential_rates, stats
 from .executors import Executor, ExecutorError, RunHandle
-from .protocol import BASELINE, CONTROL, ENVIRONMENT_KEYS, TIMING_KEY, Extension, ProtocolFailure, Verdict
-from .publish import DECISION, Publisher, compare_runs, now, to_json
+from .protocol import BASELINE, CONTROL, Extension, ProtocolFailure, Verdict
+from .publish import DECISION, Publisher, compare_runs, now
 from .runner import Failure, RunResult, RunSpec
 from .sequential import SEEDS, Decision, LookDecision
 from .settings import SEQUENTIAL, Experiment, Settings
@@ -36,46 +31,12 @@ from .store import (
     refuse_links,
     remove_tree,
 )
-from .terminal import Outcome, Terminal, summary_lines
+from .terminal import Outcome, RunCounter, Terminal, summary_lines
 
 if TYPE_CHECKING:
     from .items import SeedRun
 
 T = TypeVar("T")
-
-
-def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
-    """What machine, framework, data and preset a run used, and its one-time work in seconds,
-    if the trainer wrote a ``metrics.json`` (``train_llm.py`` does; other trainers need not)."""
-    try:
-        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}, 0.0
-    if not isinstance(metrics, dict):
-        return {}, 0.0
-    found = {key: metrics[key] for key in ENVIRONMENT_KEYS if isinstance(metrics.get(key), (str, int, float))}
-    config = metrics.get("config")
-    if isinstance(config, dict) and isinstance(config.get("preset"), str):
-        found["preset"] = config["preset"]  # a tiny baseline never judges a small experiment
-    one_time = metrics.get("one_time_s")
-    ok = isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf")
-    return found, float(one_time) if ok else 0.0
-
-
-def bytecode_cache_env(settings: Settings) -> dict[str, str]:
-    """With ``--exprun-bytecode-cache``: compiled Python kept in the checkpoints dir between runs.
-
-    An empty PYTHONDONTWRITEBYTECODE turns that setting off (Python reads only non-empty values).
-    """
-    if not settings.bytecode_cache:
-        return {}
-    return {"PYTHONPYCACHEPREFIX": str(settings.checkpoints_dir / ".pycache"), "PYTHONDONTWRITEBYTECODE": ""}
-
-
-def research_tag(research_dir: Path) -> str:
-    """A folder name unique to a research dir, so two research dirs never share checkpoint dirs."""
-    digest = hashlib.sha256(str(research_dir.resolve()).encode()).hexdigest()[:8]
-    return f"{protocol.safe_name(research_dir.name) or 'research'}-{digest}"
 
 
 class ProtocolSession:
@@ -99,14 +60,9 @@ class ProtocolSession:
         self.reused = False
         self.failed: dict[tuple[str, int], str] = {}
         self.outcomes: list[Outcome] = []
-        self.runs_started = 0
-        self.runs_planned = 0
+        self.counter = RunCounter()
         #: A failure every later run would repeat (the trainer cannot start): later seeds are not started.
         self._fatal: str | None = None
-        #: Extension seeds not yet decided on, per experiment: the counter reads "3 of 3-5" meanwhile.
-        self._undecided: dict[str, int] = {}
-        #: The same, per (group, look) of the sequential mode, until the look before decides.
-        self._look_pending: dict[tuple[str, int], int] = {}
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
@@ -115,7 +71,7 @@ class ProtocolSession:
     def start(self, items: Iterable["SeedRun"]) -> None:
         """Before the first run: check inputs, take the lock, decide what the baseline is."""
         items = list(items)
-        self._check_trainer()
+        runs.check_trainer(self.settings)
         try:
             locked = self.lock.acquire(self.settings.lock_wait, self.terminal.say)
         except OSError as exc:
@@ -147,12 +103,8 @@ class ProtocolSession:
             self._maybe_publish_baseline()
         self.executor = self._make_executor()
         pending = [item for item in items if self._known(item.group, item.seed) is None]
-        self.runs_planned = len([item for item in pending if not item.conditional])
         for item in pending:
-            if item.conditional:
-                self._undecided[item.group] = self._undecided.get(item.group, 0) + 1
-            if item.conditional and item.look is not None:
-                self._look_pending[(item.group, item.look)] = self._look_pending.get((item.group, item.look), 0) + 1
+            self.counter.plan(item.group, item.conditional, getattr(item, "look", None))
         if pending and self.settings.experiments:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
         prestart = getattr(self.executor, "prestart", None)
@@ -186,25 +138,6 @@ class ProtocolSession:
         if self.aside is not None:
             self.aside.close()
         self.lock.release()
-
-    def _check_trainer(self) -> None:
-        argv = self.settings.argv_prefix()
-        program = argv[0]
-        if shutil.which(program) is None and not (
-            Path(program).is_file() and Path(program).stat().st_mode & 0o111
-        ):
-            raise pytest.UsageError(
-                f"trainer command {program!r} is not an executable program; "
-                "fix --exprun-command (or exprun_command in your ini file)"
-            )
-        for arg in self.settings.command[1:]:
-            if arg.endswith(".py") and not arg.startswith("-"):
-                path = Path(arg) if Path(arg).is_absolute() else self.settings.rootdir / arg
-                if not path.is_file():
-                    raise pytest.UsageError(
-                        f"trainer file {path} does not exist; fix --exprun-command "
-                        f"(currently {' '.join(self.settings.command)!r})"
-                    )
 
     def _check_names(self) -> None:
         """A report name is never silently reused for different flags, in this session or an earlier one."""
@@ -257,7 +190,7 @@ class ProtocolSession:
     def spec(self, group: str, seed: int) -> RunSpec:
         s = self.settings
         flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-        output_dir = s.checkpoints_dir / research_tag(s.research_dir) / f"{group}_{s.scale}_seed{seed}"
+        output_dir = runs.output_dir(s, group, seed)
         template = s.trainer_io.argv
         argv = [*s.argv_prefix(), *template.render(seed=seed, train_tokens=s.train_tokens, output_dir=output_dir),
                 *flags]
@@ -274,16 +207,12 @@ class ProtocolSession:
             log_path=self.store.log_path(group, key, seed),
             timeout=s.timeout,
             env={**run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
-                 **bytecode_cache_env(s)},
+                 **runs.bytecode_cache_env(s)},
             cwd=s.rootdir,
         )
 
     def _hook(self, name: str, **kwargs: Any) -> Any:
-        """Call one of our hooks; a bug in a user's implementation is one line naming it, not a traceback."""
-        try:
-            return getattr(self.config.hook, name)(config=self.config, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any error in user code is reported, with where it is
-            raise ProtocolFailure(f"{name} raised {type(exc).__name__}: {exc} ({_where(exc, name)})") from None
+        return newhooks.call(self.config, name, **kwargs)
 
     def _is_evaluation(self, line: str) -> bool:
         try:
@@ -311,11 +240,6 @@ class ProtocolSession:
             self.handles[(group, seed)] = handle
         return handle
 
-    def _counter(self) -> str:
-        planned = max(self.runs_planned, self.runs_started)
-        most = planned + sum(self._undecided.values())
-        return f"{self.runs_started} of {planned}" if most == planned else f"{self.runs_started} of {planned}-{most}"
-
     def run_seed(self, group: str, seed: int) -> RunRecord | str:
         """Measure one seed, or say why it needs no run (returned as the skip reason)."""
         early = self._stored_early.pop((group, seed), None)
@@ -332,9 +256,8 @@ class ProtocolSession:
             raise ProtocolFailure(f"{group}[seed{seed}]: the setup changed during this session ({'; '.join(changed)}); "
                                   "runs of two versions are never mixed: run the same command again")
         handle = self._submit(group, seed)
-        self.runs_started += 1
         label = f"{group}[seed{seed}]"
-        counter = self._counter()
+        counter = self.counter.next()
         self.terminal.run_started(counter, label)
         if getattr(self.executor, "worker_ready", True) is False:
             self.terminal.say("starting the warm worker (importing torch)")
@@ -384,21 +307,8 @@ class ProtocolSession:
                        f"(val_loss {result.val_loss:.4f}) is not recorded: run the same command again")
             self.failed[(group, seed)] = message
             raise ProtocolFailure(message)
-        environment, one_time = read_metrics(result.spec.output_dir)
-        environment[TIMING_KEY] = self.executor.timing
-        record = RunRecord(
-            group=group,
-            seed=seed,
-            val_loss=result.val_loss,
-            # One-time work (building a corpus cache the later runs reuse) is not this run's cost.
-            wall_time=max(result.wall_time - min(one_time, result.wall_time), 0.0),
-            setup_key=self.setup(group).key(),
-            curve=[tuple(p) for p in result.curve],  # type: ignore[misc]
-            argv=list(result.spec.argv),
-            log=self.terminal.rel(result.spec.log_path),
-            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
-            extra={"environment": environment, "one_time_s": one_time},
-        )
+        record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
+                                self.terminal.rel(result.spec.log_path))
         try:
             self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)
         except (OSError, ValueError) as exc:
@@ -472,10 +382,9 @@ class ProtocolSession:
         decision = self.extension(name)
         if isinstance(decision, str):
             return decision
-        undecided = self._undecided.pop(name, 0)
+        self.counter.decided(name, decision.extend)
         if not decision.extend:
             return decision.reason
-        self.runs_planned += undecided  # counted as planned once the rule asks for them
         if self.executor is not None and self.executor.eager:
             for other in self.settings.extension_seeds:
                 if self._known(name, other) is None:
@@ -500,6 +409,12 @@ class ProtocolSession:
         if missing:
             self._no_verdict(exp, None, f"{', '.join(missing)} not measured (failed, interrupted or "
                              "deselected); run the same command again and only the missing seeds will run")
+        cmp = self._comparison(exp, base, runs)
+        self._record_decision(exp, cmp, base, runs)
+        return self._announce(exp, cmp)
+
+    def _comparison(self, exp: Experiment, base: list[RunRecord], runs: list[RunRecord]) -> protocol.Comparison:
+        """The 2σ comparison of comparable runs; runs measured in different environments get no verdict."""
         mixed = protocol.mixed_environments([r.extra.get("environment", {}) for r in base],
                                             [r.extra.get("environment", {}) for r in runs])
         if mixed:
@@ -510,8 +425,7 @@ class ProtocolSession:
         cmp = compare_runs(base, runs)
         if cmp.verdict is None:
             self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
-        self._record_decision(exp, cmp, base, runs)
-        return self._announce(exp, cmp)
+        return cmp
 
     def _record_decision(self, exp: Experiment, cmp: protocol.Comparison, base: list[RunRecord],
                          runs: list[RunRecord], extra: dict[str, Any] | None = None) -> None:
@@ -541,31 +455,12 @@ class ProtocolSession:
 
     # ------------------------------------------------------ the sequential mode
     def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
-        """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing.
-
-        The session's experiments are one family against one baseline (``decide_family``'s
-        step-down); the rules are ``sequential``'s, this only gathers the values look by look so
-        that a missing seed is named. With ``until``, stops at the look that decides that experiment.
-        """
+        """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing."""
         design = self.settings.design
         names = [e.name for e in self.settings.experiments]
         base = {s: r.val_loss for s, r in self.collected(BASELINE, SEEDS[:design.baseline_looks[-1]]).items()}
         exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
-        decided: dict[str, LookDecision] = {}
-        for k in range(look + 1):
-            active = [n for n in names if n not in decided or decided[n].decision is Decision.CONTINUE]
-            if not active or (until is not None and until not in active):
-                break
-            b_seeds, e_seeds = sequential.seeds_for_look(design, k)
-            missing = [f"baseline seed {s}" for s in b_seeds if s not in base]
-            missing += [f"{n} seed {s}" for n in active for s in e_seeds if s not in exps[n]]
-            if missing:
-                return ", ".join(missing)
-            if len(names) == 1:
-                decided = {names[0]: sequential.decide(design, k, base, exps[names[0]])}
-            else:
-                decided = sequential.decide_family(design, k, base, exps)
-        return decided
+        return looks.decisions_at(design, names, base, exps, look, until)
 
     def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:
         """A seed of a later look: it runs only when the decision at the look before is CONTINUE."""
@@ -574,10 +469,10 @@ class ProtocolSession:
             return f"cannot decide whether look {look + 1} is needed while {decisions} are missing"
         names = list(decisions) if group == BASELINE else [group]
         going = [n for n in names if decisions[n].decision is Decision.CONTINUE]
-        self._settle_look(group, look, bool(going))
+        self.counter.look_decided(group, look, bool(going))
         if not going:
-            looks = len(self.settings.design.looks)
-            return "not needed: " + "; ".join(_stopped(decisions[n], looks, n if group == BASELINE else None)
+            count = len(self.settings.design.looks)
+            return "not needed: " + "; ".join(looks.stopped_reason(decisions[n], count, n if group == BASELINE else None)
                                               for n in names)
         if self.executor is not None and self.executor.eager:
             design = self.settings.design
@@ -586,16 +481,6 @@ class ProtocolSession:
                 if self._known(group, other) is None:
                     self._submit(group, other)
         return self.run_seed(group, seed)
-
-    def _settle_look(self, group: str, look: int, going: bool) -> None:
-        """Once a look is decided: its runs count as planned, or they (and every later look's) leave the range."""
-        for key in [k for k in self._look_pending if k[0] == group and (k[1] == look or (not going and k[1] > look))]:
-            count = self._look_pending.pop(key)
-            self._undecided[group] = self._undecided.get(group, 0) - count
-            if going:
-                self.runs_planned += count
-        if self._undecided.get(group) == 0:
-            del self._undecided[group]
 
     def sequential_verdict(self, name: str) -> Outcome:
         """The sequential mode's verdict, from the stored runs of the look that decided it."""
@@ -608,52 +493,16 @@ class ProtocolSession:
         decision = decisions[name]
         b_seeds, e_seeds = sequential.seeds_for_look(design, decision.look_index)
         base, runs = self._values(BASELINE, b_seeds)[0], self._values(name, e_seeds)[0]
-        mixed = protocol.mixed_environments([r.extra.get("environment", {}) for r in base],
-                                            [r.extra.get("environment", {}) for r in runs])
-        if mixed:
-            self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); a baseline "
-                             "from another machine, torch, data set or executor timing is not comparable: "
-                             "re-measure it here with --exprun-rerun-baseline")
-        cmp = compare_runs(base, runs)
-        if cmp.verdict is None:
-            self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
+        cmp = self._comparison(exp, base, runs)
         cmp = dataclasses.replace(cmp, verdict=Verdict(decision.decision.value))
         self._record_decision(exp, cmp, base, runs, {"sequential": self._sequential_data(decision, cmp)})
         return self._announce(exp, cmp)
 
     def _sequential_data(self, decision: LookDecision, cmp: protocol.Comparison) -> dict[str, Any]:
-        """What the stored decision keeps of the mode, for the report: the look, its numbers, the design."""
-        design = self.settings.design
-        sigma = cmp.val_loss.baseline.std
-        table = self._work(sequential.operating_table, design)
-        data = {
-            "mode": SEQUENTIAL,
-            "decision": decision.decision.value,
-            "look_index": decision.look_index,
-            "looks": len(design.looks),
-            "n_baseline": decision.n_baseline,
-            "n_experiment": decision.n_experiment,
-            "statistic": decision.statistic,
-            "df": decision.df,
-            "boundary": decision.boundary,
-            "winner_bound": decision.winner_bound,
-            "loser_bound": decision.loser_bound,
-            "futility_bound": decision.futility_bound,
-            "alpha": decision.alpha,
-            "reason": decision.reason,
-            "estimate": decision.estimate,
-            "interval": list(decision.interval),
-            "estimate_sigmas": decision.estimate / sigma,
-            "interval_sigmas": [x / sigma for x in decision.interval],
-            "estimate_note": decision.estimate_note,
-            "family": [e.name for e in self.settings.experiments],
-            "design": sequential.design_summary(design),
-            "rate_trials": sequential.RATE_TRIALS,
-            "rates": [{"effect": row.rates.effect, "p_winner": row.rates.p_winner, "p_loser": row.rates.p_loser,
-                       "expected_seeds": row.rates.expected_seeds, "winner_estimate": row.winner_estimate}
-                      for row in table],
-        }
-        return dict(json.loads(to_json(data)))  # as stored, so that a decision stored before compares equal
+        """What the stored decision keeps of the mode, for the report (``looks.decision_data``)."""
+        table = self._work(sequential_rates.operating_table, self.settings.design)
+        return looks.decision_data(self.settings.design, decision, cmp.val_loss.baseline.std,
+                                   [e.name for e in self.settings.experiments], table)
 
     def _announce(self, exp: Experiment, cmp: protocol.Comparison) -> Outcome:
         """Write the reports from the stored decision and say the verdict (the fixed mode's tail, shared)."""
@@ -688,26 +537,3 @@ class ProtocolSession:
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
         return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.outcomes,
                              self.terminal.rel)
-
-
-def _stopped(decision: LookDecision, looks: int, name: str | None) -> str:
-    """'decided WINNER at look 2 of 4 (t = 5.90 ≥ 3.07)', for a seed that no longer needs to run."""
-    sign = {Decision.WINNER: "≥", Decision.LOSER: "≤"}.get(decision.decision, "<")
-    who = f"{name} " if name else ""
-    return (f"{who}decided {decision.decision.value} at look {decision.look_index + 1} of {looks} "
-            f"(t = {decision.statistic:.2f} {sign} {decision.boundary:.2f})")
-
-
-def _where(exc: BaseException, hook: str) -> str:
-    """File and line of the user's hook implementation that raised, for a one-line message."""
-    tb = exc.__traceback__
-    found = last = None
-    while tb is not None:
-        last = tb
-        if tb.tb_frame.f_code.co_name == hook:
-            found = tb
-        tb = tb.tb_next
-    frame = found or last
-    if frame is None:
-        return "no traceback"
-    return f"in {frame.tb_frame.f_code.co_filename}, line {frame.tb_lineno}"

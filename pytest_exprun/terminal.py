@@ -36,6 +36,51 @@ class Outcome:
     accepted: bool = False
 
 
+class RunCounter:
+    """The "run 3 of 3-5" counter: runs planned for sure, and those a rule may still ask for.
+
+    Conditional runs (extension seeds, a later look's seeds) count in the upper bound until the
+    rule decides; then they become planned or drop out, so the counter never promises a run
+    that will not happen.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.planned = 0
+        self._undecided: dict[str, int] = {}  # per group
+        self._looks: dict[tuple[str, int], int] = {}  # per (group, look) in the sequential mode
+
+    def plan(self, group: str, conditional: bool, look: int | None) -> None:
+        if not conditional:
+            self.planned += 1
+            return
+        self._undecided[group] = self._undecided.get(group, 0) + 1
+        if look is not None:
+            self._looks[(group, look)] = self._looks.get((group, look), 0) + 1
+
+    def decided(self, group: str, needed: bool) -> None:
+        """The extension rule decided for ``group``: its conditional runs are planned or dropped."""
+        count = self._undecided.pop(group, 0)
+        if needed:
+            self.planned += count
+
+    def look_decided(self, group: str, look: int, going: bool) -> None:
+        """A look was decided: its runs count as planned, or they (and every later look's) drop out."""
+        for key in [k for k in self._looks if k[0] == group and (k[1] == look or (not going and k[1] > look))]:
+            count = self._looks.pop(key)
+            self._undecided[group] = self._undecided.get(group, 0) - count
+            if going:
+                self.planned += count
+        if self._undecided.get(group) == 0:
+            del self._undecided[group]
+
+    def next(self) -> str:
+        self.started += 1
+        planned = max(self.planned, self.started)
+        most = planned + sum(self._undecided.values())
+        return f"{self.started} of {planned}" if most == planned else f"{self.started} of {planned}-{most}"
+
+
 class Terminal:
     """Progress of one session: which run is going, the trainer's lines, the closing summary."""
 

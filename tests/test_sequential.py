@@ -25,6 +25,8 @@ from pytest_exprun.sequential import (
     look_statistic,
     make_design,
     seeds_for_look,
+)
+from pytest_exprun.sequential_rates import (
     sequential_rates,
     winner_estimates,
 )
