@@ -19,13 +19,11 @@ import time
 import numpy as np
 
 from pytest_exprun.sequential import (
-    SEEDS,
     Decision,
-    Design,
     decide,
     decide_family,
-    make_design,
 )
+from pytest_exprun.sequential_design import SEEDS, Design, make_design
 from pytest_exprun.sequential_rates import (
     sequential_rates,
     winner_estimates,

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import pytest
 
 from .protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
-from .sequential import SEEDS
+from .sequential_design import SEEDS
 from .settings import SEQUENTIAL
 
 if TYPE_CHECKING:
     from .session import ProtocolSession
     from .settings import Settings
-    from .sequential import Design
+    from .sequential_design import Design
 
 
 class ProtocolCollector(pytest.Collector):

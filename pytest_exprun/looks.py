@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 
 from . import sequential, sequential_rates
 from .publish import to_json
-from .sequential import Decision, Design, LookDecision
+from .sequential import Decision, LookDecision
+from .sequential_design import Design
 
 
 def decisions_at(design: Design, names: Sequence[str], base: Mapping[int, float],

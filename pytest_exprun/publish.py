@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import evidence, plots, protocol, rates, report, stats
+from .curves import Curves, learning_curves, thin
 from .protocol import BASELINE, Comparison, ProtocolFailure, Verdict
 from .settings import Settings
 from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
@@ -117,6 +118,7 @@ class Publisher:
             "seeds": [r.seed for r in records],
             "runs": records,
             "setup": setup,
+            "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
         }
@@ -162,7 +164,7 @@ class Publisher:
             decided, cmp = found[name]
             path = self.settings.experiment_report(name)
             drawn = self._plots(decided, cmp, path, redraw=name == fresh)
-            curves = stats.learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
+            curves = learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
                                            self.settings.train_tokens, cmp.val_loss.baseline.mean)
             context = self._context(decided, cmp, found_evidence[name], curves, drawn, holm, holm_p, path)
             context["control"] = control if name == fresh else None
@@ -183,7 +185,7 @@ class Publisher:
             baseline_wall={r.seed: r.wall_time for r in base}, experiment_wall={r.seed: r.wall_time for r in runs},
             baseline_mean=cmp.val_loss.baseline.mean, baseline_std=cmp.val_loss.baseline.std,
             experiment_mean=cmp.val_loss.experiment.mean,
-            curves=stats.learning_curves([r.curve for r in base], [r.curve for r in runs],
+            curves=learning_curves([r.curve for r in base], [r.curve for r in runs],
                                          self.settings.train_tokens, cmp.val_loss.baseline.mean),
             baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
         )
@@ -194,7 +196,7 @@ class Publisher:
         drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
         return drawn
 
-    def _context(self, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: stats.Curves,
+    def _context(self, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
                  drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None, path: Path) -> dict[str, Any]:
         b = {r.seed: r for r in decided.baseline}
         e = {r.seed: r for r in decided.runs}
@@ -222,7 +224,7 @@ class Publisher:
             "holm_family": holm,
             "holm_p": holm_p,
             "curves": curves,
-            "curve_rows": stats.thin(curves.points, CURVE_ROWS),
+            "curve_rows": thin(curves.points, CURVE_ROWS),
             "plots": drawn,
             "json_file": path.with_suffix(".json").name,
             "summary_file": self.settings.summary_report.name,
@@ -233,7 +235,7 @@ class Publisher:
             "measured_at": decided.data.get("decided_at", ""),
         }
 
-    def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: stats.Curves,
+    def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
                     drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
         def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
@@ -343,6 +345,14 @@ def sequential_context(data: dict[str, Any]) -> dict[str, Any] | None:
     return {**seq, "look": seq["look_index"] + 1, "bounds": looks,
             "step_down": len(seq.get("family", [])) > 1,
             "bias": [row for row in seq["rates"] if row["effect"] > 0 and row["winner_estimate"] is not None]}
+
+
+def shared_environment(records: list[RunRecord]) -> dict[str, Any]:
+    """What every run reported about where it ran (device, versions, data): the values they all share."""
+    envs = [r.extra.get("environment", {}) for r in records]
+    if not envs:
+        return {}
+    return {k: v for k, v in sorted(envs[0].items()) if all(e.get(k) == v for e in envs[1:])}
 
 
 def _same_text(path: Path, text: str) -> bool:

@@ -11,12 +11,10 @@ import numpy as np
 
 from .protocol import ProtocolError
 from .rates import RateRow
-from .sequential import (
-    Design,
-    RATE_SEED,
-    RATE_TRIALS,
-    _simulate_statistics,
-)
+from .sequential_design import Design, simulate_statistics
+
+RATE_TRIALS = 200_000
+RATE_SEED = 17
 
 
 def simulate(design: Design, effect: float, correlation: float = 0.0, trials: int = RATE_TRIALS,
@@ -30,7 +28,7 @@ def simulate(design: Design, effect: float, correlation: float = 0.0, trials: in
     if not -1.0 < correlation < 1.0:
         raise ProtocolError(f"correlation must lie in (-1, 1), got {correlation}")
     rng = np.random.default_rng(seed)
-    t, gain = _simulate_statistics(design.looks, design.baseline_looks, design.paired, float(effect),
+    t, gain = simulate_statistics(design.looks, design.baseline_looks, design.paired, float(effect),
                              float(correlation), int(trials), rng)
     k = len(design.looks)
     code = np.zeros(trials, dtype=np.int8)

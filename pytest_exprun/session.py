@@ -1,25 +1,27 @@
 """One protocol session, coordinated: the lock, the executor, the runs in flight, what is missing.
 
 Items call into this object. It decides nothing itself: the rules are ``protocol``'s, reuse of
-a stored baseline is ``baseline``'s, every number persists in the ``store`` and every report is
-``publish``'s, and the terminal is ``terminal``'s. Data flows one way: a trainer's output
+a stored baseline is ``baseline``'s, verdicts are ``verdicts``', every number persists in the
+``store`` and every report is ``publish``'s, and the terminal is ``terminal``'s. Data flows one way: a trainer's output
 becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, TypeVar
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pytest
 
-from . import aside, baseline, fingerprint, looks, newhooks, protocol, runs, sequential, sequential_rates, stats
+from . import aside, baseline, fingerprint, looks, newhooks, protocol, runs, stats
 from .executors import Executor, ExecutorError, RunHandle
-from .protocol import BASELINE, CONTROL, Extension, ProtocolFailure, Verdict
-from .publish import DECISION, Publisher, compare_runs, now
+from .protocol import BASELINE, CONTROL, ProtocolFailure
+from .publish import Publisher, now
 from .runner import Failure, RunResult, RunSpec
-from .sequential import SEEDS, Decision, LookDecision
-from .settings import SEQUENTIAL, Experiment, Settings
+from .sequential import Decision
+from .sequential_design import SEEDS
+from .experiments import Experiment
+from .settings import Settings
 from .trainer_io import run_environment, with_result_file
 from .store import (
     RunRecord,
@@ -32,6 +34,7 @@ from .store import (
     remove_tree,
 )
 from .terminal import Outcome, RunCounter, Terminal, summary_lines
+from .verdicts import Judge
 
 if TYPE_CHECKING:
     from .items import SeedRun
@@ -55,17 +58,16 @@ class ProtocolSession:
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
         self.records: dict[str, dict[int, RunRecord]] = {}
         self.snapshot: baseline.Snapshot | None = None
-        #: This session's control check, shown in its experiment reports.
-        self.control: protocol.ControlCheck | None = None
         self.reused = False
         self.failed: dict[tuple[str, int], str] = {}
-        self.outcomes: list[Outcome] = []
         self.counter = RunCounter()
         #: A failure every later run would repeat (the trainer cannot start): later seeds are not started.
         self._fatal: str | None = None
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
+        self.judge = Judge(settings, self.store, self.publisher, self._values, self.setup, self._work,
+                           self.terminal.say, lambda: self.failed.get((CONTROL, protocol.CONTROL_SEED)))
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
@@ -84,8 +86,8 @@ class ProtocolSession:
                 f"another exprun session is using {self.settings.research_dir} "
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"
             )
-        self._commit = git_commit(self.settings.rootdir)
-        self._check_names()
+        self._commit = self.judge.commit = git_commit(self.settings.rootdir)
+        self.judge.check_names()
         found = self.setup(BASELINE) and self._fingerprints[BASELINE]
         if found.empty:
             self.terminal.say(f"nothing is fingerprinted for this setup: {'; '.join(found.notes) or 'no files found'}; "
@@ -138,16 +140,6 @@ class ProtocolSession:
         if self.aside is not None:
             self.aside.close()
         self.lock.release()
-
-    def _check_names(self) -> None:
-        """A report name is never silently reused for different flags, in this session or an earlier one."""
-        for exp in self.settings.experiments:
-            stored = self.store.load_result(DECISION, exp.name)
-            if stored is not None and list(stored.get("flags", [])) != list(exp.flags):
-                raise pytest.UsageError(
-                    f"the report name {exp.name!r} already holds the experiment {' '.join(stored.get('flags', []))!r}, "
-                    f"not {' '.join(exp.flags)!r}; choose another with --experiment-name"
-                )
 
     def setup(self, group: str) -> Setup:
         """What defines this group's runs, fingerprinted once per session (flags can name config files)."""
@@ -322,6 +314,8 @@ class ProtocolSession:
         self.records.setdefault(group, {})[seed] = record
         if not self.settings.keep_checkpoints:
             remove_tree(result.spec.output_dir)
+            with contextlib.suppress(OSError):  # the research dir's folder goes too once it is empty
+                result.spec.output_dir.parent.rmdir()
         self._hook("pytest_exprun_run_finished", record=record)
         if group == BASELINE:
             self._maybe_publish_baseline()
@@ -356,7 +350,7 @@ class ProtocolSession:
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
         b = stats.summarize([r.val_loss for r in base])
         same_seed = next((r.val_loss for r in base if r.seed == seed), None)
-        self.control = check = protocol.check_control(b, record.val_loss, same_seed)
+        self.judge.control = check = protocol.check_control(b, record.val_loss, same_seed)
         if not check.ok:
             message = (
                 f"control run (seed {seed}, no experiment flags): {check.message}: the baseline in "
@@ -368,18 +362,8 @@ class ProtocolSession:
         return record
 
     # -------------------------------------------------------------- decisions
-    def extension(self, name: str) -> Extension | str:
-        """Do this experiment's extension seeds run? Decided on the first seeds alone; a string says what is missing."""
-        base, base_missing = self._values(BASELINE, self.settings.baseline_seeds)
-        first, first_missing = self._values(name, self.settings.experiment_seeds)
-        if base_missing or first_missing:
-            missing = [f"baseline seed {s}" for s in base_missing] + [f"{name} seed {s}" for s in first_missing]
-            return f"cannot decide on extra seeds while {', '.join(missing)} are missing"
-        return protocol.extension(stats.summarize([r.val_loss for r in base]),
-                                  stats.summarize([r.val_loss for r in first]))
-
     def run_extension_seed(self, name: str, seed: int) -> RunRecord | str:
-        decision = self.extension(name)
+        decision = self.judge.extension(name)
         if isinstance(decision, str):
             return decision
         self.counter.decided(name, decision.extend)
@@ -392,79 +376,12 @@ class ProtocolSession:
         return self.run_seed(name, seed)
 
     def verdict(self, name: str) -> Outcome:
-        if self.settings.decide == SEQUENTIAL:
-            return self.sequential_verdict(name)
-        exp = self.experiment(name)
-        s = self.settings
-        base, base_missing = self._values(BASELINE, s.baseline_seeds)
-        first, first_missing = self._values(name, s.experiment_seeds)
-        missing = [f"baseline seed {x}" for x in base_missing] + [f"{name} seed {x}" for x in first_missing]
-        runs = first
-        if not missing and s.extension_seeds:
-            decision = self.extension(name)
-            if isinstance(decision, Extension) and decision.extend:
-                more, more_missing = self._values(name, s.extension_seeds)
-                missing += [f"{name} seed {x}" for x in more_missing]
-                runs = first + more
-        if missing:
-            self._no_verdict(exp, None, f"{', '.join(missing)} not measured (failed, interrupted or "
-                             "deselected); run the same command again and only the missing seeds will run")
-        cmp = self._comparison(exp, base, runs)
-        self._record_decision(exp, cmp, base, runs)
-        return self._announce(exp, cmp)
-
-    def _comparison(self, exp: Experiment, base: list[RunRecord], runs: list[RunRecord]) -> protocol.Comparison:
-        """The 2σ comparison of comparable runs; runs measured in different environments get no verdict."""
-        mixed = protocol.mixed_environments([r.extra.get("environment", {}) for r in base],
-                                            [r.extra.get("environment", {}) for r in runs])
-        if mixed:
-            self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); "
-                             "a baseline from another machine, torch, data set or executor timing (a process "
-                             "per run against a warm worker) is not comparable: re-measure it here with "
-                             "--exprun-rerun-baseline")
-        cmp = compare_runs(base, runs)
-        if cmp.verdict is None:
-            self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
-        return cmp
-
-    def _record_decision(self, exp: Experiment, cmp: protocol.Comparison, base: list[RunRecord],
-                         runs: list[RunRecord], extra: dict[str, Any] | None = None) -> None:
-        """Store the decision; one already stored from the same runs keeps its time (same report)."""
-        assert cmp.verdict is not None
-        data = {
-            "flags": list(exp.flags),
-            "setup": self.setup(exp.name).to_json(),
-            "setup_key": self.setup(exp.name).key(),
-            "baseline_setup": self.setup(BASELINE).to_json(),
-            "baseline_key": self.setup(BASELINE).key(),
-            "baseline_seeds": [r.seed for r in base],
-            "seeds": [r.seed for r in runs],
-            "verdict": cmp.verdict.value,
-            **(extra or {}),
-        }
-        stored = self.store.load_result(DECISION, exp.name)
-        if stored is not None and all(stored.get(k) == v for k, v in data.items()):
-            data["git_commit"], data["decided_at"] = stored.get("git_commit"), stored.get("decided_at", now())
-        else:
-            data["git_commit"], data["decided_at"] = self._commit, now()
-        try:
-            self.store.save_result(DECISION, exp.name, data)
-        except OSError as exc:
-            self._no_verdict(exp, cmp, f"could not store the decision ({exc}); its runs are stored, "
-                             "run the same command again")
+        return self.judge.verdict(name)
 
     # ------------------------------------------------------ the sequential mode
-    def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
-        """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing."""
-        design = self.settings.design
-        names = [e.name for e in self.settings.experiments]
-        base = {s: r.val_loss for s, r in self.collected(BASELINE, SEEDS[:design.baseline_looks[-1]]).items()}
-        exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
-        return looks.decisions_at(design, names, base, exps, look, until)
-
     def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:
         """A seed of a later look: it runs only when the decision at the look before is CONTINUE."""
-        decisions = self.look_decisions(look - 1)
+        decisions = self.judge.look_decisions(look - 1)
         if isinstance(decisions, str):
             return f"cannot decide whether look {look + 1} is needed while {decisions} are missing"
         names = list(decisions) if group == BASELINE else [group]
@@ -482,51 +399,6 @@ class ProtocolSession:
                     self._submit(group, other)
         return self.run_seed(group, seed)
 
-    def sequential_verdict(self, name: str) -> Outcome:
-        """The sequential mode's verdict, from the stored runs of the look that decided it."""
-        exp = self.experiment(name)
-        design = self.settings.design
-        decisions = self.look_decisions(len(design.looks) - 1, until=name)
-        if isinstance(decisions, str):
-            self._no_verdict(exp, None, f"{decisions} not measured (failed, interrupted or deselected); run the "
-                             "same command again and only the missing seeds will run")
-        decision = decisions[name]
-        b_seeds, e_seeds = sequential.seeds_for_look(design, decision.look_index)
-        base, runs = self._values(BASELINE, b_seeds)[0], self._values(name, e_seeds)[0]
-        cmp = self._comparison(exp, base, runs)
-        cmp = dataclasses.replace(cmp, verdict=Verdict(decision.decision.value))
-        self._record_decision(exp, cmp, base, runs, {"sequential": self._sequential_data(decision, cmp)})
-        return self._announce(exp, cmp)
-
-    def _sequential_data(self, decision: LookDecision, cmp: protocol.Comparison) -> dict[str, Any]:
-        """What the stored decision keeps of the mode, for the report (``looks.decision_data``)."""
-        table = self._work(sequential_rates.operating_table, self.settings.design)
-        return looks.decision_data(self.settings.design, decision, cmp.val_loss.baseline.std,
-                                   [e.name for e in self.settings.experiments], table)
-
-    def _announce(self, exp: Experiment, cmp: protocol.Comparison) -> Outcome:
-        """Write the reports from the stored decision and say the verdict (the fixed mode's tail, shared)."""
-        s = self.settings
-        control = self.failed.get((CONTROL, protocol.CONTROL_SEED))
-        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=exp.name, control=self.control)
-        path = s.experiment_report(exp.name)
-        accepted = cmp.verdict in s.accept and control is None
-        table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
-        problem = self.publisher.step_summary(contexts[exp.name], accepted, path)
-        if problem:
-            self.terminal.say(problem)
-        if control is not None:
-            table += f"\n  the control run failed, so this verdict does not pass: {control}"
-        outcome = Outcome(exp, cmp, path, table, accepted)
-        self.outcomes.append(outcome)
-        return outcome
-
-    def _no_verdict(self, exp: Experiment, cmp: protocol.Comparison | None, why: str) -> NoReturn:
-        """Fail the verdict test, keeping the reason for the terminal summary."""
-        message = f"no verdict for {exp.name}: {why}"
-        self.outcomes.append(Outcome(exp, cmp, None, message))
-        raise ProtocolFailure(message)
-
     def _work(self, func: Callable[..., T], *args: Any) -> T:
         """Statistics and plots: in the helper process, which has imported scipy and matplotlib by now."""
         return func(*args) if self.aside is None else self.aside.call(func, *args)
@@ -535,5 +407,5 @@ class ProtocolSession:
         base, missing = self._values(BASELINE, self.settings.baseline_seeds)
         summary = stats.summarize([r.val_loss for r in base]) if base else None
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
-        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.outcomes,
+        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.judge.outcomes,
                              self.terminal.rel)

@@ -11,17 +11,17 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from . import sequential
+from . import experiments as experiments_mod
+from . import sequential_design
+from .experiments import Experiment, refuse_nul
 from .trainer_io import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
 from .trainer_io import OPTIONS as TRAINER_IO_OPTIONS
-from .trainer_options import PROTOCOL_ARGUMENTS, static_aliases, trainer_aliases
 from .protocol import (
     BASELINE_SEEDS,
     DEFAULT_TRAIN_TOKENS,
@@ -29,10 +29,7 @@ from .protocol import (
     EXTENSION_SEEDS,
     ProtocolError,
     Verdict,
-    experiment_flags,
-    experiment_name,
     parse_seeds,
-    safe_name,
     scale_label,
 )
 from .rates import MIN_BASELINE_SEEDS
@@ -62,13 +59,13 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("decide", "exprun_decide", FIXED,
      "how the verdict is reached: 'fixed' (the 2-sigma rule on 3 or 5 seeds) or 'sequential' (looks after "
      "2, 3, 4 and 6 experiment seeds, stopping once the evidence is clear; see docs/sequential.md)"),
-    ("alpha", "exprun_alpha", str(sequential.DEFAULT_ALPHA),
+    ("alpha", "exprun_alpha", str(sequential_design.DEFAULT_ALPHA),
      "sequential mode: the false-WINNER rate the design holds, between 0 and 0.5"),
-    ("min_effect", "exprun_min_effect", str(sequential.DEFAULT_MIN_EFFECT),
+    ("min_effect", "exprun_min_effect", str(sequential_design.DEFAULT_MIN_EFFECT),
      "sequential mode: the smallest improvement worth finding, in baseline sigma"),
     ("max_seeds", "exprun_max_seeds", "",
      "sequential mode: the most experiment seeds an experiment may use, 2 to "
-     f"{sequential.MAX_SEEDS} (default: the design's {sequential.DEFAULT_LOOKS[-1]})"),
+     f"{sequential_design.MAX_SEEDS} (default: the design's {sequential_design.DEFAULT_LOOKS[-1]})"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
@@ -102,13 +99,6 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
      f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
      "often (about 1 in 6 with 2 seeds against 1 in 33 with 5), and each report states the rate"),
 )
-
-
-@dataclass(frozen=True)
-class Experiment:
-    spec: str
-    name: str
-    flags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -151,15 +141,15 @@ class Settings:
     allow_small_baseline: bool = False
     bytecode_cache: bool = False
     decide: str = FIXED
-    alpha: float = sequential.DEFAULT_ALPHA
-    min_effect: float = sequential.DEFAULT_MIN_EFFECT
+    alpha: float = sequential_design.DEFAULT_ALPHA
+    min_effect: float = sequential_design.DEFAULT_MIN_EFFECT
     max_seeds: int | None = None
 
     @functools.cached_property
-    def design(self) -> sequential.Design:
+    def design(self) -> sequential_design.Design:
         """The sequential design, calibrated once per session (about a second, then cached)."""
         try:
-            return sequential.make_design(self.alpha, self.min_effect, max_seeds=self.max_seeds)
+            return sequential_design.make_design(self.alpha, self.min_effect, max_seeds=self.max_seeds)
         except ProtocolError as exc:
             raise pytest.UsageError(f"--exprun-decide=sequential cannot plan its looks: {exc}") from None
 
@@ -211,15 +201,9 @@ def _number(text: str, what: str, kind: type) -> float:
     return value
 
 
-def _refuse_nul(text: str, what: str) -> None:
-    """A NUL byte cannot be part of a program argument; exec would fail with a traceback."""
-    if "\0" in text:
-        raise pytest.UsageError(f"{what} contains a NUL byte, which no program argument can hold; remove it")
-
-
 def _patterns(text: str, what: str) -> tuple[str, ...]:
     """Comma- or space-separated globs relative to the rootdir."""
-    _refuse_nul(text, what)
+    refuse_nul(text, what)
     patterns = tuple(p for p in re.split(r"[,\s]+", text.strip()) if p)
     for pattern in patterns:
         if os.path.isabs(pattern) or ".." in Path(pattern).parts:
@@ -232,7 +216,7 @@ def load(config: pytest.Config) -> Settings:
     """Read and check every exprun option; raise ``pytest.UsageError`` naming the first problem."""
     get = lambda dest: option_value(config, dest, f"exprun_{dest}")  # noqa: E731
     rootdir = config.rootpath
-    _refuse_nul(get("command"), "--exprun-command")
+    refuse_nul(get("command"), "--exprun-command")
     try:
         command = tuple(shlex.split(get("command")))
     except ValueError as exc:
@@ -300,7 +284,7 @@ def load(config: pytest.Config) -> Settings:
         io = TrainerIO.load(lambda ini: get(ini[len("exprun_"):]), train_tokens)
     except TrainerIOError as exc:
         raise pytest.UsageError(str(exc)) from None
-    experiments = _experiments(config, command, rootdir, io)
+    experiments = experiments_mod.parse(config, command, rootdir, io)
     return Settings(
         command=command,
         train_tokens=train_tokens,
@@ -350,9 +334,9 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
     max_text = get("max_seeds").strip()
     max_seeds = None
     if max_text:
-        if not max_text.isdigit() or not 2 <= int(max_text) <= sequential.MAX_SEEDS:
+        if not max_text.isdigit() or not 2 <= int(max_text) <= sequential_design.MAX_SEEDS:
             raise pytest.UsageError(f"--exprun-max-seeds must be an integer from 2 (the first look's seeds) to "
-                                    f"{sequential.MAX_SEEDS} (the seeds defined), got {max_text!r}")
+                                    f"{sequential_design.MAX_SEEDS} (the seeds defined), got {max_text!r}")
         max_seeds = int(max_text)
     if decide == SEQUENTIAL:
         # The design's looks are planned on its own seed sequence; other seeds would break the pairing.
@@ -364,7 +348,7 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
             if seeds != default:
                 raise pytest.UsageError(
                     f"{option} is not used with --exprun-decide=sequential, whose seeds come from its design "
-                    f"({', '.join(map(str, sequential.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
+                    f"({', '.join(map(str, sequential_design.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
                 )
     return decide, alpha, min_effect, max_seeds
 
@@ -415,96 +399,3 @@ def parse_sbatch_options(text: str) -> dict[str, str | bool]:
             options[name.replace("-", "_")] = True
         i += 1
     return options
-
-
-#: Report and record names exprun uses itself (compared case-blind: macOS and Windows folders are).
-RESERVED_NAMES = frozenset({"baseline", "control", "summary", "verdict", "exprun"})
-_NEGATIVE_NUMBER = re.compile(r"^-\d|^-\.\d|^-inf$|^-nan$", re.IGNORECASE)
-
-
-def _refuse_protocol_arguments(spec: str, flags: tuple[str, ...], aliases: dict[str, str],
-                               protected: tuple[str, ...] = PROTOCOL_ARGUMENTS) -> None:
-    """An experiment flag that overrides the seed, tokens or output dir would make the data wrong.
-
-    The trainer takes the last value given, argparse accepts abbreviations (``--see``) and
-    short options take their value attached (``-s7``); ``aliases`` maps the trainer's own
-    option strings (``-s``, ``--random-seed``) to the protocol argument they set.
-    """
-    longs = {name: name for name in (*PROTOCOL_ARGUMENTS, *protected) if name.startswith("--")}
-    longs.update({opt: dest for opt, dest in aliases.items() if opt.startswith("--")})
-    shorts = {name: name for name in protected if not name.startswith("--")}
-    shorts.update({opt: dest for opt, dest in aliases.items() if not opt.startswith("--")})
-    for flag in flags:
-        name = flag.split("=", 1)[0]
-        clash = None
-        if name.startswith("--") and len(name) >= 3:
-            clash = next((dest for opt, dest in longs.items() if opt.startswith(name)), None)
-        elif name.startswith("-") and len(name) >= 2 and not _NEGATIVE_NUMBER.match(name):
-            # "-s7", "-s=7", a single-dash long option ("-seed"), or "-vs 7" (flags clustered before it)
-            clash = next((dest for opt, dest in shorts.items()
-                          if name.startswith(opt) or (len(opt) == 2 and re.match(rf"^-[A-Za-z]*{re.escape(opt[1])}", name))),
-                         None)
-        if clash is not None:
-            raise pytest.UsageError(
-                f"--experiment={spec!r} passes {name}, which would override {clash}: exprun sets "
-                f"{', '.join(PROTOCOL_ARGUMENTS)} for every run itself; use --exprun-train-tokens, "
-                "the --exprun-*-seeds options or --exprun-checkpoints-dir instead"
-            )
-
-
-def check_report_flags(report: Path, recorded: Sequence[str] | None, flags: Sequence[str]) -> None:
-    """Refuse to reuse a report name measured for other flags (names are made from flags, and
-    a name given with --experiment-name can be given to anything).
-
-    ``recorded`` is the flags stored in the existing report's data, None if it has none.
-    """
-    if recorded is None or list(recorded) == list(flags):
-        return
-    raise pytest.UsageError(
-        f"{report} was measured for the flags {list(recorded)}, not {list(flags)}; a report name is never "
-        "reused for different flags: choose another with --experiment-name, or move the old report away"
-    )
-
-
-def _experiments(config: pytest.Config, command: tuple[str, ...] = (), rootdir: Path | None = None,
-                 io: TrainerIO | None = None) -> tuple[Experiment, ...]:
-    specs: list[str] = config.getoption("experiment") or []
-    custom_name = config.getoption("experiment_name")
-    if custom_name is not None and len(specs) != 1:
-        raise pytest.UsageError("--experiment-name names one experiment; give exactly one --experiment with it")
-    if custom_name is not None:
-        _refuse_nul(custom_name, "--experiment-name")
-    parsed: list[tuple[str, tuple[str, ...]]] = []
-    for spec in specs:
-        _refuse_nul(spec, f"--experiment={spec!r}")
-        try:
-            # The trainer's style (exprun_flag_style) for the flags; the report name from the plain form.
-            parsed.append((spec, tuple(io.flags(spec) if io is not None else experiment_flags(spec))))
-        except ProtocolError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    aliases: dict[str, str] = {}
-    if rootdir is not None and command and any(
-        word.startswith("-") and not word.startswith("--") for _, flags in parsed for word in flags
-    ):
-        aliases = trainer_aliases(command, rootdir)  # only short options need the trainer's own list
-    elif rootdir is not None and command and parsed:
-        aliases = {k: v for k, v in static_aliases(command, rootdir).items() if k.startswith("--")}
-    found: dict[str, Experiment] = {}
-    for spec, flags in parsed:
-        _refuse_protocol_arguments(spec, flags, aliases, io.argv.protocol_options() if io is not None else ())
-        name = safe_name(custom_name) if custom_name is not None else experiment_name(experiment_flags(spec))
-        if name.casefold() in RESERVED_NAMES:
-            raise pytest.UsageError(
-                f"an experiment cannot be named {name!r}: exprun uses that name for its own files; "
-                "pass --experiment-name"
-            )
-        same = next((other for other in found.values() if other.name.casefold() == name.casefold()), None)
-        if same is not None:
-            if same.flags == flags:
-                continue  # the same experiment given twice
-            raise pytest.UsageError(
-                f"--experiment={spec!r} and --experiment={same.spec!r} both make the report name {name!r}; "
-                "run them in two sessions with --experiment-name"
-            )
-        found[name] = Experiment(spec=spec, name=name, flags=flags)
-    return tuple(found.values())

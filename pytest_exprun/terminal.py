@@ -18,7 +18,7 @@ from .lines import LineThrottle
 
 if TYPE_CHECKING:
     from .protocol import Comparison
-    from .settings import Experiment
+    from .experiments import Experiment
     from .stats import Summary
 
 #: Longest trainer line echoed as is; the run's log keeps every character.

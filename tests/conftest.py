@@ -155,6 +155,7 @@ def normalised_report(path: Path) -> str:
     for line in read.body.splitlines():
         if line.startswith(("- Measured:", "Updated ")) or "wall_time" in line or "faster" in line or "slower" in line:
             continue
+        line = re.sub(r",? ?timing `[^`]*`", "", line)  # how the wall time was taken, in the environment line
         if re.match(r"^\| \d+ \|", line):  # per-seed rows: keep the seed and val_loss columns only
             cells = line.split("|")
             line = "|".join(cell for i, cell in enumerate(cells) if i not in (3, 5))
@@ -180,14 +181,15 @@ def _plots_drawn_once(tmp_path_factory: pytest.TempPathFactory) -> None:
     lazily is imported here: pytester's in-process runs drop modules first imported inside
     them, and a second copy of matplotlib's modules breaks it (two ``Transform`` classes)."""
     pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
-    from pytest_exprun import plots, stats
+    from pytest_exprun import plots
+    from pytest_exprun.curves import learning_curves
 
     curve = [(0, 3.0), (10, 2.5), (20, 2.1)]
     plots.draw(tmp_path_factory.mktemp("plots"), "warm_up", plots.PlotData(
         name="x", scale="1M", baseline_val={1: 2.0, 2: 2.1}, experiment_val={1: 1.9, 2: 2.0},
         baseline_wall={1: 1.0, 2: 1.1}, experiment_wall={1: 1.0, 2: 1.2}, baseline_mean=2.05,
         baseline_std=0.07, experiment_mean=1.95,
-        curves=stats.learning_curves([curve] * 2, [curve] * 2, 1000, 2.05),
+        curves=learning_curves([curve] * 2, [curve] * 2, 1000, 2.05),
         baseline_curves=[curve] * 2, experiment_curves=[curve] * 2,
     ))
 

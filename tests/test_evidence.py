@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from pytest_exprun import evidence, protocol, rates, stats
+from pytest_exprun.curves import learning_curves, thin
 from pytest_exprun.protocol import Verdict, judge
 from pytest_exprun.stats import summarize
 
@@ -221,7 +222,7 @@ def test_seeds_for_a_paired_t_test_reach_80_percent_in_simulation() -> None:
 def test_learning_curves_band_and_tokens_to_target() -> None:
     base = [[(10, 2.5), (20, 2.2), (30, 2.0)], [(10, 2.7), (20, 2.4), (30, 2.2)]]
     exp = [[(10, 2.3), (20, 2.05), (30, 1.9)], [(10, 2.5), (20, 2.15), (30, 2.0)]]
-    curves = stats.learning_curves(base, exp, 3000, target=2.1)
+    curves = learning_curves(base, exp, 3000, target=2.1)
     assert [p.step for p in curves.points] == [10, 20, 30]
     assert [p.tokens for p in curves.points] == [1000, 2000, 3000]
     first = curves.points[0]
@@ -232,17 +233,17 @@ def test_learning_curves_band_and_tokens_to_target() -> None:
 
 
 def test_learning_curves_without_baseline_curves_or_target() -> None:
-    curves = stats.learning_curves([[], []], [[(10, 2.3), (20, 2.2)]], 1000, target=2.0)
+    curves = learning_curves([[], []], [[(10, 2.3), (20, 2.2)]], 1000, target=2.0)
     assert curves.points[0].baseline_mean is None and curves.points[0].experiment_std is None
     assert "reused" in (curves.reason or "")
     assert curves.to_target.step is None and "never reached" in (curves.to_target.reason or "")
-    nothing = stats.learning_curves([], [[]], 1000, target=2.0)
+    nothing = learning_curves([], [[]], 1000, target=2.0)
     assert nothing.points == () and nothing.reason
 
 
 def test_thin_keeps_first_and_last() -> None:
-    curves = stats.learning_curves([], [[(s, 1.0) for s in range(1, 101)]], 100, target=0.5)
-    kept = stats.thin(curves.points, 20)
+    curves = learning_curves([], [[(s, 1.0) for s in range(1, 101)]], 100, target=0.5)
+    kept = thin(curves.points, 20)
     assert len(kept) == 20 and kept[0].step == 1 and kept[-1].step == 100
 
 

@@ -196,10 +196,12 @@ def test_experiment_name_option_names_the_report(project: Project) -> None:
 
 def test_checkpoints_are_removed_unless_kept(project: Project) -> None:
     project.run("-m", "baseline", "-k", "seed42")
-    (folder,) = (project.path / "checkpoints").glob("research-*")
-    assert not (folder / "baseline_1M_seed42").exists()
+    assert not any((project.path / "checkpoints").iterdir())  # the run's folder and its emptied parent
     project.run("-m", "baseline", "-k", "seed137", "--exprun-keep-checkpoints")
+    (folder,) = (project.path / "checkpoints").glob("research-*")
     assert (folder / "baseline_1M_seed137" / "checkpoint.bin").exists()
+    project.run("-m", "baseline", "-k", "seed256")
+    assert sorted(p.name for p in folder.iterdir()) == ["baseline_1M_seed137"]  # a kept one is left alone
 
 
 def test_two_research_dirs_never_share_a_checkpoint_dir(project: Project) -> None:

@@ -39,7 +39,8 @@ def test_full_protocol_with_the_real_trainer(project: Project, corpus_cache: Pat
     assert all(2.0 < v < 6.0 for v in losses)  # a byte-level model after 4 steps: near ln(256) = 5.5 or below
     report = (project.research / "experiment_use_qk_norm_16.384K.md").read_text()
     assert re.search(r"^## Verdict: (WINNER|NEUTRAL|LOSER)$", report, re.M)
-    assert '"environment": {"data_fingerprint":' in baseline
+    # What the runs reported about where they ran is part of what the baseline says it was measured with.
+    assert re.search(r"^- Run environment: .*data_fingerprint `[0-9a-f]+`.*device `cpu`", baseline, re.M)
     assert not any((project.path / "checkpoints").iterdir())
 
 
@@ -58,7 +59,8 @@ def test_warm_executor_gives_bit_identical_val_loss_to_a_process_per_run(
         records = sorted((project.research / ".exprun" / "runs").rglob("seed*.json"))
         data = [json.loads(p.read_text()) for p in records]
         assert {d["extra"]["environment"]["timing"] for d in data} == {"process" if executor == "local" else "warm worker"}
-        metrics = {d["seed"]: json.loads((project.path / "checkpoints" / f"baseline_16.384K_seed{d['seed']}"
+        (run_root,) = (project.path / "checkpoints").iterdir()  # one folder per research dir
+        metrics = {d["seed"]: json.loads((run_root / f"baseline_16.384K_seed{d['seed']}"
                                           / "metrics.json").read_text()) for d in data}
         # The trainer's own full-precision floats, not only the 4 decimals the plugin reads.
         measured[executor] = {seed: (m["val_loss"], [h["val_loss"] for h in m["history"]], m["train_loss"])

@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
 from pytest_exprun import evidence, plots, protocol, rates, report, stats
+from pytest_exprun.curves import learning_curves
 from pytest_exprun.stats import summarize
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
@@ -226,7 +227,7 @@ def render_experiment(base: dict[int, float], exp: dict[int, float], **extra: ob
     b, e = summarize(list(base.values())), summarize(list(exp.values()))
     cmp = protocol.compare(b, e, summarize([30.0] * len(base)), summarize([30.0] * len(exp)))
     ev = evidence.evaluate(base, exp, b, e)
-    curves = stats.learning_curves([], [], 1_000_000, b.mean)
+    curves = learning_curves([], [], 1_000_000, b.mean)
     context = {
         "name": "use_z", "flags": ["--use_z"], "scale": "1M", "train_tokens": 1_000_000,
         "baseline_report": "baseline_variance_1M.md", "cmp": cmp, "speed": "0.0% faster",

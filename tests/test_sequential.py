@@ -15,17 +15,15 @@ from scipy import stats as sps
 
 from pytest_exprun.protocol import ProtocolError
 from pytest_exprun.sequential import (
-    SEEDS,
     Decision,
-    Design,
     LookDecision,
     completed_look,
     decide,
     decide_family,
     look_statistic,
-    make_design,
     seeds_for_look,
 )
+from pytest_exprun.sequential_design import SEEDS, Design, make_design
 from pytest_exprun.sequential_rates import (
     sequential_rates,
     winner_estimates,
