@@ -111,16 +111,14 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return None
     from _pytest.main import wrap_session  # as pytest's own --cache-show and --fixtures do
 
-    return int(wrap_session(config, _show_rates))
+    settings = settings_mod.load(config)  # a bad option: pytest's one-line error, before any session output
+    return int(wrap_session(config, lambda config, session: _show_rates(config, settings)))
 
 
-def _show_rates(config: pytest.Config, session: pytest.Session) -> int:
-    from . import rates
-
-    from . import sequential_rates
+def _show_rates(config: pytest.Config, settings: settings_mod.Settings) -> int:
+    from . import rates, sequential_rates
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    settings = settings_mod.load(config)
     chosen = config.getoption("exprun_decide") is not None or settings.decide != settings_mod.FIXED
     tables = []
     if not chosen or settings.decide == settings_mod.FIXED:

@@ -191,13 +191,13 @@ def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
     return bool(config.getoption(f"exprun_{dest}", default=False)) or bool(config.getini(ini))
 
 
-def _number(text: str, what: str, kind: type) -> float:
+def _number(text: str, what: str, kind: type, unit: str = "") -> float:
     try:
         value = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
     if not math.isfinite(value):
-        raise pytest.UsageError(f"{what} must be a finite number of seconds, got {text.strip()!r}")
+        raise pytest.UsageError(f"{what} must be a finite number{unit}, got {text.strip()!r}")
     return value
 
 
@@ -256,7 +256,7 @@ def load(config: pytest.Config) -> Settings:
             f"{MIN_BASELINE_SEEDS}, or pass --exprun-allow-small-baseline to accept that rate"
         )
 
-    timeout = _number(get("timeout"), "--exprun-timeout", float)
+    timeout = _number(get("timeout"), "--exprun-timeout", float, " of seconds")
     if timeout < 0:
         raise pytest.UsageError(f"--exprun-timeout must be 0 (no limit) or positive, got {timeout:g}")
 
@@ -301,7 +301,7 @@ def load(config: pytest.Config) -> Settings:
         template_dir=template_dir,
         executor=executor,
         gpus=gpus,
-        lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float),
+        lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float, " of seconds"),
         experiments=experiments,
         rootdir=rootdir,
         slurm=slurm,
@@ -327,7 +327,7 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
     if not 0.0 < alpha < 0.5:
         raise pytest.UsageError(f"--exprun-alpha is the false-WINNER rate and must lie between 0 and 0.5 "
                                 f"(e.g. 0.03), got {alpha:g}")
-    min_effect = _number(get("min_effect").strip(), "--exprun-min-effect", float)
+    min_effect = _number(get("min_effect").strip(), "--exprun-min-effect", float, " of baseline sigma")
     if not (math.isfinite(min_effect) and min_effect > 0.0):
         raise pytest.UsageError(f"--exprun-min-effect is in baseline sigma and must be a positive number "
                                 f"(e.g. 1), got {min_effect:g}")

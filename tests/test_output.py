@@ -80,3 +80,19 @@ def test_rates_for_the_chosen_mode_only(project: Project) -> None:
     assert result.ret == 0
     out = result.stdout.str()
     assert out.count(HEADER) == 1 and "decision mode: sequential" in out and "decision mode: fixed" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--exprun-decide=bogus"], "ERROR: --exprun-decide must be 'fixed' or 'sequential', got 'bogus'"),
+        (["--exprun-decide=sequential", "--exprun-alpha=nan"], "ERROR: --exprun-alpha must be a finite number, got 'nan'"),
+        (["--exprun-decide=sequential", "--exprun-min-effect=inf"],
+         "ERROR: --exprun-min-effect must be a finite number of baseline sigma, got 'inf'"),
+    ],
+)
+def test_rates_with_a_bad_option_print_only_the_error(project: Project, args: list[str], message: str) -> None:
+    result = project.run("--exprun-rates", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.errlines if line.strip()] == [message]
+    assert not [line for line in result.outlines if line.strip()]  # no session header, no "no tests ran"
