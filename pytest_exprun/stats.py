@@ -12,7 +12,7 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -347,12 +347,17 @@ def seeds_for_ttest(effect: float, sigma: float, power: float = TARGET_POWER, al
     """
     if effect == 0:
         return None, "the observed difference is exactly 0"
-    n = np.arange(2, max_seeds + 1)
-    reached = ttest_power(effect, sigma, n, alpha) >= power
-    if not reached.any():
-        return None, f"more than {max_seeds} seeds per group"
-    return int(n[np.argmax(reached)]), None
+    return _fewest(lambda n: ttest_power(effect, sigma, n, alpha), power, max_seeds, "seeds per group")
 
+
+def _fewest(power_at: Callable[[np.ndarray], np.ndarray], power: float, max_seeds: int,
+            unit: str) -> tuple[int | None, str | None]:
+    """The smallest n from 2 to ``max_seeds`` whose power reaches ``power`` (power grows with n)."""
+    n = np.arange(2, max_seeds + 1)
+    reached = power_at(n) >= power
+    if not reached.any():
+        return None, f"more than {max_seeds} {unit}"
+    return int(n[np.argmax(reached)]), None
 
 
 def paired_ttest_power(effect: float, sigma_difference: float, n: int | np.ndarray,
@@ -376,11 +381,7 @@ def seeds_for_paired_ttest(effect: float, sigma_difference: float, power: float 
         return None, "the observed difference is exactly 0"
     if not math.isfinite(sigma_difference) or sigma_difference <= 0:
         return None, "the paired differences have no spread"
-    n = np.arange(2, max_seeds + 1)
-    reached = paired_ttest_power(effect, sigma_difference, n, alpha) >= power
-    if not reached.any():
-        return None, f"more than {max_seeds} seeds"
-    return int(n[np.argmax(reached)]), None
+    return _fewest(lambda n: paired_ttest_power(effect, sigma_difference, n, alpha), power, max_seeds, "seeds")
 
 
 # ----------------------------------------------------- several experiments
