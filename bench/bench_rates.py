@@ -27,9 +27,9 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-from pytest_exprun import evidence, rates
-from pytest_exprun.protocol import CONTROL_FALSE_ALARM
-from pytest_exprun.stats import std_interval
+from pytest_exprun.decide import evidence, rates
+from pytest_exprun.decide.protocol import CONTROL_FALSE_ALARM
+from pytest_exprun.decide.stats import std_interval
 
 
 def welch_bounds(b: np.ndarray, e: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 
-from pytest_exprun.sequential import (
+from pytest_exprun.decide.sequential import (
     Decision,
     decide,
     decide_family,
 )
-from pytest_exprun.sequential_design import SEEDS, Design, make_design
-from pytest_exprun.sequential_rates import (
+from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
+from pytest_exprun.decide.sequential_rates import (
     sequential_rates,
     winner_estimates,
 )

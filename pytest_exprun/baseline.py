@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import report
-from .protocol import BASELINE
+from .reports import render as report
+from .decide.protocol import BASELINE
 from .store import RunStore, Setup, set_aside
 
 #: The kind under which the baseline snapshot is stored (see ``RunStore.save_result``).

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .protocol import ProtocolError, experiment_flags, experiment_name, safe_name
-from .trainer_io import TrainerIO
-from .trainer_options import PROTOCOL_ARGUMENTS, static_aliases, trainer_aliases
+from .decide.protocol import ProtocolError, experiment_flags, experiment_name, safe_name
+from .trainer.interface import TrainerIO
+from .trainer.options import PROTOCOL_ARGUMENTS, static_aliases, trainer_aliases
 
 
 @dataclass(frozen=True)

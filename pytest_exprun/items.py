@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from .protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
-from .sequential_design import SEEDS
+from .decide.protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
+from .decide.sequential_design import SEEDS
 from .settings import SEQUENTIAL
 
 if TYPE_CHECKING:
     from .session import ProtocolSession
     from .settings import Settings
-    from .sequential_design import Design
+    from .decide.sequential_design import Design
 
 
 class ProtocolCollector(pytest.Collector):

@@ -16,7 +16,7 @@ import pytest
 from . import newhooks, settings as settings_mod
 from .executors import BUILTIN
 from .items import SeedRun, build_items
-from .lines import parse_step_line
+from .trainer.lines import parse_step_line
 from .session import ProtocolSession
 
 PLUGIN_NAME = "exprun-protocol"
@@ -116,7 +116,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def _show_rates(config: pytest.Config, settings: settings_mod.Settings) -> int:
-    from . import rates, sequential_rates
+    from .decide import rates, sequential_rates
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     chosen = config.getoption("exprun_decide") is not None or settings.decide != settings_mod.FIXED

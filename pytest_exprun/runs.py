@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from . import protocol
-from .protocol import ENVIRONMENT_KEYS, TIMING_KEY
-from .runner import RunResult
+from .decide import protocol
+from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
+from .trainer.runner import RunResult
 from .settings import Settings
 from .store import RunRecord
 

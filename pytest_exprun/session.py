@@ -13,16 +13,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pytest
 
-from . import aside, baseline, fingerprint, looks, newhooks, protocol, runs, stats
+from .reports import aside
+from . import baseline, newhooks, runs
+from .trainer import fingerprint
+from .decide import looks, protocol, stats
 from .executors import Executor, ExecutorError, RunHandle
-from .protocol import BASELINE, CONTROL, ProtocolFailure
-from .publish import Publisher, now
-from .runner import Failure, RunResult, RunSpec
-from .sequential import Decision
-from .sequential_design import SEEDS
+from .decide.protocol import BASELINE, CONTROL, ProtocolFailure
+from .reports.publish import Publisher, now
+from .trainer.runner import Failure, RunResult, RunSpec
+from .decide.sequential import Decision
+from .decide.sequential_design import SEEDS
 from .experiments import Experiment
 from .settings import Settings
-from .trainer_io import run_environment, with_result_file
+from .trainer.interface import run_environment, with_result_file
 from .store import (
     RunRecord,
     RunStore,

@@ -18,11 +18,11 @@ from typing import Callable
 import pytest
 
 from . import experiments as experiments_mod
-from . import sequential_design
+from .decide import sequential_design
 from .experiments import Experiment, refuse_nul
-from .trainer_io import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
-from .trainer_io import OPTIONS as TRAINER_IO_OPTIONS
-from .protocol import (
+from .trainer.interface import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
+from .trainer.interface import OPTIONS as TRAINER_IO_OPTIONS
+from .decide.protocol import (
     BASELINE_SEEDS,
     DEFAULT_TRAIN_TOKENS,
     EXPERIMENT_SEEDS,
@@ -32,7 +32,7 @@ from .protocol import (
     parse_seeds,
     scale_label,
 )
-from .rates import MIN_BASELINE_SEEDS
+from .decide.rates import MIN_BASELINE_SEEDS
 
 DEFAULT_COMMAND = "python train_llm.py"
 EXECUTORS = ("local", "warm", "gpus", "slurm")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 
-from .fingerprint import Fingerprint
+from .trainer.fingerprint import Fingerprint
 
 RECORD_VERSION = 1
 

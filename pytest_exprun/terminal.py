@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from .lines import LineThrottle
+from .trainer.lines import LineThrottle
 
 if TYPE_CHECKING:
-    from .protocol import Comparison
+    from .decide.protocol import Comparison
     from .experiments import Experiment
-    from .stats import Summary
+    from .decide.stats import Summary
 
 #: Longest trainer line echoed as is; the run's log keeps every character.
 ECHO_CHARS = 500

@@ -13,12 +13,12 @@ from typing import Any, Callable, Iterable, NoReturn
 
 import pytest
 
-from . import looks, protocol, sequential, sequential_rates, stats
+from .decide import looks, protocol, sequential, sequential_rates, stats
 from .experiments import Experiment
-from .protocol import BASELINE, Extension, ProtocolFailure, Verdict
-from .publish import DECISION, Publisher, compare_runs, now
-from .sequential import LookDecision
-from .sequential_design import SEEDS
+from .decide.protocol import BASELINE, Extension, ProtocolFailure, Verdict
+from .reports.publish import DECISION, Publisher, compare_runs, now
+from .decide.sequential import LookDecision
+from .decide.sequential_design import SEEDS
 from .settings import SEQUENTIAL, Settings
 from .store import RunRecord, RunStore, Setup
 from .terminal import Outcome

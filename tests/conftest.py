@@ -147,7 +147,7 @@ def normalised_report(path: Path) -> str:
 
     What is left must not depend on the executor that ran the seeds.
     """
-    from pytest_exprun import report
+    from pytest_exprun.reports import render as report
 
     read = report.read_report(path)
     assert read.data is not None, f"{path} has no data block"
@@ -181,8 +181,8 @@ def _plots_drawn_once(tmp_path_factory: pytest.TempPathFactory) -> None:
     lazily is imported here: pytester's in-process runs drop modules first imported inside
     them, and a second copy of matplotlib's modules breaks it (two ``Transform`` classes)."""
     pytest.importorskip("matplotlib", reason="plots need the 'plots' extra: pip install -e '.[plots]'")
-    from pytest_exprun import plots
-    from pytest_exprun.curves import learning_curves
+    from pytest_exprun.reports import plots
+    from pytest_exprun.decide.curves import learning_curves
 
     curve = [(0, 3.0), (10, 2.5), (20, 2.1)]
     plots.draw(tmp_path_factory.mktemp("plots"), "warm_up", plots.PlotData(
@@ -215,11 +215,11 @@ def _aside_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.M
     the in-process monkeypatches of other fixtures do not reach it: tests get the in-process
     path (the very functions the helper calls) unless they ask for ``with_aside``."""
     if "with_aside" not in request.fixturenames:
-        monkeypatch.setattr("pytest_exprun.aside.start", lambda: None)
+        monkeypatch.setattr("pytest_exprun.reports.aside.start", lambda: None)
 
 
 @pytest.fixture(autouse=True)
 def _plots_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Drawing costs about half a second per report; only tests that ask for ``with_plots`` pay it."""
     if "with_plots" not in request.fixturenames:
-        monkeypatch.setattr("pytest_exprun.plots._matplotlib", lambda: None)
+        monkeypatch.setattr("pytest_exprun.reports.plots._matplotlib", lambda: None)

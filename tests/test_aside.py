@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from conftest import Project, normalised_report, pid_alive
-from pytest_exprun import aside, evidence, stats
-from pytest_exprun.stats import summarize
+from pytest_exprun.reports import aside
+from pytest_exprun.decide import evidence, stats
+from pytest_exprun.decide.stats import summarize
 
 BASE = {42: 2.00, 137: 2.02, 256: 1.98, 512: 2.01, 1024: 1.99}
 EXP = {42: 1.90, 137: 1.91, 256: 1.89}
@@ -80,7 +81,7 @@ def test_reports_and_plots_are_the_same_with_and_without_the_helper(
     for path in [*project.research.glob("*.md"), *project.research.glob("*.png")]:
         path.unlink()
     shutil.rmtree(project.research / ".exprun")
-    monkeypatch.setattr("pytest_exprun.aside.start", lambda: None)
+    monkeypatch.setattr("pytest_exprun.reports.aside.start", lambda: None)
     project.run("--experiment=use_x").assert_outcomes(passed=9, skipped=2)
     assert {p.name: normalised_report(p) for p in project.research.glob("*.md")} == helped
     assert sorted(p.name for p in project.research.glob("*.png")) == pngs

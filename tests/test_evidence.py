@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun import evidence, protocol, rates, stats
-from pytest_exprun.curves import learning_curves, thin
-from pytest_exprun.protocol import Verdict, judge
-from pytest_exprun.stats import summarize
+from pytest_exprun.decide import evidence, protocol, rates, stats
+from pytest_exprun.decide.curves import learning_curves, thin
+from pytest_exprun.decide.protocol import Verdict, judge
+from pytest_exprun.decide.stats import summarize
 
 BASE = {42: 2.00, 137: 2.02, 256: 1.98, 512: 2.01, 1024: 1.99}
 EXP = {42: 1.90, 137: 1.91, 256: 1.89}

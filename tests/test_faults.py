@@ -616,7 +616,7 @@ def test_second_ctrl_c_kills_a_trainer_that_ignores_sigterm_at_once(project: Pro
 
 
 def test_a_log_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) -> None:
-    from pytest_exprun.runner import RunSpec, run_trainer
+    from pytest_exprun.trainer.runner import RunSpec, run_trainer
 
     trainer = tmp_path / "trainer.py"
     trainer.write_text("print('Step 20 | val_loss: 2.0000 | train_loss: 2.1')\n")
@@ -759,7 +759,7 @@ def test_names_that_differ_keep_their_own_reports(project: Project) -> None:
      ("lr=3e-3", "--lr-3e 3"), ("note=a b", "note=a_b")],
 )
 def test_experiment_names_of_different_flags_differ(first: str, second: str) -> None:
-    from pytest_exprun.protocol import experiment_flags, experiment_name
+    from pytest_exprun.decide.protocol import experiment_flags, experiment_name
 
     a, b = experiment_flags(first), experiment_flags(second)
     assert a != b and experiment_name(a) != experiment_name(b)

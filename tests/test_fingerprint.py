@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_exprun import fingerprint
-from pytest_exprun.fingerprint import Fingerprint, recheck, setup_files
+from pytest_exprun.trainer import fingerprint
+from pytest_exprun.trainer.fingerprint import Fingerprint, recheck, setup_files
 
 
 def write(root: Path, name: str, text: str, mode: int | None = None) -> Path:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pytest_exprun.protocol import (
+from pytest_exprun.decide.protocol import (
     ProtocolError,
     Significance,
     Verdict,
@@ -19,7 +19,7 @@ from pytest_exprun.protocol import (
     scale_label,
     significance,
 )
-from pytest_exprun.stats import summarize
+from pytest_exprun.decide.stats import summarize
 
 BASE = summarize([2.00, 2.02, 1.98, 2.01, 1.99])  # mean 2.0, σ = 0.0158114
 SIGMA = math.sqrt(2.5e-4)

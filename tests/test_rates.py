@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pytest_exprun import evidence, protocol, rates
-from pytest_exprun.protocol import Verdict, judge, needs_extension
-from pytest_exprun.stats import summarize
+from pytest_exprun.decide import evidence, protocol, rates
+from pytest_exprun.decide.protocol import Verdict, judge, needs_extension
+from pytest_exprun.decide.stats import summarize
 
 #: (effect in σ, P(WINNER), P(LOSER), expected experiment seeds), simulated with 2M trials a row.
 SIMULATED = [
@@ -183,7 +183,7 @@ def test_the_quick_bootstrap_coverage_for_other_designs_is_below_nominal() -> No
 
 @pytest.mark.slow
 def test_welch_interval_covers_95_percent_also_after_the_extension_step() -> None:
-    from pytest_exprun.stats import welch_interval
+    from pytest_exprun.decide.stats import welch_interval
 
     rng = np.random.default_rng(21)
     covered, trials = 0, 6000

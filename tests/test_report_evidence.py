@@ -11,9 +11,10 @@ import pytest
 from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
-from pytest_exprun import evidence, plots, protocol, rates, report, stats
-from pytest_exprun.curves import learning_curves
-from pytest_exprun.stats import summarize
+from pytest_exprun.decide import evidence, protocol, rates, stats
+from pytest_exprun.reports import plots, render as report
+from pytest_exprun.decide.curves import learning_curves
+from pytest_exprun.decide.stats import summarize
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 LOSER_Y = {"--use_y": {"42": 2.10, "137": 2.11, "256": 2.09}}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import pid_alive, wait_for
-from pytest_exprun.lines import _LineSplitter, log_lines, parse_step_line
-from pytest_exprun.runner import (
+from pytest_exprun.trainer.lines import _LineSplitter, log_lines, parse_step_line
+from pytest_exprun.trainer.runner import (
     MAX_CURVE_POINTS,
     Evaluations,
     Failure,

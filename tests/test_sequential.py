@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun.protocol import ProtocolError
-from pytest_exprun.sequential import (
+from pytest_exprun.decide.protocol import ProtocolError
+from pytest_exprun.decide.sequential import (
     Decision,
     LookDecision,
     completed_look,
@@ -23,8 +23,8 @@ from pytest_exprun.sequential import (
     look_statistic,
     seeds_for_look,
 )
-from pytest_exprun.sequential_design import SEEDS, Design, make_design
-from pytest_exprun.sequential_rates import (
+from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
+from pytest_exprun.decide.sequential_rates import (
     sequential_rates,
     winner_estimates,
 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pytest_exprun.stats import cohens_d, effect_size_label, percent_faster, pooled_std, summarize
+from pytest_exprun.decide.stats import cohens_d, effect_size_label, percent_faster, pooled_std, summarize
 
 
 def test_summary_uses_sample_std() -> None:

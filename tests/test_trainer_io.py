@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUIET_REWRITE
-from pytest_exprun.trainer_io import (
+from pytest_exprun.trainer.interface import (
     DEFAULT_ARGV,
     ArgvTemplate,
     ResultSource,
@@ -264,7 +264,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
 
 
 def test_a_huge_file_is_refused_without_reading_it_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pytest_exprun.trainer_io.MAX_RESULT_BYTES", 1000)
+    monkeypatch.setattr("pytest_exprun.trainer.interface.MAX_RESULT_BYTES", 1000)
     write(tmp_path / "r.json", json.dumps({"eval_loss": 1.0, "pad": "x" * 5000}))
     with pytest.raises(TrainerIOError, match="larger than"):
         read_result(ResultSource.parse("r.json:eval_loss"), tmp_path)
@@ -310,7 +310,7 @@ def test_identity_is_empty_for_the_defaults_and_names_every_change() -> None:
 
 
 def test_header_line_says_how_runs_start_and_where_the_value_comes_from() -> None:
-    from pytest_exprun.trainer_io import describe
+    from pytest_exprun.trainer.interface import describe
 
     io = TrainerIO.load(ini(argv="--max_steps {steps}", tokens_per_step="1024", result="eval_results.json:eval_loss"),
                         32768)

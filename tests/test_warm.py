@@ -14,8 +14,8 @@ import pytest
 
 from conftest import Project, pid_alive, wait_for
 from pytest_exprun.executors.warm import WarmExecutor
-from pytest_exprun.lines import parse_step_line
-from pytest_exprun.runner import RunSpec
+from pytest_exprun.trainer.lines import parse_step_line
+from pytest_exprun.trainer.runner import RunSpec
 
 WARM = "--exprun-executor=warm"
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pytest
 
-from ..lines import LineParser
-from ..runner import RunResult, RunSpec
+from ..trainer.lines import LineParser
+from ..trainer.runner import RunResult, RunSpec
 
 if TYPE_CHECKING:
     from ..settings import Settings

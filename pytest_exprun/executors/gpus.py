@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Sequence
 
 
-from ..lines import LineParser
-from ..runner import Failure, RunResult, RunSpec, run_trainer
+from ..trainer.lines import LineParser
+from ..trainer.runner import Failure, RunResult, RunSpec, run_trainer
 from . import Executor, ExecutorError, LineSink, RunHandle
 
 NVIDIA_SMI = ("nvidia-smi", "--query-gpu=index", "--format=csv,noheader")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..lines import LineParser
-from ..runner import RunSpec, run_trainer
+from ..trainer.lines import LineParser
+from ..trainer.runner import RunSpec, run_trainer
 from . import Executor, LazyRun, LineSink, RunHandle
 
 

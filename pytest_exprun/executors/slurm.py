@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..lines import LineParser, log_lines, parse_step_line
-from ..runner import (
+from ..trainer.lines import LineParser, log_lines, parse_step_line
+from ..trainer.runner import (
     EVALUATION_FAILURES,
     TAIL_LINES,
     Failure,

@@ -29,9 +29,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..lines import LineParser
-from ..procgroup import end_process, start_process
-from ..runner import (
+from ..trainer.lines import LineParser
+from ..trainer.procgroup import end_process, start_process
+from ..trainer.runner import (
     MAX_LOG_BYTES,
     Failure,
     OutputReader,

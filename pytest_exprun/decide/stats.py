@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 
 # scipy.stats takes about a second to import: only sessions that judge an experiment pay it.
 sps = LazyModule("scipy.stats")

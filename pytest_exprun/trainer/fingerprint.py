@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .trainer_files import TrainerScan, scan_trainer
+from .files import TrainerScan, scan_trainer
 
 #: Packages whose version is part of a setup when the trainer's interpreter can import them.
 PACKAGES = ("torch",)

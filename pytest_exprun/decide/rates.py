@@ -16,7 +16,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 from .protocol import SIGNIFICANT_SIGMAS, Ranked
 from .stats import CONFIDENCE, TARGET_POWER, std_interval
 

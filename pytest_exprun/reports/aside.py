@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 T = TypeVar("T")
 _HEADER = struct.Struct("!Q")
 #: Where ``import pytest_exprun`` finds this very package, whatever the helper's sys.path.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class Aside:
@@ -37,7 +37,7 @@ class Aside:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)}
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "pytest_exprun.aside"],
+            [sys.executable, "-m", "pytest_exprun.reports.aside"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C is the session's to handle; close() ends the helper
             env=env,
@@ -102,7 +102,8 @@ def _preload() -> None:
         os.nice(19)
     except OSError:
         pass
-    from . import plots, stats
+    from . import plots
+    from ..decide import stats
 
     stats.sps.t  # noqa: B018 - the first attribute imports scipy.stats
     plots._matplotlib()

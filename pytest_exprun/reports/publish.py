@@ -21,11 +21,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import evidence, plots, protocol, rates, report, stats
-from .curves import Curves, learning_curves, thin
-from .protocol import BASELINE, Comparison, ProtocolFailure, Verdict
-from .settings import Settings
-from .store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
+from ..decide import evidence, protocol, rates, stats
+from . import plots, render as report
+from ..decide.curves import Curves, learning_curves, thin
+from ..decide.protocol import BASELINE, Comparison, ProtocolFailure, Verdict
+from ..settings import Settings
+from ..store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
 
 #: The kind under which each experiment's decision is stored (see ``RunStore.save_result``).
 DECISION = "experiment"

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 from .protocol import SIGNIFICANT_SIGMAS, Verdict, degenerate_reason, judge
 from .rates import (
     Design,

@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__
+from .. import __version__
 
 DATA_MARKER = "exprun-data"
 _DATA_BLOCK = re.compile(r"\n?<!-- " + DATA_MARKER + r": (\{.*\}) -->\s*\Z", re.DOTALL)
@@ -72,7 +72,7 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
-    loaders.append(jinja2.PackageLoader("pytest_exprun", "templates"))
+    loaders.append(jinja2.PackageLoader("pytest_exprun.reports", "templates"))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,

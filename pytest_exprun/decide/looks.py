@@ -11,7 +11,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from . import sequential, sequential_rates
-from .publish import to_json
+from ..reports.publish import to_json
 from .sequential import Decision, LookDecision
 from .sequential_design import Design
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Mapping
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 from .protocol import ProtocolError
 from .sequential_design import SEEDS, Design, at_level
 

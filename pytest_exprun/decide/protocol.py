@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 from .stats import Summary, cohens_d, effect_size_label, holm_adjust, percent_faster, welch_test
 
 sps = LazyModule("scipy.stats")

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .curves import Curves
+from ..decide.curves import Curves
 
 INSTALL_HINT = "pip install 'pytest-exprun[plots]'"
 FIGSIZE = (8.0, 4.5)

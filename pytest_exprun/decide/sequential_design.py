@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._lazy import LazyModule
+from .._lazy import LazyModule
 from .protocol import ProtocolError
 
 special = LazyModule("scipy.special")
