@@ -89,8 +89,8 @@ def learning_curves(baseline: Sequence[Curve], experiment: Sequence[Curve], trai
         to_target = TokensToTarget(target, first.step, first.tokens, first.tokens / train_tokens)
     else:
         to_target = TokensToTarget(target, None, None, None, "the experiment's mean curve never reached it")
-    reason = None if base else "no learning curves were stored for the baseline's runs (reused from its report)"
-    return Curves(tuple(points), final, to_target, reason)
+    missing = None if base else "no learning curves were stored for the baseline's runs (reused from its report)"
+    return Curves(tuple(points), final, to_target, missing)
 
 
 def thin(points: Sequence[CurvePoint], limit: int = 20) -> tuple[CurvePoint, ...]:

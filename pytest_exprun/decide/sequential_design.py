@@ -75,11 +75,13 @@ class Design:
 # ------------------------------------------------------------------ design
 def _z_to_t(z: np.ndarray | float, df: np.ndarray | float) -> np.ndarray:
     """The t value with the same one-sided p-value as normal deviate ``z``."""
-    return -special.stdtrit(df, special.ndtr(-np.asarray(z, dtype=float)))  # upper tail: exact far out
+    t: np.ndarray = -special.stdtrit(df, special.ndtr(-np.asarray(z, dtype=float)))  # upper tail: exact far out
+    return t
 
 
 def _upper_p(z: np.ndarray | float) -> np.ndarray:
-    return special.ndtr(-np.asarray(z, dtype=float))
+    p: np.ndarray = special.ndtr(-np.asarray(z, dtype=float))
+    return p
 
 
 def _information(n: int, m: int, paired: bool) -> float:

@@ -20,6 +20,7 @@ from .._lazy import LazyModule
 
 # scipy.stats takes about a second to import: only sessions that judge an experiment pay it.
 sps = LazyModule("scipy.stats")
+Values = Sequence[float] | np.ndarray  # one group's per-seed values: a list, a tuple or a 1-D array
 
 TARGET_POWER = 0.8
 ALPHA = 0.05
@@ -54,7 +55,7 @@ class Summary:
     max: float
 
 
-def summarize(values: Sequence[float]) -> Summary:
+def summarize(values: Values) -> Summary:
     """Summarise finite values; an empty or non-finite input is a caller's bug, so it raises."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
@@ -144,9 +145,8 @@ class Paired:
     reason: str | None = None
 
 
-
 # ------------------------------------------------------------------ helpers
-def _array(values: Sequence[float]) -> np.ndarray:
+def _array(values: Values) -> np.ndarray:
     return np.asarray(list(values), dtype=float)
 
 
@@ -162,7 +162,7 @@ def _too_few(name: str, a: np.ndarray, b: np.ndarray, least: int = 2) -> Signifi
 
 
 # --------------------------------------------------------- unpaired tests
-def welch_test(baseline: Sequence[float], experiment: Sequence[float]) -> SignificanceTest:
+def welch_test(baseline: Values, experiment: Values) -> SignificanceTest:
     """Welch's t-test (unequal variances), two-sided, on experiment − baseline."""
     name = "Welch's t-test"
     b, e = _array(baseline), _array(experiment)
@@ -174,7 +174,7 @@ def welch_test(baseline: Sequence[float], experiment: Sequence[float]) -> Signif
     return SignificanceTest(name, _finite(result.statistic), _finite(result.pvalue))
 
 
-def mann_whitney(baseline: Sequence[float], experiment: Sequence[float]) -> SignificanceTest:
+def mann_whitney(baseline: Values, experiment: Values) -> SignificanceTest:
     """Mann–Whitney U, two-sided: no normality assumed, only ranks."""
     name = "Mann–Whitney U"
     b, e = _array(baseline), _array(experiment)
@@ -187,11 +187,11 @@ def mann_whitney(baseline: Sequence[float], experiment: Sequence[float]) -> Sign
 
 
 def _mean_difference(e: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(e, axis=axis) - np.mean(b, axis=axis)
+    return np.asarray(np.mean(e, axis=axis) - np.mean(b, axis=axis))
 
 
 def bootstrap_interval(
-    baseline: Sequence[float], experiment: Sequence[float], confidence: float = CONFIDENCE,
+    baseline: Values, experiment: Values, confidence: float = CONFIDENCE,
     seed: int = BOOTSTRAP_SEED,
 ) -> Interval:
     """Percentile bootstrap CI of mean(experiment) − mean(baseline), reproducible by its seed.
@@ -220,7 +220,7 @@ def bootstrap_interval(
 
 
 def welch_interval(
-    baseline: Sequence[float], experiment: Sequence[float], confidence: float = CONFIDENCE
+    baseline: Values, experiment: Values, confidence: float = CONFIDENCE
 ) -> Interval:
     """Welch's t-interval of mean(experiment) − mean(baseline), Welch–Satterthwaite degrees of freedom.
 
@@ -274,7 +274,7 @@ def paired_seeds(baseline: Mapping[int, float], experiment: Mapping[int, float])
     n = len(seeds)
     t_name, w_name, r_name = "paired t-test", "Wilcoxon signed-rank", "Pearson correlation of paired values"
     if n < 2:
-        reason = f"{n} seed(s) in common; pairing needs at least 2"
+        reason: str | None = f"{n} seed(s) in common; pairing needs at least 2"
         missing = SignificanceTest(r_name, None, None, reason)
         return Paired(seeds, tuple(d.tolist()), _finite(d.mean()) if n else None,
                       SignificanceTest(t_name, None, None, reason), SignificanceTest(w_name, None, None, reason),
@@ -317,7 +317,7 @@ def paired_seeds(baseline: Mapping[int, float], experiment: Mapping[int, float])
     )
 
 
-def correlation_test(baseline: Sequence[float], experiment: Sequence[float]) -> SignificanceTest:
+def correlation_test(baseline: Values, experiment: Values) -> SignificanceTest:
     """Pearson's r of paired values with its two-sided p (t with n − 2 df); needs 3 pairs."""
     name = "Pearson correlation of paired values"
     b, e = _array(baseline), _array(experiment)
@@ -335,7 +335,7 @@ def ttest_power(effect: float, sigma: float, n: int | np.ndarray, alpha: float =
     df = 2 * n - 2
     crit = sps.t.isf(alpha / 2, df)
     lam = abs(effect) / (sigma * np.sqrt(2.0 / n))
-    return sps.nct.sf(crit, df, lam) + sps.nct.cdf(-crit, df, lam)
+    return np.asarray(sps.nct.sf(crit, df, lam) + sps.nct.cdf(-crit, df, lam))
 
 
 def seeds_for_ttest(effect: float, sigma: float, power: float = TARGET_POWER, alpha: float = ALPHA,
@@ -367,7 +367,7 @@ def paired_ttest_power(effect: float, sigma_difference: float, n: int | np.ndarr
     df = n - 1
     crit = sps.t.isf(alpha / 2, df)
     lam = abs(effect) * np.sqrt(n) / sigma_difference
-    return sps.nct.sf(crit, df, lam) + sps.nct.cdf(-crit, df, lam)
+    return np.asarray(sps.nct.sf(crit, df, lam) + sps.nct.cdf(-crit, df, lam))
 
 
 def seeds_for_paired_ttest(effect: float, sigma_difference: float, power: float = TARGET_POWER,
@@ -388,7 +388,7 @@ def seeds_for_paired_ttest(effect: float, sigma_difference: float, power: float 
 def holm_adjust(p_values: Sequence[float | None]) -> tuple[float | None, ...]:
     """Holm–Bonferroni adjusted p-values, in the input order; None stays None and is not counted."""
     where = [i for i, p in enumerate(p_values) if p is not None]
-    p = _array([p_values[i] for i in where])
+    p = _array([value for value in p_values if value is not None])
     out: list[float | None] = [None] * len(p_values)
     if p.size == 0:
         return tuple(out)
