@@ -84,6 +84,16 @@ def test_python_dash_m_resolves_the_module_and_its_package_inside_the_project(tm
     assert files(fp) == ["pkg/__init__.py", "pkg/data.py", "pkg/model.py", "pkg/train.py"]
 
 
+def test_python_dash_c_follows_imports_into_a_file_a_module_runs(tmp_path: Path) -> None:
+    """An import that runs a file that imports again: the command, import and script scans call each other."""
+    write(tmp_path, "model.py", "exec(open('configurator.py').read())\n")
+    write(tmp_path, "configurator.py", "import defaults\n")
+    write(tmp_path, "defaults.py", "")
+    write(tmp_path, "unused.py", "")
+    fp = setup_files(["python", "-c", "import model"], [], tmp_path)
+    assert files(fp) == ["configurator.py", "defaults.py", "model.py"]
+
+
 def test_a_shell_wrapper_is_looked_into(tmp_path: Path) -> None:
     write(tmp_path, "exp/train.py", "import model\n")
     write(tmp_path, "exp/model.py", "")

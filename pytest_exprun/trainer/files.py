@@ -6,12 +6,12 @@ The command may take any common form: ``python train.py``, ``python -m pkg.train
 trainer script the project's own modules it imports are followed (an ``ast`` walk), keeping
 only files inside the project; arguments that name a file inside the project count too.
 Each file is hashed as it is found, so one that cannot be read is said in the notes and
-not followed; the hash function is the caller's (``fingerprint.file_digest``).
+not followed; the hash function is the caller's (``fingerprint.file_digest``). Following
+Python imports is ``python_imports``; it comes back here through ``TrainerScan.script``.
 """
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import functools
 import os
@@ -19,9 +19,11 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import python_imports
 
 #: Programs that run the command that follows their own options.
 _PASS_THROUGH = {"env", "nice", "nohup", "time", "stdbuf", "ionice", "taskset", "chrt", "timeout", "exec",
@@ -94,6 +96,10 @@ class TrainerScan:
             self.notes.append(f"{self.name(path)} ({why}) cannot be read: {exc.strerror or exc}")
             return False
         return True
+
+    def script(self, path: Path, why: str) -> None:
+        """Fingerprint a trainer file and follow what it runs: Python code that runs a file calls this."""
+        _script(self, path, why)
 
 
 def scan_trainer(
@@ -186,14 +192,14 @@ def _python_command(scan: TrainerScan, interpreter: str, args: list[str], cwd: P
         if arg == "-m" or (arg.startswith("-m") and len(arg) > 2 and not arg.startswith("--")):
             module = args[i + 1] if arg == "-m" and i + 1 < len(args) else arg[2:]
             scan.roots = scan.roots or [cwd.resolve(), *scan.extra_paths]
-            if not _module(scan, module, scan.roots, "run with python -m"):
+            if not python_imports.follow_module(scan, module, scan.roots, "run with python -m"):
                 scan.notes.append(f"module {module!r} (python -m) is not a file inside the project; its code "
                                   "is not fingerprinted")
             rest = args[i + 2 if arg == "-m" else i + 1 :]
             break
         if arg == "-c" and i + 1 < len(args):
             scan.roots = scan.roots or [cwd.resolve(), *scan.extra_paths]
-            _python_source(scan, args[i + 1], cwd / "-c", cwd, "python -c")
+            python_imports.follow_source(scan, args[i + 1], cwd / "-c", cwd, "python -c")
             rest = args[i + 2 :]
             break
         if arg in _PYTHON_VALUE_OPTIONS:
@@ -283,7 +289,7 @@ def _script(scan: TrainerScan, path: Path, why: str) -> None:
             scan.interpreter = scan.interpreter or _interpreter(scan, shebang)
         if not scan.roots:
             scan.roots = [path.resolve().parent, *scan.extra_paths]
-        _python_file(scan, path, entry=True)
+        python_imports.follow_file(scan, path, entry=True)
     elif path.suffix in {".sh", ".bash"} or (interpreter in _SHELLS):
         if path.resolve() in scan.scanned:
             return
@@ -343,115 +349,3 @@ def _include(scan: TrainerScan, pattern: str) -> None:
                 scan.add(path, "exprun_fingerprint_include")
     if not matched:
         scan.notes.append(f"exprun_fingerprint_include pattern {pattern!r} matches no file")
-
-
-# ------------------------------------------------------------------- Python imports
-def _python_file(scan: TrainerScan, path: Path, entry: bool) -> None:
-    resolved = scan.resolve(path)
-    if resolved in scan.scanned:
-        return
-    scan.scanned.add(resolved)
-    try:
-        source = resolved.read_bytes()
-    except OSError:
-        return
-    _python_source(scan, source, resolved, resolved.parent if entry else None, scan.name(resolved))
-
-
-def _python_source(scan: TrainerScan, source: str | bytes, path: Path, entry_dir: Path | None, what: str) -> None:
-    """Follow the imports of one Python source (every ``import``, also inside functions and ``try``).
-
-    Absolute imports resolve against the import roots: a script's own folder (Python puts
-    it first on ``sys.path``), PYTHONPATH and ``src/``; relative ones against the file's folder.
-    """
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except (SyntaxError, ValueError) as exc:
-        scan.notes.append(f"cannot parse {what} ({type(exc).__name__}: {exc}); the modules it imports are "
-                          "not fingerprinted")
-        return
-    roots = [entry_dir, *scan.extra_paths] if entry_dir is not None else list(scan.roots or scan.extra_paths)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                _module(scan, alias.name, roots, f"imported by {what}")
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            search = roots
-            if node.level:
-                folder = path.parent
-                for _ in range(node.level - 1):
-                    folder = folder.parent
-                search = [folder]
-            found = _module(scan, base, search, f"imported by {what}") if base else False
-            for alias in node.names:
-                if alias.name != "*":
-                    sub = f"{base}.{alias.name}" if base else alias.name
-                    found = _module(scan, sub, search, f"imported by {what}") or found
-            if node.level and not found:
-                scan.notes.append(f"{what}: relative import on line {node.lineno} not found in the project")
-        elif isinstance(node, ast.Call):
-            _dynamic(scan, node, roots, path, what)
-
-
-def _dynamic(scan: TrainerScan, node: ast.Call, roots: list[Path], path: Path, what: str) -> None:
-    """``importlib.import_module("x")``, ``__import__("x")`` and nanoGPT's ``exec(open("configurator.py").read())``."""
-    func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-    first = node.args[0] if node.args else None
-    if name in {"import_module", "__import__"}:
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            _module(scan, first.value, roots, f"imported by {what}")
-        elif first is not None:
-            scan.notes.append(f"{what} imports a module chosen at run time (line {node.lineno}); add it with "
-                              "exprun_fingerprint_include")
-    elif name in {"exec", "runpy", "run_path"} and first is not None:
-        for inner in ast.walk(first):
-            if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "open"
-                    and inner.args and isinstance(inner.args[0], ast.Constant) and isinstance(inner.args[0].value, str)):
-                target = Path(inner.args[0].value)
-                for base in (scan.rootdir, path.parent):
-                    candidate = target if target.is_absolute() else base / target
-                    if candidate.is_file() and scan.inside(candidate):
-                        _script(scan, candidate, f"run by {what}")
-                        break
-
-
-def _module(scan: TrainerScan, dotted: str, roots: Iterable[Path], why: str) -> bool:
-    """Fingerprint the project files an import of ``dotted`` runs: each package's ``__init__.py`` and the module."""
-    if not dotted or not all(part.isidentifier() for part in dotted.split(".")):
-        return False
-    parts = dotted.split(".")
-    if parts[0] == "torch":
-        scan.imports_torch = True
-    key = (dotted, tuple(roots))
-    if key not in scan.modules:
-        scan.modules[key] = False  # an import cycle ends here
-        scan.modules[key] = _find_module(scan, parts, key[1], why)
-    return scan.modules[key]
-
-
-def _find_module(scan: TrainerScan, parts: list[str], roots: tuple[Path, ...], why: str) -> bool:
-    for root in roots:
-        found: list[Path] = []
-        folder = root
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            module_file = folder / f"{part}.py"
-            package_init = folder / part / "__init__.py"
-            if package_init.is_file():
-                found.append(package_init)
-                folder = folder / part
-            elif module_file.is_file() and last:
-                found.append(module_file)
-            elif (folder / part).is_dir() and not last:
-                folder = folder / part  # a namespace package
-            else:
-                found = [] if i == 0 else found
-                break
-        if found and all(scan.inside(p) for p in found):
-            for path in found:
-                if scan.add(path, why):
-                    _python_file(scan, path, entry=False)
-            return True
-    return False
