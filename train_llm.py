@@ -658,7 +658,7 @@ def run_job(argv, fresh, start):
         main(argv, start)
     except SystemExit as e:  # fail(), or --help
         return exit_code(e)
-    except Exception:  # noqa: BLE001 - the job fails as a fresh process would, with its traceback
+    except Exception:
         traceback.print_exc()  # as Python prints an uncaught one; the worker exits after it
         return 1
     return 0
