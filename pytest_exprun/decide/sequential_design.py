@@ -333,6 +333,15 @@ def simulate_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...],
     base = rng.standard_normal((trials, m_max))
     own = rng.standard_normal((trials, n_max))
     exp = correlation * base[:, :n_max] + math.sqrt(1.0 - correlation**2) * own - effect
+    return look_statistics(looks, baseline_looks, paired, base, exp)
+
+
+def look_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...], paired: bool, base: np.ndarray,
+                    exp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(statistic, baseline mean − experiment mean) at every look, from given runs: ``base`` of
+    shape (trials, baseline_looks[-1]) and ``exp`` of shape (trials, looks[-1]), seed i of one
+    paired with seed i of the other. Lets a simulation draw noise that is not normal."""
+    trials, n_max = exp.shape
     out = np.empty((trials, len(looks)))
     gain = np.empty((trials, len(looks)))
     if paired:
