@@ -25,6 +25,8 @@ from pytest_exprun.decide.sequential import (
 )
 from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
 from pytest_exprun.decide.sequential_rates import (
+    null_rates_under,
+    rates_table,
     sequential_rates,
     winner_estimates,
 )
@@ -366,3 +368,39 @@ def test_family_wise_false_winner_rate_for_three_experiments(welch: Design) -> N
 def test_family_wise_false_winner_rate_many_trials(welch: Design) -> None:
     trials = 12_000
     assert family_false_winner(welch, trials, seed=5, adjusted=True) <= welch.alpha + 3 * mc_se(welch.alpha, trials)
+
+
+# ------------------------------------------------------------------ away from the assumptions
+@pytest.mark.parametrize(("ratio", "expected"), [(2.0, 0.0486), (0.5, 0.0284)])
+def test_an_experiment_sigma_unlike_the_baselines_moves_the_false_winner_rate(welch: Design, ratio: float,
+                                                                          expected: float) -> None:
+    """Measured independently for the issue: σ doubled 4.86%, halved 2.84%; here against a loop
+    over ``decide`` too."""
+    vectorised = null_rates_under(welch, experiment_sigma=ratio, trials=200_000)[0]
+    assert abs(vectorised - expected) <= 4 * math.hypot(mc_se(expected, 200_000), mc_se(expected, 400_000))
+    rng = random.Random(21)
+    trials, won = 2000, 0
+    for _ in range(trials):
+        base = {s: rng.gauss(0.0, 1.0) for s in SEEDS[:welch.baseline_looks[-1]]}
+        exp = {s: rng.gauss(0.0, ratio) for s in SEEDS[:welch.looks[-1]]}
+        for look in range(len(welch.looks)):
+            result = decide(welch, look, base, exp)
+            if result.decision is not Decision.CONTINUE:
+                break
+        won += result.decision is Decision.WINNER
+    assert abs(won / trials - vectorised) <= 3 * math.hypot(mc_se(vectorised, trials), mc_se(vectorised, 200_000))
+
+
+def test_normal_noise_through_null_rates_under_is_the_rates_table(welch: Design) -> None:
+    ours = null_rates_under(welch, "normal", trials=200_000)
+    (row,) = sequential_rates(welch, effects=(0.0,), trials=200_000)
+    assert abs(ours[0] - row.p_winner) <= 4 * math.sqrt(2) * mc_se(0.03, 200_000)
+    assert abs(ours[1] - row.p_loser) <= 4 * math.sqrt(2) * mc_se(0.03, 200_000)
+
+
+def test_sequential_rates_table_states_its_noise_assumption(welch: Design) -> None:
+    text = rates_table(welch)
+    t3 = null_rates_under(welch, "t3", trials=200_000)[0]
+    assert "These rates assume normal seed-to-seed noise with one σ for baseline and experiment" in text
+    assert f"{t3:.1%} with heavy-tailed noise (Student's t, 3 df)" in text
+    assert "(futility margin 0.3)" in text
