@@ -79,6 +79,12 @@ def fixed_rule(trials: int) -> dict[float, rates.RateRow]:
     return {row.effect: row for row in rates.fixed_rule_rates(effects=EFFECTS, trials=trials)}
 
 
+def fixed_seeds_se(row: rates.RateRow) -> float:
+    """The fixed rule runs 3 seeds, or 5 with probability q: seeds = 3 + 2q, a binomial share."""
+    q = (row.expected_seeds - 3) / 2
+    return 2 * math.sqrt(q * (1 - q) / FIXED_TRIALS)
+
+
 def rates_table(design: Design, correlation: float, trials: int, fixed: dict[float, rates.RateRow]) -> str:
     lines = [
         f"{design.method}, r = {correlation:g} ({trials:,} trials a row; fixed rule: {FIXED_TRIALS:,} trials a row, r = 0)",
@@ -92,7 +98,7 @@ def rates_table(design: Design, correlation: float, trials: int, fixed: dict[flo
         f = fixed[effect]
         shown = mean_se(reported) if effect > 0 else "-"
         lines.append(f"| {effect:g} | {pct(won, trials)} | {pct(lost, trials)} | {mean_se(seeds)} | {shown} | "
-                     f"{pct(f.p_winner, FIXED_TRIALS)} | {pct(f.p_loser, FIXED_TRIALS)} | {f.expected_seeds:.2f} |")
+                     f"{pct(f.p_winner, FIXED_TRIALS)} | {pct(f.p_loser, FIXED_TRIALS)} | {f.expected_seeds:.3f} ± {fixed_seeds_se(f):.3f} |")
     return "\n".join(lines)
 
 
