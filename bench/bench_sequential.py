@@ -31,7 +31,12 @@ import numpy as np
 
 from pytest_exprun.decide import rates
 from pytest_exprun.decide.sequential import Decision, decide, decide_family
-from pytest_exprun.decide.sequential_design import DEFAULT_FUTILITY_MARGIN, SEEDS, Design, make_design
+from pytest_exprun.decide.sequential_design import (
+    DEFAULT_FUTILITY_MARGIN,
+    SEEDS,
+    Design,
+    make_design,
+)
 from pytest_exprun.decide.sequential_rates import null_rates_under, simulate
 
 EFFECTS = (-2.0, 0.0, 0.5, 1.0, 2.0, 3.0)

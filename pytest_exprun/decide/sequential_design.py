@@ -293,12 +293,15 @@ def futility_margin_for(alpha: float, min_effect: float, looks: tuple[int, ...],
     if min_effect <= DEFAULT_MIN_EFFECT:
         return DEFAULT_FUTILITY_MARGIN
     baseline_looks = tuple(max(min_baseline_seeds, n) for n in looks)
-    common = (looks, baseline_looks, paired)
-    tail = (efficacy_shape, calibration_trials, calibration_seed, min_effect)
-    wanted = min(TARGET_POWER, _power(alpha, DEFAULT_MIN_EFFECT, *common, DEFAULT_FUTILITY_MARGIN, *tail))
+
+    def power(design_effect: float, margin: float) -> float:
+        return _power(alpha, design_effect, looks, baseline_looks, paired, margin, efficacy_shape, calibration_trials,
+                      calibration_seed, effect=min_effect)
+
+    wanted = min(TARGET_POWER, power(DEFAULT_MIN_EFFECT, DEFAULT_FUTILITY_MARGIN))
 
     def enough(margin: float) -> bool:
-        return _power(alpha, min_effect, *common, margin, *tail) >= wanted
+        return power(min_effect, margin) >= wanted
 
     low, high = DEFAULT_FUTILITY_MARGIN, DEFAULT_FUTILITY_MARGIN + (min_effect - DEFAULT_MIN_EFFECT) * math.sqrt(
         _information(looks[-1], baseline_looks[-1], paired))
