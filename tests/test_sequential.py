@@ -403,4 +403,22 @@ def test_sequential_rates_table_states_its_noise_assumption(welch: Design) -> No
     t3 = null_rates_under(welch, "t3", trials=200_000)[0]
     assert "These rates assume normal seed-to-seed noise with one σ for baseline and experiment" in text
     assert f"{t3:.1%} with heavy-tailed noise (Student's t, 3 df)" in text
-    assert "(futility margin 0.3)" in text
+    assert "smallest effect worth finding 1σ, found 30.3% of the time (futility margin 0.3)" in text
+
+
+@pytest.mark.slow  # the min-effect-2 design's margin search and every rate of --exprun-rates: 8-30 s
+def test_rates_with_a_larger_min_effect_state_the_power_there(project) -> None:  # type: ignore[no-untyped-def]
+    """--exprun-min-effect 2 used to stop every experiment after 2 seeds and find a true 2σ 46% of the time."""
+    import re
+
+    result = project.run("--exprun-rates", "--exprun-decide=sequential", "--exprun-min-effect=2")
+    assert result.ret == 0
+    out = result.stdout.str()
+    found = re.search(r"smallest effect worth finding 2σ, found (\d+\.\d)% of the time \(futility margin 1\.53\)", out)
+    assert found is not None, out
+    assert float(found.group(1)) >= 79.5
+    assert "These rates assume normal seed-to-seed noise with one σ" in out
+    from pytest_exprun.settings import OPTIONS
+
+    (help_text,) = [text for dest, _, _, text in OPTIONS if dest == "min_effect"]  # what --help prints
+    assert "a larger one stops hopeless experiments sooner while keeping the power to find that improvement" in help_text

@@ -162,8 +162,11 @@ def rates_table(design: Design, trials: int = 200_000) -> str:
     looks = ", ".join(str(n) for n in design.looks)
     rows = sequential_rates(design, trials=trials)
     head = format_rates_table("sequential", rows)
+    (at_min_row,) = sequential_rates(design, (design.min_effect,), trials=trials)
+    at_min = at_min_row.p_winner
     return (f"{head}\n\nLooks after {looks} experiment seeds ({design.method}); α = {design.alpha:.1%} false-WINNER "
-            f"rate, smallest effect worth finding {design.min_effect:g}σ (futility margin {design.futility_margin:g}). "
+            f"rate, smallest effect worth finding {design.min_effect:g}σ, found {at_min:.1%} of the time "
+            f"(futility margin {design.futility_margin:g}). "
             f"Simulated with {trials:,} trials per row, no pairing benefit assumed.\n"
             f"{noise_assumption(noise_rates(design, rows[0].p_winner))}\n")
 
