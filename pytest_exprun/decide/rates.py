@@ -303,8 +303,9 @@ NOISE_SHAPES: Mapping[str, str] = {
     "t3": "heavy-tailed noise (Student's t, 3 df)",
     "left-skewed": "left-skewed noise (a mirrored exponential, skewness −2: now and then one seed far below the rest)",
 }
-#: Trials for the rates under other noise shapes: an MC standard error of 0.05 points at 4.6%.
-NOISE_TRIALS = 200_000
+#: Trials for the rates under other noise shapes: the error-rate table's, so that
+#: ``bench/bench_rates.py`` and ``--exprun-rates`` print the same figures (MC error 0.03 points at 4.6%).
+NOISE_TRIALS = RATE_TRIALS
 
 
 def draw_noise(shape: str, rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
@@ -349,10 +350,10 @@ def noise_assumption(false_winner: Mapping[str, float], trials: int = NOISE_TRIA
     ``false_winner`` maps each of ``NOISE_SHAPES`` to its rate (``fixed_rule_null_rates`` or
     ``sequential_rates.null_rates_under``), so that both decision modes say it the same way.
     """
-    others = [f"{_percent(false_winner[shape])} with {NOISE_SHAPES[shape]}"
+    others = [f"{false_winner[shape]:.2%} with {NOISE_SHAPES[shape]}"
               for shape in NOISE_SHAPES if shape != "normal"]
     return (f"These rates assume normal seed-to-seed noise with one σ for baseline and experiment; when nothing "
-            f"changed the false-WINNER rate is {_percent(false_winner['normal'])} there, "
+            f"changed the false-WINNER rate is {false_winner['normal']:.2%} there, "
             f"{' and '.join(others)}, at the same σ ({trials:,} trials each, Monte Carlo error at most "
             f"{_mc_points(max(false_winner.values()), trials)} points).")
 
