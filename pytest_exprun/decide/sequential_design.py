@@ -307,8 +307,12 @@ def futility_margin_for(alpha: float, min_effect: float, looks: tuple[int, ...],
         _information(looks[-1], baseline_looks[-1], paired))
     if enough(low):
         return low
-    while not enough(high):  # the default's own bound sits below this one at every look; rarely needed
+    for _ in range(6):  # the default's own last bound is this one: widening further is rarely needed
+        if enough(high):
+            break
         low, high = high, high + 1.0
+    else:  # futility no longer binds at all and the recalibrated bounds still fall short (Monte Carlo noise)
+        return round(high, 2)
     while high - low > 0.01:
         mid = (low + high) / 2.0
         low, high = (low, mid) if enough(mid) else (mid, high)
