@@ -34,7 +34,14 @@ from pathlib import Path
 START = time.perf_counter()  # elapsed times count from here, before the slow imports
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ModuleNotFoundError as exc:  # the plugin installs without torch; training needs its [train] extra
+    if exc.name != "torch":
+        raise
+    sys.exit("train_llm.py needs PyTorch, which is not installed in this Python: pip install 'pytest-exprun[train]' "
+             "(or, from a checkout, pip install -e '.[train]'); for the CPU-only wheel see the README's Install section")
 import torch.nn as nn
 import torch.nn.functional as F
 

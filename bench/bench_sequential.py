@@ -1,12 +1,23 @@
-"""The sequential decision mode's design and operating characteristics, next to the fixed 2σ rule.
+"""The sequential decision mode's design and operating characteristics, next to the fixed 2σ rule:
+every figure ``docs/sequential.md`` quotes.
 
-Prints the default design's bounds, then P(WINNER), P(LOSER) and expected experiment seeds at
-true effects of 0 to 3σ for seed-to-seed correlations r = 0, 0.5 and 0.85, for the default
-(Welch) design and for the paired one, with the fixed rule's simulated figures (2M trials,
-r = 0) beside them and the mean improvement WINNER verdicts report; last, the family-wise
-false-WINNER rate of three experiments on one baseline. Pure simulation, no training runs:
+Each simulated figure is printed with its trials and its Monte Carlo standard error (±, in
+percentage points for a rate, in seeds or σ otherwise). Prints, in order:
 
-    python bench/bench_sequential.py
+  1. the default design's bounds (Welch's t and paired t), and the first bound O'Brien-Fleming's
+     shape would set;
+  2. the looks compared at the default bounds' recipe;
+  3. P(WINNER), P(LOSER), expected experiment seeds and the mean improvement WINNER verdicts report,
+     at true effects of −2σ to 3σ, for r = 0, 0.5 and 0.85, Welch and paired, with the fixed rule's
+     rates (simulated here, r = 0) beside them;
+  4. the false-WINNER rate away from the assumptions: heavy tails, skew, an experiment σ unlike the
+     baseline's, negatively correlated seeds;
+  5. what a larger ``--exprun-min-effect`` buys and costs;
+  6. the family-wise false-WINNER rate of three experiments on one baseline.
+
+Pure simulation, no training runs, fixed seeds:
+
+    python bench/bench_sequential.py                 # a few minutes on 2 cores
     python bench/bench_sequential.py --trials 1000000 --alpha 0.01
 """
 
@@ -18,26 +29,31 @@ import time
 
 import numpy as np
 
-from pytest_exprun.decide.sequential import (
-    Decision,
-    decide,
-    decide_family,
+from pytest_exprun.decide import rates
+from pytest_exprun.decide.sequential import Decision, decide, decide_family
+from pytest_exprun.decide.sequential_design import (
+    DEFAULT_FUTILITY_MARGIN,
+    SEEDS,
+    Design,
+    make_design,
 )
-from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
-from pytest_exprun.decide.sequential_rates import (
-    sequential_rates,
-    winner_estimates,
-)
+from pytest_exprun.decide.sequential_rates import null_rates_under, simulate
 
-EFFECTS = (0.0, 0.5, 1.0, 2.0, 3.0)
+EFFECTS = (-2.0, 0.0, 0.5, 1.0, 2.0, 3.0)
 CORRELATIONS = (0.0, 0.5, 0.85)
-#: The fixed protocol (5 baseline seeds, 3 + 2 experiment seeds, WINNER at 2 baseline σ),
-#: simulated with 2M trials a row, r = 0: effect → (P(WINNER), P(LOSER), expected seeds).
-FIXED_RULE = {0.0: (0.0305, 0.0303, 4.90), 0.5: (0.095, 0.0071, 4.83), 1.0: (0.223, 0.0012, 4.62),
-              2.0: (0.617, 0.0, 3.89), 3.0: (0.905, 0.0, 3.27)}
-#: Issue 17's reference design at 2σ and at no effect: looks 2, 3, 5, O'Brien-Fleming-shaped
-#: bounds on a pooled t, futility |t| < 0.8 and < 1.2.
-REFERENCE = "reference design (looks 2, 3, 5, OBF bounds on a pooled t): 78.6% WINNER at 2σ, 2.88 seeds at 0, 3.62 at 2σ"
+FIXED_TRIALS = 2_000_000
+LOOK_CHOICES = ((2, 3, 5), (2, 3, 4, 5), (2, 4, 6), (2, 3, 4, 6), (2, 3, 5, 7), (2, 3, 4, 5, 6))
+
+
+def pct(p: float, trials: int, digits: int = 2) -> str:
+    """A simulated rate with its Monte Carlo standard error in percentage points."""
+    return f"{100 * p:.{digits}f}% ± {100 * math.sqrt(p * (1 - p) / trials):.{digits}f}"
+
+
+def mean_se(values: np.ndarray, digits: int = 3) -> str:
+    if values.size < 2:
+        return "-"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1) / math.sqrt(values.size):.{digits}f}"
 
 
 def bounds_table(design: Design) -> str:
@@ -56,20 +72,81 @@ def bounds_table(design: Design) -> str:
     return "\n".join(lines)
 
 
-def rates_table(design: Design, correlation: float, trials: int) -> str:
-    rows = sequential_rates(design, EFFECTS, correlation=correlation, trials=trials)
+def outcomes(design: Design, effect: float, correlation: float, trials: int, seed: int
+             ) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """P(WINNER), P(LOSER), seeds used per experiment, improvement reported per WINNER."""
+    code, stop, gain = simulate(design, effect, correlation, trials, seed)
+    seeds = np.asarray(design.looks, dtype=float)[stop]
+    return float(np.mean(code == 1)), float(np.mean(code == -1)), seeds, gain[code == 1]
+
+
+def fixed_rule(trials: int) -> dict[float, rates.RateRow]:
+    return {row.effect: row for row in rates.fixed_rule_rates(effects=EFFECTS, trials=trials)}
+
+
+def fixed_seeds_se(row: rates.RateRow) -> float:
+    """The fixed rule runs 3 seeds, or 5 with probability q: seeds = 3 + 2q, a binomial share."""
+    q = (row.expected_seeds - 3) / 2
+    return 2 * math.sqrt(q * (1 - q) / FIXED_TRIALS)
+
+
+def rates_table(design: Design, correlation: float, trials: int, fixed: dict[float, rates.RateRow]) -> str:
     lines = [
-        f"{design.method}, r = {correlation:g} ({trials:,} trials a row)",
+        f"{design.method}, r = {correlation:g} ({trials:,} trials a row; fixed rule: {FIXED_TRIALS:,} trials a row, r = 0)",
         "",
-        "| true effect (σ) | P(WINNER) | P(LOSER) | expected experiment seeds | WINNERs report (σ) | fixed rule, r = 0: P(WINNER) | P(LOSER) | seeds |",
+        "| true effect (σ) | P(WINNER) | P(LOSER) | expected experiment seeds | WINNERs report (σ) "
+        "| fixed rule: P(WINNER) | P(LOSER) | seeds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in rows:
-        fixed = FIXED_RULE[row.effect]
-        reported = winner_estimates(design, row.effect, correlation, trials) if row.effect > 0 else None
-        shown = "-" if reported is None else f"{reported:.2f}"
-        lines.append(f"| {row.effect:g} | {100 * row.p_winner:.1f}% | {100 * row.p_loser:.2f}% | {row.expected_seeds:.2f} | "
-                     f"{shown} | {100 * fixed[0]:.1f}% | {100 * fixed[1]:.2f}% | {fixed[2]:.2f} |")
+    for i, effect in enumerate(EFFECTS):
+        won, lost, seeds, reported = outcomes(design, effect, correlation, trials, seed=17 + i)
+        f = fixed[effect]
+        shown = mean_se(reported) if effect > 0 else "-"
+        lines.append(f"| {effect:g} | {pct(won, trials)} | {pct(lost, trials)} | {mean_se(seeds)} | {shown} | "
+                     f"{pct(f.p_winner, FIXED_TRIALS)} | {pct(f.p_loser, FIXED_TRIALS)} | {f.expected_seeds:.3f} ± {fixed_seeds_se(f):.3f} |")
+    return "\n".join(lines)
+
+
+def looks_table(alpha: float, min_effect: float, trials: int) -> str:
+    lines = [f"Looks compared (Welch's t, Pocock bounds, futility margin {DEFAULT_FUTILITY_MARGIN}; {trials:,} trials a point)",
+             "", "| looks | P(WINNER) at 2σ | seeds at 0 | seeds at 2σ |", "| --- | --- | --- | --- |"]
+    for looks in LOOK_CHOICES:
+        design = make_design(alpha, min_effect, looks=looks)
+        _, _, null_seeds, _ = outcomes(design, 0.0, 0.0, trials, seed=31)
+        won, _, seeds, _ = outcomes(design, 2.0, 0.0, trials, seed=32)
+        lines.append(f"| {', '.join(map(str, looks))} | {pct(won, trials)} | {mean_se(null_seeds)} | {mean_se(seeds)} |")
+    return "\n".join(lines)
+
+
+def assumptions(welch: Design, paired: Design, trials: int) -> str:
+    lines = [f"False WINNER / false LOSER when the change does nothing, away from the assumptions ({trials:,} trials each)", ""]
+    for design in (welch, paired):
+        cases: list[tuple[str, float, float]] = [
+            (f"{label}", *null_rates_under(design, shape, trials=trials)) for shape, label in rates.NOISE_SHAPES.items()]
+        for ratio in (2.0, 0.5):
+            cases.append((f"normal, experiment σ {ratio:g}× the baseline's", *null_rates_under(
+                design, experiment_sigma=ratio, trials=trials)))
+        for r in (-0.5, -0.9):
+            code, _, _ = simulate(design, 0.0, r, trials, seed=41)
+            cases.append((f"normal, seeds correlated r = {r:g}", float(np.mean(code == 1)), float(np.mean(code == -1))))
+        for label, won, lost in cases:
+            lines.append(f"  {design.method}, {label}: false WINNER {pct(won, trials, 2)}, false LOSER {pct(lost, trials, 2)}")
+    return "\n".join(lines)
+
+
+def min_effect_table(alpha: float, trials: int) -> str:
+    lines = [f"Larger min effects (Welch's t; {trials:,} trials a point). The margin is widened so that power at the min "
+             "effect stays at least min(80%, the default design's); 'fixed margin' is the design before that rule.",
+             "", "| min effect (σ) | futility margin | P(WINNER) at the min effect | P(WINNER) at 2σ | seeds at 0 |",
+             "| --- | --- | --- | --- | --- |"]
+    for min_effect, margin in ((1.0, None), (1.5, None), (2.0, None), (3.0, None), (2.0, DEFAULT_FUTILITY_MARGIN),
+                               (3.0, DEFAULT_FUTILITY_MARGIN)):
+        design = make_design(alpha, min_effect, futility_margin=margin)
+        at_min, _, _, _ = outcomes(design, min_effect, 0.0, trials, seed=51)
+        at_two, _, _, _ = outcomes(design, 2.0, 0.0, trials, seed=52)
+        _, _, null_seeds, _ = outcomes(design, 0.0, 0.0, trials, seed=53)
+        label = f"{design.futility_margin:g}" + (" (fixed margin)" if margin is not None else "")
+        lines.append(f"| {min_effect:g} | {label} | {pct(at_min, trials)} | {pct(at_two, trials)} | {mean_se(null_seeds)} |")
     return "\n".join(lines)
 
 
@@ -85,10 +162,8 @@ def family_rates(design: Design, k: int, trials: int, seed: int = 3) -> str:
         step_down += any(r.decision is Decision.WINNER for r in results.values())
         one_by_one += any(decide(design, len(design.looks) - 1, base, e).decision is Decision.WINNER
                           for e in experiments.values())
-    se = math.sqrt(design.alpha * (1 - design.alpha) / trials)
-    return (f"{k} experiments without effect on one baseline ({trials:,} trials, MC s.e. {100 * se:.2f} points): "
-            f"P(any false WINNER) {100 * step_down / trials:.2f}% with the step-down, "
-            f"{100 * one_by_one / trials:.2f}% judged one by one")
+    return (f"{k} experiments without effect on one baseline ({trials:,} trials): P(any false WINNER) "
+            f"{pct(step_down / trials, trials, 2)} with the step-down, {pct(one_by_one / trials, trials, 2)} judged one by one")
 
 
 def main() -> None:
@@ -96,21 +171,30 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.03)
     parser.add_argument("--min-effect", type=float, default=1.0)
     parser.add_argument("--trials", type=int, default=400_000)
-    parser.add_argument("--family-trials", type=int, default=10_000, help="0 skips the family-wise check")
+    parser.add_argument("--family-trials", type=int, default=100_000, help="0 skips the family-wise check")
     args = parser.parse_args()
+    wall = time.perf_counter()
     start = time.process_time()
     welch = make_design(args.alpha, args.min_effect)
     took = time.process_time() - start
     paired = make_design(args.alpha, args.min_effect, paired=True)
     print(f"calibrating the default design took {took:.2f} s of CPU (cached per design afterwards)\n")
+    print("1. Bounds\n")
     for design in (welch, paired):
         print(bounds_table(design) + "\n")
-    print(REFERENCE + "\n")
+    obf = make_design(args.alpha, args.min_effect, efficacy_shape=0.5)
+    print(f"O'Brien-Fleming's shape (efficacy_shape 0.5) would put the first WINNER bound at t = {obf.winner_bounds[0]:.1f}\n")
+    print("2. " + looks_table(args.alpha, args.min_effect, args.trials // 2) + "\n")
+    fixed = fixed_rule(FIXED_TRIALS)
+    print("3. Operating characteristics\n")
     for design in (welch, paired):
         for r in CORRELATIONS:
-            print(rates_table(design, r, args.trials) + "\n")
+            print(rates_table(design, r, args.trials, fixed) + "\n")
+    print("4. " + assumptions(welch, paired, args.trials) + "\n")
+    print("5. " + min_effect_table(args.alpha, args.trials // 2) + "\n")
     if args.family_trials:
-        print(family_rates(welch, 3, args.family_trials))
+        print("6. " + family_rates(welch, 3, args.family_trials))
+    print(f"\n({time.perf_counter() - wall:.0f} s)")
 
 
 if __name__ == "__main__":

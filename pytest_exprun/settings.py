@@ -62,7 +62,9 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("alpha", "exprun_alpha", str(sequential_design.DEFAULT_ALPHA),
      "sequential mode: the false-WINNER rate the design holds, between 0 and 0.5"),
     ("min_effect", "exprun_min_effect", str(sequential_design.DEFAULT_MIN_EFFECT),
-     "sequential mode: the smallest improvement worth finding, in baseline sigma"),
+     "sequential mode: the smallest improvement worth finding, in baseline sigma; a larger one stops "
+     "hopeless experiments sooner while keeping the power to find that improvement (80 percent, or the default "
+     "design's where it finds less)"),
     ("max_seeds", "exprun_max_seeds", "",
      "sequential mode: the most experiment seeds an experiment may use, 2 to "
      f"{sequential_design.MAX_SEEDS} (default: the design's {sequential_design.DEFAULT_LOOKS[-1]})"),

@@ -90,4 +90,22 @@ def test_nanogpt_adapter_records_the_last_iterations_evaluation(pytester: pytest
 
 
 def test_nanogpt_adapter_needs_no_wrapper_script_nor_conftest() -> None:
-    assert sorted(p.name for p in (EXAMPLES / "nanogpt").iterdir()) == ["README.md", "pytest.ini"]
+    assert sorted(p.name for p in (EXAMPLES / "nanogpt").iterdir()) == ["README.md", "pytest-gpu.ini", "pytest.ini"]
+
+
+def test_nanogpt_gpu_ini_keeps_warmup_and_trains_a_million_tokens_uncompiled(pytester: pytest.Pytester) -> None:
+    copy_example("nanogpt", pytester.path)
+    (pytester.path / "train.py").write_text(NANOGPT_STAND_IN)
+    (pytester.path / "config").mkdir()
+    (pytester.path / "config" / "train_shakespeare_char.py").write_text("dataset = 'shakespeare_char'\n")
+    result = pytester.runpytest("-c", "pytest-gpu.ini", "-p", "no:cacheprovider", *QUIET_REWRITE,
+                                "--experiment=n_layer=3", "-q")
+    assert result.ret in (0, 1), result.stdout.str()[-2000:]
+    records = [json.loads(p.read_text()) for p in (pytester.path / "docs" / "research").rglob("seed*.json")]
+    assert len(records) >= 8
+    for record in records:
+        argv = record["argv"]
+        assert "--compile=False" in argv and "--device=cpu" not in argv and "--dtype=float32" not in argv
+        assert not any(a.startswith("--warmup_iters") for a in argv)  # the config's 100 warmup iterations stay
+        assert "--max_iters=61" in argv and "--eval_interval=61" in argv  # 1M tokens / 16,384 per iteration
+        assert record["curve"][-1][0] == 61

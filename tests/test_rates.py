@@ -202,3 +202,61 @@ def test_protocol_design_is_read_from_settings() -> None:
     assert "no extension" in design.describe()
     assert rates.Design(n_baseline=2).small_baseline and not rates.Design().small_baseline
     assert protocol.SIGNIFICANT_SIGMAS == design.threshold
+
+
+# ------------------------------------------------------------------ noise that is not normal
+@pytest.mark.parametrize(("shape", "skew"), [("normal", 0.0), ("t3", 0.0), ("left-skewed", -2.0)])
+def test_noise_shapes_have_mean_zero_variance_one_and_the_named_skew(shape: str, skew: float) -> None:
+    from scipy import stats as sps
+
+    x = rates.draw_noise(shape, np.random.default_rng(3), (1_000_000,))
+    assert abs(x.mean()) < 0.01 and abs(x.var() - 1.0) < (0.05 if shape == "t3" else 0.01)
+    if shape != "t3":  # t with 3 df has no finite skewness to check against
+        assert sps.skew(x) == pytest.approx(skew, abs=0.1)
+    with pytest.raises(ValueError, match="unknown noise shape"):
+        rates.draw_noise("cauchy", np.random.default_rng(3), (2,))
+
+
+def loop_under(shape: str, trials: int, seed: int) -> tuple[float, float]:
+    """P(WINNER), P(LOSER) at no effect: scipy's draws judged run by run with the protocol's functions."""
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(seed)
+    if shape == "t3":
+        draws = sps.t.rvs(3, size=(trials, 10), random_state=rng) / math.sqrt(3)
+    else:
+        draws = -sps.expon.rvs(loc=-1.0, size=(trials, 10), random_state=rng)
+    winners = losers = 0
+    for row in draws:
+        base, used = summarize(row[:5]), row[5:8]
+        if needs_extension(base, summarize(used)):
+            used = row[5:]
+        verdict = judge(base, summarize(used))
+        winners += verdict is Verdict.WINNER
+        losers += verdict is Verdict.LOSER
+    return winners / trials, losers / trials
+
+
+@pytest.mark.parametrize(("shape", "winner", "loser"), [("t3", 0.046, 0.046), ("left-skewed", 0.11, 0.005)])
+def test_heavy_tails_and_left_skew_raise_the_fixed_rules_false_winner_rate(shape: str, winner: float,
+                                                                          loser: float) -> None:
+    ours = rates.fixed_rule_null_rates(shape, trials=200_000)
+    theirs = loop_under(shape, 6000, seed=4)
+    for a, b in zip(ours, theirs):
+        assert agrees(a, b, 200_000, 6000, 0.0)
+    assert ours[0] == pytest.approx(winner, abs=0.003) and ours[1] == pytest.approx(loser, abs=0.003)
+    normal = rates.fixed_rule_null_rates("normal", trials=200_000)[0]
+    assert agrees(normal, SIMULATED[0][1], 200_000, 2_000_000, 0.0)
+    assert ours[0] > normal + 4 * mc_error(normal, 200_000)
+
+
+def test_rates_report_states_its_noise_assumption_and_the_rates_without_it() -> None:
+    settings = SimpleNamespace(baseline_seeds=(1, 2, 3, 4, 5), experiment_seeds=(1, 2, 3), extension_seeds=(4, 5))
+    text = rates.rates_report(settings)
+    t3 = rates.fixed_rule_null_rates("t3")[0]
+    skewed = rates.fixed_rule_null_rates("left-skewed")[0]
+    assert "These rates assume normal seed-to-seed noise with one σ for baseline and experiment" in text
+    assert "false-WINNER rate is 3.04% there" in text  # the table's own figure, not a second simulation's
+    assert f"{t3:.2%} with heavy-tailed noise (Student's t, 3 df)" in text
+    assert f"{skewed:.2%} with left-skewed noise (a mirrored exponential, skewness −2" in text
+    assert "4.55% with heavy-tailed noise" in text and "11.02% with left-skewed noise" in text  # bench_rates' figures

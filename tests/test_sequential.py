@@ -25,6 +25,8 @@ from pytest_exprun.decide.sequential import (
 )
 from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
 from pytest_exprun.decide.sequential_rates import (
+    null_rates_under,
+    rates_table,
     sequential_rates,
     winner_estimates,
 )
@@ -115,8 +117,26 @@ def test_calibration_is_deterministic(welch: Design) -> None:
 
 
 def test_a_larger_min_effect_stops_for_futility_earlier() -> None:
-    small, large = make_design(min_effect=1.0), make_design(min_effect=2.0)
+    small, large = make_design(min_effect=1.0), make_design(min_effect=3.0)
     assert all(a < b for a, b in zip(small.futility_bounds[:-1], large.futility_bounds[:-1]))
+
+
+@pytest.mark.parametrize("min_effect", [2.0, 3.0])
+def test_a_larger_min_effect_never_costs_power_at_that_effect(welch: Design, min_effect: float) -> None:
+    # With the default margin, min effect 2 stopped every experiment after 2 seeds and found a
+    # true 2σ 46% of the time, against the default design's 80%.
+    design = make_design(min_effect=min_effect)
+    assert design.futility_margin > welch.futility_margin
+    (null, at_effect), = [sequential_rates(design, (0.0, min_effect), trials=100_000, seed=99)]
+    default_null, default_at = sequential_rates(welch, (0.0, min_effect), trials=100_000, seed=99)
+    se = 0.0013  # Monte Carlo standard error of a rate near 80% with 100,000 trials
+    assert at_effect.p_winner >= min(0.8, default_at.p_winner) - 3 * se
+    assert null.expected_seeds <= default_null.expected_seeds + 0.01  # what the larger min effect buys
+    assert null.p_winner <= design.alpha + 3 * 0.0005
+
+
+def test_an_explicit_futility_margin_is_kept() -> None:
+    assert make_design(min_effect=2.0, futility_margin=0.3, calibration_trials=20_000).futility_margin == 0.3
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -348,3 +368,57 @@ def test_family_wise_false_winner_rate_for_three_experiments(welch: Design) -> N
 def test_family_wise_false_winner_rate_many_trials(welch: Design) -> None:
     trials = 12_000
     assert family_false_winner(welch, trials, seed=5, adjusted=True) <= welch.alpha + 3 * mc_se(welch.alpha, trials)
+
+
+# ------------------------------------------------------------------ away from the assumptions
+@pytest.mark.parametrize(("ratio", "expected"), [(2.0, 0.0486), (0.5, 0.0284)])
+def test_an_experiment_sigma_unlike_the_baselines_moves_the_false_winner_rate(welch: Design, ratio: float,
+                                                                          expected: float) -> None:
+    """Measured independently for the issue: σ doubled 4.86%, halved 2.84%; here against a loop
+    over ``decide`` too."""
+    vectorised = null_rates_under(welch, experiment_sigma=ratio, trials=200_000)[0]
+    assert abs(vectorised - expected) <= 4 * math.hypot(mc_se(expected, 200_000), mc_se(expected, 400_000))
+    rng = random.Random(21)
+    trials, won = 2000, 0
+    for _ in range(trials):
+        base = {s: rng.gauss(0.0, 1.0) for s in SEEDS[:welch.baseline_looks[-1]]}
+        exp = {s: rng.gauss(0.0, ratio) for s in SEEDS[:welch.looks[-1]]}
+        for look in range(len(welch.looks)):
+            result = decide(welch, look, base, exp)
+            if result.decision is not Decision.CONTINUE:
+                break
+        won += result.decision is Decision.WINNER
+    assert abs(won / trials - vectorised) <= 3 * math.hypot(mc_se(vectorised, trials), mc_se(vectorised, 200_000))
+
+
+def test_normal_noise_through_null_rates_under_is_the_rates_table(welch: Design) -> None:
+    ours = null_rates_under(welch, "normal", trials=200_000)
+    (row,) = sequential_rates(welch, effects=(0.0,), trials=200_000)
+    assert abs(ours[0] - row.p_winner) <= 4 * math.sqrt(2) * mc_se(0.03, 200_000)
+    assert abs(ours[1] - row.p_loser) <= 4 * math.sqrt(2) * mc_se(0.03, 200_000)
+
+
+def test_sequential_rates_table_states_its_noise_assumption(welch: Design) -> None:
+    text = rates_table(welch)
+    t3 = null_rates_under(welch, "t3", trials=400_000)[0]
+    assert "These rates assume normal seed-to-seed noise with one σ for baseline and experiment" in text
+    assert f"{t3:.2%} with heavy-tailed noise (Student's t, 3 df)" in text
+    assert "smallest effect worth finding 1σ, found 30.3% of the time (futility margin 0.3)" in text
+
+
+@pytest.mark.slow  # the min-effect-2 design's margin search and every rate of --exprun-rates: 8-30 s
+def test_rates_with_a_larger_min_effect_state_the_power_there(project) -> None:  # type: ignore[no-untyped-def]
+    """--exprun-min-effect 2 used to stop every experiment after 2 seeds and find a true 2σ 46% of the time."""
+    import re
+
+    result = project.run("--exprun-rates", "--exprun-decide=sequential", "--exprun-min-effect=2")
+    assert result.ret == 0
+    out = result.stdout.str()
+    found = re.search(r"smallest effect worth finding 2σ, found (\d+\.\d)% of the time \(futility margin 1\.53\)", out)
+    assert found is not None, out
+    assert float(found.group(1)) >= 79.5
+    assert "These rates assume normal seed-to-seed noise with one σ" in out
+    from pytest_exprun.settings import OPTIONS
+
+    (help_text,) = [text for dest, _, _, text in OPTIONS if dest == "min_effect"]  # what --help prints
+    assert "a larger one stops hopeless experiments sooner while keeping the power to find that improvement" in help_text

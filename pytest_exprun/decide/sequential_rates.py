@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .protocol import ProtocolError
-from .rates import RateRow
-from .sequential_design import Design, simulate_statistics
+from .rates import NOISE_SHAPES, NOISE_TRIALS, RateRow, draw_noise, noise_assumption
+from .sequential_design import Design, look_statistics, simulate_statistics
 
 RATE_TRIALS = 200_000
 RATE_SEED = 17
@@ -30,6 +30,13 @@ def simulate(design: Design, effect: float, correlation: float = 0.0, trials: in
     rng = np.random.default_rng(seed)
     t, gain = simulate_statistics(design.looks, design.baseline_looks, design.paired, float(effect),
                              float(correlation), int(trials), rng)
+    code, stop = _apply(design, t)
+    return code, stop, gain[np.arange(trials), stop]
+
+
+def _apply(design: Design, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(decision codes, stopping look index) of the rule on each row of look statistics ``t``."""
+    trials = t.shape[0]
     k = len(design.looks)
     code = np.zeros(trials, dtype=np.int8)
     stop = np.full(trials, k - 1)
@@ -43,7 +50,23 @@ def simulate(design: Design, effect: float, correlation: float = 0.0, trials: in
         code[lose] = -1
         stop[ended] = look
         alive &= ~ended
-    return code, stop, gain[np.arange(trials), stop]
+    return code, stop
+
+
+def null_rates_under(design: Design, shape: str = "normal", experiment_sigma: float = 1.0, trials: int = RATE_TRIALS,
+                     seed: int = RATE_SEED) -> tuple[float, float]:
+    """(P(WINNER), P(LOSER)) of the rule when the change leaves the mean alone, with noise of
+    ``shape`` (``rates.NOISE_SHAPES``) and the experiment's seed-to-seed σ ``experiment_sigma``
+    times the baseline's; baseline and experiment seeds independent.
+
+    The bounds are exact only for normal noise with one σ: this measures what they give otherwise.
+    """
+    rng = np.random.default_rng(seed)
+    base = draw_noise(shape, rng, (trials, design.baseline_looks[-1]))
+    exp = experiment_sigma * draw_noise(shape, rng, (trials, design.looks[-1]))
+    t, _ = look_statistics(design.looks, design.baseline_looks, design.paired, base, exp)
+    code, _ = _apply(design, t)
+    return float(np.mean(code == 1)), float(np.mean(code == -1))
 
 
 def sequential_rates(design: Design, effects: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0),
@@ -137,7 +160,20 @@ def rates_table(design: Design, trials: int = 200_000) -> str:
     from .rates import format_rates_table  # the same table as the fixed rule's
 
     looks = ", ".join(str(n) for n in design.looks)
-    head = format_rates_table("sequential", sequential_rates(design, trials=trials))
+    rows = sequential_rates(design, trials=trials)
+    head = format_rates_table("sequential", rows)
+    (at_min_row,) = sequential_rates(design, (design.min_effect,), trials=trials)
+    at_min = at_min_row.p_winner
     return (f"{head}\n\nLooks after {looks} experiment seeds ({design.method}); α = {design.alpha:.1%} false-WINNER "
-            f"rate, smallest effect worth finding {design.min_effect:g}σ. Simulated with {trials:,} trials per row, "
-            "no pairing benefit assumed.\n")
+            f"rate, smallest effect worth finding {design.min_effect:g}σ, found {at_min:.1%} of the time "
+            f"(futility margin {design.futility_margin:g}). "
+            f"Simulated with {trials:,} trials per row, no pairing benefit assumed.\n"
+            f"{noise_assumption(noise_rates(design, rows[0].p_winner))}\n")
+
+
+def noise_rates(design: Design, normal: float | None = None, trials: int = NOISE_TRIALS) -> dict[str, float]:
+    """The false-WINNER rate under each of ``rates.NOISE_SHAPES``, for ``rates.noise_assumption``;
+    ``normal``: the normal-noise figure already stated beside it, so one output quotes one figure."""
+    out = {shape: null_rates_under(design, shape, trials=trials)[0] for shape in NOISE_SHAPES if shape != "normal"}
+    out["normal"] = null_rates_under(design, "normal", trials=trials)[0] if normal is None else normal
+    return out
