@@ -20,8 +20,10 @@ from pytest_exprun.decide.equivalence import (
     seeds_to_settle,
     settle_arguments,
     settle_seeds,
+    tost,
     tost_paired,
     tost_power,
+    tost_sigma,
     tost_welch,
 )
 from pytest_exprun.decide.protocol import Verdict
@@ -224,3 +226,38 @@ def test_settle_names_unused_seeds_and_the_arguments_to_run_them() -> None:
                     "--exprun-extension-seeds=")
     with pytest.raises(ValueError):
         settle_seeds((), 100, SEEDS)
+
+
+# ------------------------------------------------------------------ a margin in baseline σ
+def test_sigma_margin_p_values_are_noncentral_t_probabilities() -> None:
+    result = tost_sigma(BASE, EXP, 1.5)
+    s_b, c = float(np.std(BASE, ddof=1)), math.sqrt(1 / 5 + 1 / 5)
+    t = (np.mean(EXP) - np.mean(BASE)) / (c * s_b)
+    assert result.p_lower == pytest.approx(sps.nct.sf(t, 4, -1.5 / c), rel=1e-9)
+    assert result.p_upper == pytest.approx(sps.nct.cdf(t, 4, 1.5 / c), rel=1e-9)
+    assert result.margin == pytest.approx(1.5 * s_b) and result.df == 4
+
+
+@pytest.mark.parametrize("sigmas", [1.0, 3.0])
+def test_sigma_margin_holds_alpha_at_the_margin_where_the_naive_reading_does_not(sigmas: float) -> None:
+    """At a true Δ of exactly +kσ: the exact test at most α (and near it), 0.5sigma read as 0.5·s_b above it at 3σ."""
+    rng = np.random.default_rng(21)
+    trials, exact, naive = 6000, 0, 0
+    for _ in range(trials):
+        b, e = rng.normal(0, 1, 5), rng.normal(sigmas, 1, 5)
+        exact += tost_sigma(b.tolist(), e.tolist(), sigmas).equivalent
+        naive += tost_welch(b.tolist(), e.tolist(), sigmas * float(np.std(b, ddof=1))).equivalent
+    bound = 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials)
+    assert exact / trials <= bound
+    if sigmas == 3.0:
+        assert exact / trials > 0.03 and naive / trials > bound
+
+
+def test_tost_picks_the_test_the_margin_and_analysis_call_for() -> None:
+    seeds = (42, 137, 256, 512, 1024)
+    b, e = dict(zip(seeds, BASE)), dict(zip(seeds, EXP))
+    assert tost(Margin(0.01, Unit.METRIC), b, e).method == "Welch"
+    assert tost(Margin(0.01, Unit.METRIC), b, e, paired=True).method == "paired"
+    assert tost(Margin(0.5, Unit.SIGMA), b, e, paired=True).method.startswith("noncentral t")
+    with pytest.raises(MarginError, match="val_loss units"):
+        tost_sigma([1.0, 1.0, 1.0], [1.0, 1.1], 0.5)

@@ -281,11 +281,16 @@ def fixed_familywise(k: int, threshold: float = SIGNIFICANT_SIGMAS, design: Fixe
 
 # ------------------------------------------------------------------ the sequential mode
 def sequential_at_level(design: SequentialDesign, level: float) -> SequentialDesign:
-    """The same sequential design calibrated at ``level``, with enough null trials for its tail
-    (at least ``CALIBRATION_TAIL`` expected false WINNERs, up to ``MAX_CALIBRATION_TRIALS``)."""
+    """The same sequential design calibrated at ``level``, with enough null trials for its tail.
+
+    The design's own trials when they give at least ``CALIBRATION_TAIL`` expected false WINNERs,
+    else ``MAX_CALIBRATION_TRIALS``: two sizes only, so every level shares one cached simulation
+    of the null statistics and a new level costs a bisection, not a simulation.
+    """
     if not 0.0 < level < 0.5:
         raise ValueError(f"a false-WINNER level must lie in (0, 0.5), got {level}")
-    trials = int(min(MAX_CALIBRATION_TRIALS, max(design.calibration_trials, math.ceil(CALIBRATION_TAIL / level))))
+    enough = design.calibration_trials * level >= CALIBRATION_TAIL
+    trials = design.calibration_trials if enough else max(design.calibration_trials, MAX_CALIBRATION_TRIALS)
     return make_design(level, design.min_effect, design.looks, design.max_seeds, design.paired,
                        futility_margin=design.futility_margin, efficacy_shape=design.efficacy_shape,
                        min_baseline_seeds=design.min_baseline_seeds, calibration_trials=trials,
