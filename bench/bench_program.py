@@ -30,7 +30,12 @@ from dataclasses import replace
 import numpy as np
 
 from pytest_exprun.decide import protocol
-from pytest_exprun.decide.equivalence import MarginVerdict, margin_verdict, tost_sigma, tost_welch
+from pytest_exprun.decide.equivalence import (
+    MarginVerdict,
+    margin_verdict,
+    tost_sigma,
+    tost_welch,
+)
 from pytest_exprun.decide.program import (
     fixed_false_winner,
     fixed_familywise,
@@ -131,11 +136,11 @@ def _pct(p: float, se: float) -> str:
 
 def program_table(trials: dict[int, int], program_alpha: float, design: Design) -> str:
     lines = [
-        f"LOND at program alpha {program_alpha:g}: the j-th decision at A·γ_j·(WINNERs before + 1), "
-        f"γ_j = j^-1.5/ζ(1.5); true effects {EFFECT:g}σ in {SHARE:.0%} of the experiments where present.",
+        (f"LOND at program alpha {program_alpha:g}: the j-th decision at A·γ_j·(WINNERs before + 1), "
+         f"γ_j = j^-1.5/ζ(1.5); true effects {EFFECT:g}σ in {SHARE:.0%} of the experiments where present."),
         "",
-        "| rule | K | true effects | control | trials | P(any false WINNER) | false-discovery rate | "
-        "power at 2σ | mean level |",
+        ("| rule | K | true effects | control | trials | P(any false WINNER) | false-discovery rate | "
+         "power at 2σ | mean level |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rule in ("fixed", "sequential"):
@@ -206,7 +211,9 @@ def equivalence_rate(effect: float, margin: float, sigma_margin: bool | str, n_b
 
 def equivalence_tables(trials: int) -> str:
     rng = np.random.default_rng(SEED)
-    se = lambda p: math.sqrt(max(p * (1 - p), 0.25 / trials) / trials)  # noqa: E731
+    def se(p: float) -> float:
+        return math.sqrt(max(p * (1 - p), 0.25 / trials) / trials)
+
     lines = [f"TOST (Welch, α = 5%) after the fixed rule (5 baseline seeds, 3 + 2 experiment seeds), {trials:,} trials a row.",
              "",
              "| margin M | given as | true Δ | P(EQUIVALENT) |", "| --- | --- | --- | --- |"]
@@ -218,8 +225,8 @@ def equivalence_tables(trials: int) -> str:
                          "naive": f"{margin:g}sigma read as × s_b (naive)"}[sigma_margin]
                 lines.append(f"| {margin:g}σ | {given} | {effect:+g}σ | {100 * p:.2f}% ± {100 * se(p):.2f} |")
     lines += ["", "P(EQUIVALENT) at no effect, TOST alone on n experiment seeds:", "",
-              "| margin M | n experiment seeds | units, baseline 5 seeds | units, baseline n seeds | "
-              "sigma, baseline 5 seeds | sigma, baseline n seeds |",
+              ("| margin M | n experiment seeds | units, baseline 5 seeds | units, baseline n seeds | "
+               "sigma, baseline 5 seeds | sigma, baseline n seeds |"),
               "| --- | --- | --- | --- | --- | --- |"]
     for margin in (1.0, 1.5, 2.0):
         for n in (3, 5, 8, 12, 16, 26):

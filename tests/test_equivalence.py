@@ -201,8 +201,12 @@ def test_tost_power_formula_agrees_with_simulation() -> None:
 def test_settle_suggests_the_fewest_seeds_reaching_the_power() -> None:
     plan = seeds_to_settle(0.0, 2.5, 1.0, 5, 1.0, 3)
     assert plan.reachable and plan.power >= 0.8 and plan.more_seeds > 0
-    se = lambda n: math.sqrt(1 / 5 + 1 / n)  # noqa: E731
-    df = lambda n: (1 / 5 + 1 / n) ** 2 / (1 / 100 + 1 / (n * n * (n - 1)))  # noqa: E731
+    def se(n: int) -> float:
+        return math.sqrt(1 / 5 + 1 / n)
+
+    def df(n: int) -> float:
+        return (1 / 5 + 1 / n) ** 2 / (1 / 100 + 1 / (n * n * (n - 1)))
+
     n = plan.total_seeds
     assert tost_power(0.0, 2.5, se(n - 1), df(n - 1)) < 0.8 <= tost_power(0.0, 2.5, se(n), df(n))
 

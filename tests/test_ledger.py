@@ -26,11 +26,12 @@ WHEN = datetime(2026, 12, 4, 21, 30, 5, tzinfo=timezone.utc)
 
 
 def _entry(**changes: object) -> LedgerEntry:
-    fields: dict[str, object] = dict(
-        experiment="use_qk_norm", flags=("--use_qk_norm",), verdict="EQUIVALENT", delta=-0.0021,
-        ci=(-0.0102, 0.0060), d=-0.31, baseline_seeds=5, experiment_seeds=5, mode="fixed",
-        margin=MarginEntry(0.5, "sigma", 0.0079), baseline="ab12cd34", report="docs/research/experiment_use_qk_norm_1M.md",
-        seconds=1234.5, decided_at=WHEN, program=ProgramEntry(3, 0.0026, 0.05, None))
+    fields: dict[str, object] = {
+        "experiment": "use_qk_norm", "flags": ("--use_qk_norm",), "verdict": "EQUIVALENT", "delta": -0.0021,
+        "ci": (-0.0102, 0.0060), "d": -0.31, "baseline_seeds": 5, "experiment_seeds": 5, "mode": "fixed",
+        "margin": MarginEntry(0.5, "sigma", 0.0079), "baseline": "ab12cd34",
+        "report": "docs/research/experiment_use_qk_norm_1M.md", "seconds": 1234.5, "decided_at": WHEN,
+        "program": ProgramEntry(3, 0.0026, 0.05, None)}
     fields.update(changes)
     return LedgerEntry(**fields)  # type: ignore[arg-type]
 

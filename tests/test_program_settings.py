@@ -41,14 +41,14 @@ def test_options_from_the_ini_file(project: Project) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--exprun-margin=sigma"], "ERROR: --exprun-margin needs a positive number in val_loss units (0.01) or in "
-                                    "baseline sigma (0.5sigma), got 'sigma'"),
-        (["--exprun-margin=-0.01"], "ERROR: --exprun-margin must be a positive finite number (0.01 or 0.5sigma), "
-                                    "got '-0.01'"),
-        (["--exprun-margin=5%"], "ERROR: --exprun-margin must be a number in val_loss units (0.01) or baseline sigma "
-                                 "(0.5sigma), got '5%'"),
-        (["--exprun-program-alpha=0"], "ERROR: --exprun-program-alpha is the program's false-discovery rate and must "
-                                       "lie between 0 and 0.5 (e.g. 0.05), got 0"),
+        (["--exprun-margin=sigma"], ("ERROR: --exprun-margin needs a positive number in val_loss units (0.01) or in "
+                                    "baseline sigma (0.5sigma), got 'sigma'")),
+        (["--exprun-margin=-0.01"], ("ERROR: --exprun-margin must be a positive finite number (0.01 or 0.5sigma), "
+                                    "got '-0.01'")),
+        (["--exprun-margin=5%"], ("ERROR: --exprun-margin must be a number in val_loss units (0.01) or baseline sigma "
+                                 "(0.5sigma), got '5%'")),
+        (["--exprun-program-alpha=0"], ("ERROR: --exprun-program-alpha is the program's false-discovery rate and must "
+                                       "lie between 0 and 0.5 (e.g. 0.05), got 0")),
         (["--exprun-program-alpha=nan"], "ERROR: --exprun-program-alpha must be a finite number, got 'nan'"),
         (["--exprun-program-alpha=five"], "ERROR: --exprun-program-alpha must be a number, got 'five'"),
     ],

@@ -45,9 +45,10 @@ Pure functions and frozen dataclasses; no I/O.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def gamma(index: int) -> float:
     """γ_j, the share of the program's level the j-th decision (1-based) starts from."""
     if index < 1:
         raise ValueError(f"decisions are counted from 1, got {index}")
-    return index ** -SPENDING_EXPONENT / _zeta()
+    return float(index ** -SPENDING_EXPONENT) / _zeta()
 
 
 def round_level(level: float) -> float:
@@ -91,7 +92,7 @@ def round_level(level: float) -> float:
     if not level > 0.0:
         raise ValueError(f"a level must be positive, got {level}")
     k = math.floor(math.log10(level) * LEVEL_GRID + 1e-9)
-    return 10.0 ** (k / LEVEL_GRID)
+    return float(10.0 ** (k / LEVEL_GRID))
 
 
 def lond_level(program_alpha: float, index: int, winners_before: int) -> float:
@@ -193,8 +194,8 @@ def _nodes(design: FixedDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     s_max = math.sqrt(float(special.chdtri(nu, 1e-15)) / nu)
     g, wg = special.roots_legendre(16)
     edges = np.linspace(0.0, s_max, 17)
-    s = np.concatenate([(a + b) / 2 + (b - a) / 2 * g for a, b in zip(edges[:-1], edges[1:])])
-    ws = np.concatenate([(b - a) / 2 * wg for a, b in zip(edges[:-1], edges[1:])])
+    s = np.concatenate([(a + b) / 2 + (b - a) / 2 * g for a, b in itertools.pairwise(edges)])
+    ws = np.concatenate([(b - a) / 2 * wg for a, b in itertools.pairwise(edges)])
     # density of s = sqrt(χ²_ν / ν): 2νs · f_χ²(νs²)
     log_pdf = (math.log(2.0 * nu) + np.log(s) + (nu / 2 - 1) * np.log(nu * s * s) - nu * s * s / 2
                - (nu / 2) * math.log(2.0) - math.lgamma(nu / 2))
@@ -258,7 +259,9 @@ def fixed_threshold(level: float, design: FixedDesign = FixedDesign()) -> float:
 
 @functools.lru_cache(maxsize=512)
 def _threshold(level: float, design: FixedDesign) -> float:
-    rate = lambda c: math.log(fixed_false_winner(c, design)) - math.log(level)  # noqa: E731
+    def rate(c: float) -> float:
+        return math.log(fixed_false_winner(c, design)) - math.log(level)
+
     high = 4.0
     while rate(high) > 0:
         high *= 2.0

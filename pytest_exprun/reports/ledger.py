@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "verdicts.schema.json"
@@ -122,7 +123,8 @@ def read_line(line: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=1)
 def schema() -> Mapping[str, Any]:
     """The JSON Schema shipped with the package."""
-    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return loaded
 
 
 # ------------------------------------------------------------------ the validator
