@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -44,6 +43,8 @@ from pytest_exprun.decide.program import (
     lond_level,
     replay,
     sequential_at_level,
+    widened_extension,
+    widened_verdict,
 )
 from pytest_exprun.decide.sequential import Decision, decide
 from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
@@ -56,15 +57,14 @@ SHARE = 0.10  # the share of experiments that have it
 
 # ------------------------------------------------------------------ one experiment, through the real rules
 def fixed_winner(base: Summary, values: np.ndarray, threshold: float) -> bool:
-    """The fixed rule as ``protocol`` applies it, at ``threshold`` baseline σ.
-
-    ``protocol.judge`` and ``needs_extension`` hold the 2σ constant; a threshold of c σ is the
-    same rule on a baseline σ scaled by c / 2.
-    """
-    scaled = replace(base, std=base.std * threshold / protocol.SIGNIFICANT_SIGMAS)
+    """The fixed rule as ``protocol`` applies it (``needs_extension``, ``judge``) at 2σ; widened,
+    through ``program.widened_verdict``, which is ``protocol.judge`` on a scaled σ."""
     first = summarize(values[:3].tolist())
-    final = summarize(values[:5].tolist()) if protocol.needs_extension(scaled, first) else first
-    return protocol.judge(scaled, final) is protocol.Verdict.WINNER
+    if threshold == protocol.SIGNIFICANT_SIGMAS:
+        final = summarize(values[:5].tolist()) if protocol.needs_extension(base, first) else first
+        return protocol.judge(base, final) is protocol.Verdict.WINNER
+    final = summarize(values[:5].tolist()) if widened_extension(base, first, threshold) else first
+    return widened_verdict(base, final, threshold) is protocol.Verdict.WINNER
 
 
 def sequential_winner(design: Design, baseline: dict[int, float], values: np.ndarray) -> bool:
@@ -171,7 +171,7 @@ def exact_fixed_lines(program_alpha: float) -> str:
     for j in (1, 2, 5, 10, 20, 50, 100):
         level = lond_level(program_alpha, j, 0)
         c = fixed_threshold(level)
-        lines.append(f"| {j} | {level:.2g} | {c:.2f} | {fixed_false_winner(c, effect=EFFECT):.1%} |")
+        lines.append(f"| {j} | {level:.2g} | {c:.2f} | {fixed_false_winner(c, effect=EFFECT, loser=2.0):.1%} |")
     lines.append(f"\nΣ γ_j over 20 decisions: {sum(gamma(j) for j in range(1, 21)):.3f}; over 100: "
                  f"{sum(gamma(j) for j in range(1, 101)):.3f} (the family-wise bound under no effect is A times that).")
     return "\n".join(lines)

@@ -23,9 +23,13 @@ from pytest_exprun.decide.program import (
     round_level,
     sequential_at_level,
     uncontrolled_familywise,
+    widened_extension,
+    widened_verdict,
 )
+from pytest_exprun.decide.protocol import Verdict, judge
 from pytest_exprun.decide.sequential_design import make_design
 from pytest_exprun.decide.sequential_rates import simulate
+from pytest_exprun.decide.stats import summarize
 
 
 def _mc(p: float, trials: int) -> float:
@@ -120,7 +124,8 @@ def test_integrated_familywise_matches_the_rates_simulation(k: int) -> None:
 @pytest.mark.parametrize("level", [0.02, 0.005, 1e-3, 1e-5])
 def test_widened_threshold_has_exactly_its_level(level: float) -> None:
     c = fixed_threshold(level)
-    assert c > 2.0 and fixed_false_winner(c) == pytest.approx(level, rel=1e-6)
+    assert c > 2.0 and fixed_false_winner(c, loser=2.0) == pytest.approx(level, rel=1e-6)
+    assert fixed_false_winner(c) >= fixed_false_winner(c, loser=2.0)  # a LOSER at 2σ can only stop WINNERs
 
 
 def test_widened_threshold_holds_its_level_in_an_independent_simulation() -> None:
@@ -132,7 +137,7 @@ def test_widened_threshold_holds_its_level_in_an_independent_simulation() -> Non
     exp = rng.standard_normal((trials, 5))
     mb, sb = base.mean(axis=1), base.std(axis=1, ddof=1)
     first = exp[:, :3].mean(axis=1)
-    extend = np.abs(first - mb) < c * sb
+    extend = (first - mb > -c * sb) & (first - mb < 2 * sb)  # LOSER stays at 2σ
     final = np.where(extend, exp.mean(axis=1), first)
     rate = float(np.mean(final <= mb - c * sb))
     assert rate == pytest.approx(level, abs=3 * _mc(level, trials))
@@ -150,10 +155,40 @@ def test_lond_program_of_null_experiments_keeps_its_familywise_bound() -> None:
     sb = np.sqrt(rng.chisquare(4, (trials, 1)) / 4)
     first = rng.standard_normal((trials, k)) / math.sqrt(3)
     combined = (3 * first + 2 * rng.standard_normal((trials, k)) / math.sqrt(2)) / 5
-    final = np.where(np.abs(first - mb) < thresholds * sb, combined, first)
+    final = np.where((first - mb > -thresholds * sb) & (first - mb < 2 * sb), combined, first)
     familywise = float(np.mean(np.any(final <= mb - thresholds * sb, axis=1)))
     assert familywise <= alpha + 2 * _mc(alpha, trials)
     assert familywise > 0.5 * alpha * sum(gamma(j) for j in range(1, k + 1))  # the test can fail both ways
+
+
+def test_widened_rule_is_protocols_judge_at_2_sigma_and_widens_only_winner() -> None:
+    base = summarize([2.00, 2.02, 1.98, 2.01, 1.99])  # s_b = 0.0158
+    for mean in (1.95, 1.968, 1.97, 2.0, 2.03, 2.032, 2.05):
+        experiment = summarize([mean - 0.001, mean, mean + 0.001])
+        assert widened_verdict(base, experiment, 2.0) is judge(base, experiment)
+    winner_at_2 = summarize([1.955, 1.96, 1.965])  # 2.5σ better
+    loser_at_2 = summarize([2.035, 2.04, 2.045])  # 2.5σ worse
+    assert widened_verdict(base, winner_at_2, 3.0) is Verdict.NEUTRAL
+    assert widened_extension(base, winner_at_2, 3.0)
+    assert widened_verdict(base, loser_at_2, 3.0) is Verdict.LOSER
+    assert not widened_extension(base, loser_at_2, 3.0)
+    with pytest.raises(ValueError, match="only widens"):
+        widened_verdict(base, winner_at_2, 1.5)
+
+
+def test_integrated_rate_of_the_widened_rule_matches_a_simulation_through_it() -> None:
+    """The widened rule applied run by run through ``widened_verdict``, against the integral."""
+    c, trials = 3.0, 12_000
+    rng = np.random.default_rng(13)
+    wins = 0
+    for _ in range(trials):
+        base = summarize(rng.standard_normal(5).tolist())
+        runs = rng.standard_normal(5)
+        first = summarize(runs[:3].tolist())
+        final = summarize(runs.tolist()) if widened_extension(base, first, c) else first
+        wins += widened_verdict(base, final, c) is Verdict.WINNER
+    exact = fixed_false_winner(c, loser=2.0)
+    assert wins / trials == pytest.approx(exact, abs=3 * _mc(exact, trials))
 
 
 # ------------------------------------------------------------------ without the option

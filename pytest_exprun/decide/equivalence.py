@@ -321,11 +321,12 @@ def settle_seeds(used: Sequence[int], count: int, sequence: Sequence[int]) -> tu
     return fresh[:count]
 
 
-def settle_arguments(experiment: str, used: Sequence[int], more: Sequence[int]) -> tuple[str, ...]:
-    """pytest's arguments that run the experiment on ``used`` + ``more`` seeds (stored runs are reused).
+def settle_arguments(spec: str, used: Sequence[int], more: Sequence[int]) -> tuple[str, ...]:
+    """pytest's arguments that run the experiment (``spec``: its ``--experiment`` value) on ``used`` +
+    ``more`` seeds; stored runs are reused, so only ``more`` train.
 
     Every seed goes in the always-run list and the extension list is emptied, since the two may
     not overlap.
     """
     seeds = ",".join(str(s) for s in (*used, *more))
-    return (f"--experiment={experiment}", f"--exprun-experiment-seeds={seeds}", "--exprun-extension-seeds=")
+    return (f"--experiment={spec}", f"--exprun-experiment-seeds={seeds}", "--exprun-extension-seeds=")

@@ -31,9 +31,9 @@ Why LOND, for keep/discard decisions:
   ``replay`` rebuilds the program's state from its stored decisions in order: a crash loses
   nothing, and a decision that was never stored is simply made again at the same level.
 
-Each rule is given its level as follows. The fixed rule's threshold is widened from 2σ to the
-threshold whose false-WINNER rate is exactly that level (``fixed_threshold``; the extension then
-also runs within the widened threshold, as ``rates.Design(threshold=…)`` simulates). The rate is
+Each rule is given its level as follows. The fixed rule's WINNER threshold is widened from 2σ to
+the threshold whose false-WINNER rate is exactly that level (``fixed_threshold``); LOSER stays at
+2σ, and the extension runs when the first seeds decide neither (``widened_verdict``). The rate is
 computed by numerical integration, not simulated, because the levels fall to 10⁻⁵. The sequential
 mode's bounds are calibrated at the level by ``sequential_design`` with enough trials for it
 (``sequential_at_level``). Levels are rounded down to a grid of 20 a decade, which keeps the
@@ -48,14 +48,15 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .._lazy import LazyModule
-from .protocol import SIGNIFICANT_SIGMAS
+from .protocol import SIGNIFICANT_SIGMAS, Verdict, judge
 from .sequential_design import Design as SequentialDesign
 from .sequential_design import make_design
+from .stats import Summary
 
 special = LazyModule("scipy.special")
 optimize = LazyModule("scipy.optimize")
@@ -204,18 +205,21 @@ def _nodes(design: FixedDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return z / math.sqrt(design.n_baseline), wz, s, ws, f, wf
 
 
-def _conditional_winner(design: FixedDesign, threshold: float, effect: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def _conditional_winner(design: FixedDesign, threshold: float, effect: float = 0.0,
+                        loser: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """P(WINNER | baseline mean, s_b) of one experiment on a grid, with the grid's weights (σ = 1).
 
-    WINNER at the first stage when its mean ≤ m_b − c·s_b; when the first stage lies within c·s_b
-    the extension runs and WINNER needs the combined mean ≤ m_b − c·s_b.
+    WINNER at the first stage when its mean ≤ m_b − c·s_b; when the first stage lies between
+    m_b − c·s_b and m_b + L·s_b (L = ``loser``, c when None) the extension runs and WINNER needs
+    the combined mean ≤ m_b − c·s_b.
     """
+    upper = threshold if loser is None else loser
     bm, wz, s, ws, f, wf = _nodes(design)
     nf, ne = design.n_first, design.n_extension
     m = bm[:, None]
     lo = m - threshold * s[None, :]  # (bm, s)
     # experiment means are lowered by ``effect``: work with shifted thresholds instead
-    lo_e, hi_e = lo + effect, m + threshold * s[None, :] + effect
+    lo_e, hi_e = lo + effect, m + upper * s[None, :] + effect
     p = special.ndtr(lo_e * math.sqrt(nf))
     if ne:
         first = (lo_e + hi_e)[..., None] / 2 + (hi_e - lo_e)[..., None] / 2 * f  # (bm, s, f)
@@ -226,15 +230,18 @@ def _conditional_winner(design: FixedDesign, threshold: float, effect: float = 0
 
 
 def fixed_false_winner(threshold: float = SIGNIFICANT_SIGMAS, design: FixedDesign = FixedDesign(),
-                       effect: float = 0.0) -> float:
+                       effect: float = 0.0, loser: float | None = None) -> float:
     """P(WINNER) of one experiment under the fixed rule at ``threshold`` baseline σ, at a true
     improvement of ``effect`` σ (0: the false-WINNER rate); integrated, not simulated.
 
-    Given s_b, D₁ = first-stage mean − m_b and D₂ = combined mean − m_b are jointly normal
-    (Var D₁ = 1/n_f + 1/n_b, Var D₂ = Cov(D₁, D₂) = 1/(n_f + n_e) + 1/n_b): WINNER when
-    D₁ ≤ −c·s_b, or when |D₁| < c·s_b and D₂ ≤ −c·s_b; what remains is one integral over D₁
-    and one over s_b.
+    ``loser`` is the LOSER threshold (None: the same as the WINNER one, as ``rates`` simulates;
+    a program widens only the WINNER side and keeps LOSER at 2σ). Given s_b, D₁ = first-stage
+    mean − m_b and D₂ = combined mean − m_b are jointly normal (Var D₁ = 1/n_f + 1/n_b,
+    Var D₂ = Cov(D₁, D₂) = 1/(n_f + n_e) + 1/n_b): WINNER when D₁ ≤ −c·s_b, or when
+    −c·s_b < D₁ < L·s_b (the extension runs) and D₂ ≤ −c·s_b; what remains is one integral over
+    D₁ and one over s_b.
     """
+    upper = threshold if loser is None else loser
     _, _, s, ws, f, wf = _nodes(design)
     nb, nf, ne = design.n_baseline, design.n_first, design.n_extension
     var1 = 1.0 / nf + 1.0 / nb
@@ -243,15 +250,17 @@ def fixed_false_winner(threshold: float = SIGNIFICANT_SIGMAS, design: FixedDesig
     if ne:
         var2 = 1.0 / (nf + ne) + 1.0 / nb  # also Cov(D₁, D₂)
         slope, rest = var2 / var1, math.sqrt(var2 - var2 * var2 / var1)
-        d1 = edge[:, None] * f[None, :]  # D₁ over (−c·s, c·s)
+        half = (threshold + upper) * s / 2  # D₁ over (−c·s, L·s)
+        d1 = ((upper - threshold) * s / 2)[:, None] + half[:, None] * f[None, :]
         density = np.exp(-(d1 + effect) ** 2 / (2 * var1)) / math.sqrt(2 * math.pi * var1)
         below = special.ndtr((-edge[:, None] + effect - slope * (d1 + effect)) / rest)
-        p = p + np.sum(wf * density * below, axis=-1) * edge
+        p = p + np.sum(wf * density * below, axis=-1) * half
     return float(np.sum(ws * np.clip(p, 0.0, 1.0)))
 
 
 def fixed_threshold(level: float, design: FixedDesign = FixedDesign()) -> float:
-    """The threshold, in baseline σ, at which the fixed rule's false-WINNER rate is ``level``."""
+    """The WINNER threshold, in baseline σ, at which the fixed rule's false-WINNER rate is ``level``,
+    LOSER kept at 2σ (``widened_verdict``)."""
     if not 0.0 < level < 0.5:
         raise ValueError(f"a false-WINNER level must lie in (0, 0.5), got {level}")
     return float(_threshold(float(level), design))
@@ -260,7 +269,7 @@ def fixed_threshold(level: float, design: FixedDesign = FixedDesign()) -> float:
 @functools.lru_cache(maxsize=512)
 def _threshold(level: float, design: FixedDesign) -> float:
     def rate(c: float) -> float:
-        return math.log(fixed_false_winner(c, design)) - math.log(level)
+        return math.log(fixed_false_winner(c, design, loser=SIGNIFICANT_SIGMAS)) - math.log(level)
 
     high = 4.0
     while rate(high) > 0:
@@ -280,6 +289,26 @@ def fixed_familywise(k: int, threshold: float = SIGNIFICANT_SIGMAS, design: Fixe
         return 0.0
     p, w = _conditional_winner(design, threshold)
     return float(1.0 - np.sum(w * (1.0 - p) ** k))
+
+
+def widened_verdict(baseline: Summary, experiment: Summary, threshold: float) -> Verdict:
+    """The fixed rule with its WINNER side at ``threshold`` baseline σ and LOSER kept at 2σ.
+
+    Built on ``protocol.judge`` itself: a threshold of c σ is the 2σ rule on a baseline σ scaled
+    by c / 2. Only false WINNERs are the program's to control; a wider LOSER bar would only hide
+    harm.
+    """
+    if threshold < SIGNIFICANT_SIGMAS:
+        raise ValueError(f"a program only widens the 2σ threshold, got {threshold:g}σ")
+    scaled = replace(baseline, std=baseline.std * threshold / SIGNIFICANT_SIGMAS)
+    if judge(scaled, experiment) is Verdict.WINNER:
+        return Verdict.WINNER
+    return Verdict.LOSER if judge(baseline, experiment) is Verdict.LOSER else Verdict.NEUTRAL
+
+
+def widened_extension(baseline: Summary, first_seeds: Summary, threshold: float) -> bool:
+    """Run the extension seeds when the first seeds decide neither way at the widened threshold."""
+    return widened_verdict(baseline, first_seeds, threshold) is Verdict.NEUTRAL
 
 
 # ------------------------------------------------------------------ the sequential mode
