@@ -44,6 +44,7 @@ from pytest_exprun.decide.program import (
     replay,
     sequential_at_level,
     widened_extension,
+    widened_threshold,
     widened_verdict,
 )
 from pytest_exprun.decide.sequential import Decision, decide
@@ -99,7 +100,7 @@ def simulate_programs(rule: str, k: int, with_effects: bool, trials: int, progra
                     key = (j + 1, sum(winners))
                     if key not in levels:
                         levels[key] = (sequential_at_level(design, level) if rule == "sequential"
-                                       else fixed_threshold(level))
+                                       else widened_threshold(level))
                     rule_at = levels[key]
                 won = (sequential_winner(rule_at, base_map, runs[j]) if rule == "sequential"  # type: ignore[arg-type]
                        else fixed_winner(base, runs[j], rule_at))  # type: ignore[arg-type]

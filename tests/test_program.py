@@ -24,6 +24,7 @@ from pytest_exprun.decide.program import (
     sequential_at_level,
     uncontrolled_familywise,
     widened_extension,
+    widened_threshold,
     widened_verdict,
 )
 from pytest_exprun.decide.protocol import Verdict, judge
@@ -174,6 +175,13 @@ def test_widened_rule_is_protocols_judge_at_2_sigma_and_widens_only_winner() -> 
     assert not widened_extension(base, loser_at_2, 3.0)
     with pytest.raises(ValueError, match="only widens"):
         widened_verdict(base, winner_at_2, 1.5)
+
+
+def test_a_program_never_loosens_a_rule() -> None:
+    assert fixed_threshold(0.08) < 2.0 and widened_threshold(0.08) == 2.0
+    assert widened_threshold(0.001) == fixed_threshold(0.001)
+    design = make_design(0.03)
+    assert sequential_at_level(design, 0.05) is design
 
 
 def test_integrated_rate_of_the_widened_rule_matches_a_simulation_through_it() -> None:

@@ -291,6 +291,12 @@ def fixed_familywise(k: int, threshold: float = SIGNIFICANT_SIGMAS, design: Fixe
     return float(1.0 - np.sum(w * (1.0 - p) ** k))
 
 
+def widened_threshold(level: float, design: FixedDesign = FixedDesign()) -> float:
+    """The WINNER threshold a program gives the fixed rule at ``level``: never below 2σ, so that a
+    large program alpha never makes one decision looser than the rule is on its own."""
+    return max(SIGNIFICANT_SIGMAS, fixed_threshold(level, design))
+
+
 def widened_verdict(baseline: Summary, experiment: Summary, threshold: float) -> Verdict:
     """The fixed rule with its WINNER side at ``threshold`` baseline σ and LOSER kept at 2σ.
 
@@ -313,7 +319,8 @@ def widened_extension(baseline: Summary, first_seeds: Summary, threshold: float)
 
 # ------------------------------------------------------------------ the sequential mode
 def sequential_at_level(design: SequentialDesign, level: float) -> SequentialDesign:
-    """The same sequential design calibrated at ``level``, with enough null trials for its tail.
+    """The same sequential design calibrated at ``level`` (the design itself when ``level`` is not
+    below its α), with enough null trials for its tail.
 
     The design's own trials when they give at least ``CALIBRATION_TAIL`` expected false WINNERs,
     else ``MAX_CALIBRATION_TRIALS``: two sizes only, so every level shares one cached simulation
@@ -321,6 +328,8 @@ def sequential_at_level(design: SequentialDesign, level: float) -> SequentialDes
     """
     if not 0.0 < level < 0.5:
         raise ValueError(f"a false-WINNER level must lie in (0, 0.5), got {level}")
+    if level >= design.alpha:
+        return design  # a program never loosens the design
     enough = design.calibration_trials * level >= CALIBRATION_TAIL
     trials = design.calibration_trials if enough else max(design.calibration_trials, MAX_CALIBRATION_TRIALS)
     return make_design(level, design.min_effect, design.looks, design.max_seeds, design.paired,
