@@ -177,8 +177,8 @@ def tost_sigma(baseline: Sequence[float], experiment: Sequence[float], sigmas: f
     """TOST against a margin of ``sigmas`` baseline σ, exact although σ is only estimated.
 
     Reading ``0.5sigma`` as 0.5·s_b and running the plain TOST is not a level-α test: s_b is noisy,
-    and a large s_b widens the margin just when the noise is large (simulated: 5.9% at a true 2σ
-    and 8.6% at 3σ for a nominal 5%). Instead, with both groups sharing σ, Δ̂ / (c·s_b), where
+    and a large s_b widens the margin just when the noise is large (simulated: 5.8% at a true 2σ
+    and 9.1% at 3σ for a nominal 5%, ``docs/program.md``). Instead, with both groups sharing σ, Δ̂ / (c·s_b), where
     c = sqrt(1/n_b + 1/n_e), is noncentral t with n_b − 1 degrees of freedom and noncentrality
     (Δ/σ) / c, because the baseline's mean and its s_b are independent: each one-sided p-value is
     read at the boundary Δ = ±sigmas·σ. ``margin`` and ``interval`` are stated in val_loss units
