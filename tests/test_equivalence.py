@@ -220,6 +220,8 @@ def test_settle_says_when_the_baseline_noise_alone_is_too_large() -> None:
 def test_settle_refuses_an_estimate_past_the_margin() -> None:
     plan = seeds_to_settle(0.02, 0.01, 0.01, 5, 0.01, 5)
     assert not plan.reachable and plan.more_seeds == 0
+    full = seeds_to_settle(0.0, 3.0, 1.0, 5, 1.0, 30, max_seeds=26)
+    assert not full.reachable and full.more_seeds == 0
 
 
 def test_settle_names_unused_seeds_and_the_arguments_to_run_them() -> None:

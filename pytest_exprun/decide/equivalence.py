@@ -91,11 +91,12 @@ class Equivalence:
     """The two one-sided tests of Δ against (−margin, +margin), at level ``alpha`` each.
 
     ``p_lower`` tests H0: Δ ≤ −margin, ``p_upper`` H0: Δ ≥ +margin; ``p_value`` is the larger,
-    and ``equivalent`` is ``p_value < alpha``, which is the same as ``interval`` (the
-    (1 − 2α) t-interval of Δ) lying inside (−margin, +margin).
+    and ``equivalent`` is ``p_value < alpha``. For the Welch and paired tests that is the same as
+    ``interval`` (the (1 − 2α) t-interval of Δ) lying inside (−margin, +margin); for a margin in
+    baseline σ (``tost_sigma``) the p-values decide and the interval is only reported.
     """
 
-    method: str  # "Welch" or "paired"
+    method: str  # "Welch", "paired" or "noncentral t on the baseline σ"
     margin: float  # in val_loss units
     alpha: float
     estimate: float  # experiment mean − baseline mean
@@ -288,6 +289,9 @@ def seeds_to_settle(estimate: float, margin: float, baseline_std: float, n_basel
     ``experiment_std`` the std of the differences (each new seed then needs its baseline run too).
     A plan from noisy estimates, stated as such: it names where to look, not a promise.
     """
+    if n_experiment >= max_seeds:
+        return Settle(0, n_experiment, 0.0, False,
+                      f"the experiment already has {n_experiment} seeds, the most this plan considers ({max_seeds})")
     if abs(estimate) >= margin:
         return Settle(0, n_experiment, 0.0, False,
                       f"the observed Δ {estimate:+.4g} is at or past the margin ±{margin:.4g}: more seeds would "
@@ -310,7 +314,8 @@ def seeds_to_settle(estimate: float, margin: float, baseline_std: float, n_basel
     where = "differences" if paired else "baseline"
     return Settle(max_seeds - n_experiment, max_seeds, best, False,
                   f"even {max_seeds} experiment seeds give the equivalence test only {best:.0%} power at the observed "
-                  f"Δ {estimate:+.4g}: the {where}'s noise is too large for a margin of ±{margin:.4g}")
+                  f"Δ {estimate:+.4g}: the {where}'s noise is too large for a margin of ±{margin:.4g} (more baseline "
+                  "seeds or a wider margin would be needed)")
 
 
 def settle_seeds(used: Sequence[int], count: int, sequence: Sequence[int]) -> tuple[int, ...]:
