@@ -16,8 +16,10 @@ at a true Δ of exactly ±M, and P(EQUIVALENT) at no effect by the number of see
 
 Normal noise, σ = 1, fixed seeds; no training runs:
 
-    python bench/bench_program.py            # about 4 minutes on 2 busy cores
-    python bench/bench_program.py --quick    # well under a minute, 10 times fewer trials
+    python bench/bench_program.py                     # 9.5 minutes measured on 2 shared, busy cores
+    python bench/bench_program.py --only programs     # part 1 alone (about 7 of those minutes)
+    python bench/bench_program.py --only equivalence  # part 2 alone (about 2.5)
+    python bench/bench_program.py --quick             # 10 times fewer trials: about 2 minutes
 """
 
 from __future__ import annotations
@@ -241,13 +243,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 times fewer trials (a smoke run)")
     parser.add_argument("--program-alpha", type=float, default=0.05)
+    parser.add_argument("--only", choices=("programs", "equivalence"), help="run one part")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     start = time.perf_counter()
     design = make_design()
-    print(exact_fixed_lines(args.program_alpha), "\n", flush=True)
-    print(program_table({20: 2000 // scale, 100: 500 // scale}, args.program_alpha, design), "\n", flush=True)
-    print(equivalence_tables(10_000 // scale), flush=True)
+    if args.only != "equivalence":
+        print(exact_fixed_lines(args.program_alpha), "\n", flush=True)
+        print(program_table({20: 2000 // scale, 100: 500 // scale}, args.program_alpha, design), "\n", flush=True)
+    if args.only != "programs":
+        print(equivalence_tables(10_000 // scale), flush=True)
     print(f"\n({time.perf_counter() - start:.0f} s in all)")
 
 
