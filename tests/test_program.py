@@ -221,3 +221,12 @@ def test_sequential_design_at_a_program_level_holds_it() -> None:
     codes, _, _ = simulate(at, 0.0, trials=trials, seed=123)
     rate = float(np.mean(codes == 1))
     assert rate <= level + 3 * _mc(level, trials)
+
+
+def test_replay_reads_the_verdict_enums_of_every_rule() -> None:
+    from pytest_exprun.decide.equivalence import MarginVerdict
+    from pytest_exprun.decide.sequential import Decision
+
+    mixed = [Verdict.WINNER, MarginVerdict.EQUIVALENT, Decision.WINNER, MarginVerdict.WINNER, "INCONCLUSIVE"]
+    assert replay(0.05, mixed).winners == 3
+    assert replay(0.05, mixed) == replay(0.05, ["WINNER", "NEUTRAL", "WINNER", "WINNER", "NEUTRAL"])
