@@ -33,6 +33,7 @@ from .decide.protocol import (
     scale_label,
 )
 from .decide.rates import MIN_BASELINE_SEEDS
+from .decide.equivalence import Margin, MarginError, parse_margin
 
 DEFAULT_COMMAND = "python train_llm.py"
 EXECUTORS = ("local", "warm", "gpus", "slurm")
@@ -68,6 +69,13 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("max_seeds", "exprun_max_seeds", "",
      "sequential mode: the most experiment seeds an experiment may use, 2 to "
      f"{sequential_design.MAX_SEEDS} (default: the design's {sequential_design.DEFAULT_LOOKS[-1]})"),
+    ("margin", "exprun_margin", "",
+     "equivalence margin: in val_loss units (0.01) or in baseline sigma (0.5sigma); with it the verdict is "
+     "WINNER, LOSER, EQUIVALENT (a two one-sided test puts the change within the margin) or INCONCLUSIVE "
+     "(default: none, WINNER / NEUTRAL / LOSER)"),
+    ("program_alpha", "exprun_program_alpha", "",
+     "bound the false WINNERs over every decision against one baseline, across sessions, at this "
+     "false-discovery rate (e.g. 0.05; LOND, see docs/program.md; default: no program-wide control)"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
@@ -146,6 +154,10 @@ class Settings:
     alpha: float = sequential_design.DEFAULT_ALPHA
     min_effect: float = sequential_design.DEFAULT_MIN_EFFECT
     max_seeds: int | None = None
+    #: The equivalence margin (``--exprun-margin``), None without one.
+    margin: Margin | None = None
+    #: The program's false-discovery rate (``--exprun-program-alpha``), None without program-wide control.
+    program_alpha: float | None = None
 
     @functools.cached_property
     def design(self) -> sequential_design.Design:
@@ -268,6 +280,7 @@ def load(config: pytest.Config) -> Settings:
     accept = frozenset({Verdict.WINNER} if accept_text == "winner" else {Verdict.WINNER, Verdict.NEUTRAL})
 
     decide, alpha, min_effect, max_seeds = _decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
+    margin, program_alpha = _program(get)
 
     templates_text = get("templates").strip()
     template_dir = (rootdir / templates_text) if templates_text else None
@@ -316,7 +329,26 @@ def load(config: pytest.Config) -> Settings:
         alpha=alpha,
         min_effect=min_effect,
         max_seeds=max_seeds,
+        margin=margin,
+        program_alpha=program_alpha,
     )
+
+
+def _program(get: Callable[[str], str]) -> tuple[Margin | None, float | None]:
+    """The equivalence margin and the program's level; empty means the option is off."""
+    margin_text = get("margin").strip()
+    try:
+        margin = parse_margin(margin_text) if margin_text else None
+    except MarginError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    alpha_text = get("program_alpha").strip()
+    program_alpha = None
+    if alpha_text:
+        program_alpha = _number(alpha_text, "--exprun-program-alpha", float)
+        if not 0.0 < program_alpha < 0.5:
+            raise pytest.UsageError(f"--exprun-program-alpha is the program's false-discovery rate and must lie "
+                                    f"between 0 and 0.5 (e.g. 0.05), got {program_alpha:g}")
+    return margin, program_alpha
 
 
 def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], experiment_seeds: tuple[int, ...],
