@@ -19,8 +19,8 @@ STEP_NUMBER = r"(?:\d{1,3}(?:[,_ \u00a0\u202f\u2009]\d{3})+|\d+)(?![\d%]|\.\d)"
 #: ``Step 240 | val_loss: 1.9876 | ...`` anywhere in a line (after a logging prefix, a progress
 #: bar's text or a colour code): the protocol records the val_loss at the highest step.
 STEP_LINE = re.compile(
-    r"(?<![\w.])step\s+(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\s*\|"
-    r"(?:[^|]*\|)*?\s*val_loss\s*[:=]\s*(?P<value>[^\s|;]+)",
+    r"(?<![A-Za-z])step\s+(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\s*\|"
+    r"(?:[^|]*\|){0,16}?\s*val_loss\s*[:=]\s*(?P<value>[^\s|;]+)",
     re.IGNORECASE,
 )
 #: Any mention of a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``,
@@ -49,6 +49,9 @@ _ESCAPES = re.compile(
     r"|[\x00-\x08\x0b-\x1f\x7f]"
 )
 
+#: Whether a line needs ``_ESCAPES`` at all: most lines hold no control character.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
 MAX_LINE_CHARS = 2000
 
 LineParser = Callable[[str], tuple[int, float] | None]
@@ -56,11 +59,7 @@ LineParser = Callable[[str], tuple[int, float] | None]
 
 def plain(text: str) -> str:
     """``text`` as a reader sees it: terminal escape sequences and control characters removed."""
-    return _ESCAPES.sub("", text) if ("\x1b" in text or "\x9b" in text or _has_control(text)) else text
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in text)
+    return _ESCAPES.sub("", text) if _CONTROL.search(text) else text
 
 
 def step_number(text: str) -> int:
@@ -70,6 +69,9 @@ def step_number(text: str) -> int:
 
 def parse_step_line(line: str) -> tuple[int, float] | None:
     """(step, val_loss) from a trainer's evaluation line, or None for any other line."""
+    low = line.lower()
+    if "val_loss" not in low or "step" not in low:  # most lines: no regex search at all
+        return None
     match = STEP_LINE.search(line)
     if match is None:
         return None
@@ -81,19 +83,24 @@ def parse_step_line(line: str) -> tuple[int, float] | None:
 
 def progress_step(line: str) -> int | None:
     """The highest step a line reports, or None when it names none."""
+    low = line.lower()
+    if "step" not in low and "iter" not in low:
+        return None
     steps = [step_number(m.group(1)) for m in PROGRESS_LINE.finditer(line)]
     return max(steps) if steps else None
 
 
 def progress_epoch(line: str) -> float | None:
     """The highest epoch a line reports, or None when it names none."""
+    if "epoch" not in line.lower():
+        return None
     epochs = [float(m.group(1)) for m in EPOCH.finditer(line)]
     return max(epochs) if epochs else None
 
 
 def mentions_metric(line: str) -> bool:
     """Whether a line gives a validation loss a number, parsed or not."""
-    return METRIC_MENTION.search(line) is not None
+    return "loss" in line.lower() and METRIC_MENTION.search(line) is not None
 
 
 def log_lines(path: Path) -> Iterator[str]:
