@@ -67,6 +67,7 @@ def test_terminal_escape_sequences_are_removed_before_a_line_is_parsed(raw: byte
         "Epoch 3/3 ━━━━━━━━━━━━━━━━━━━━ Step 50 | val_loss: 2.0000 | 0:00:01",
         "train 100%|##########| 50/50 [00:10<00:00] Step 50 | val_loss: 2.0000",
         "Step 50/50 | train_loss: 2.1000 | val_loss: 2.0000 | lr: 3e-4",
+        "step: 50, tok/s: 16,512, val_loss=2.0000",
     ],
 )
 def test_an_evaluation_line_is_found_wherever_it_stands_in_the_line(line: str) -> None:
@@ -98,6 +99,12 @@ def test_step_numbers_may_group_their_digits(printed: str, step: int) -> None:
 )
 def test_a_progress_line_gives_its_step_wherever_it_stands(line: str, step: int | None) -> None:
     assert progress_step(line) == step
+
+
+@pytest.mark.parametrize("line", ["Step 50 | val_loss_ema: 2.1", "Step 50 | eval_loss: 2.1", "Step 50 | val_loss: 2,1",
+                                  "step 50 val_loss 2.1", "Step 50 | val_loss: n/a"])
+def test_a_line_that_only_resembles_an_evaluation_is_not_read_as_one(line: str) -> None:
+    assert parse_step_line(line) is None
 
 
 def test_a_dot_is_never_read_as_a_thousands_separator() -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 #: ``1_000``, ``1 000``); a ``.`` is never read as a separator (``1.000`` is not a step).
 STEP_NUMBER = r"(?:\d{1,3}(?:[,_ \u00a0\u202f\u2009]\d{3})+|\d+)(?![\d%]|\.\d)"
 #: ``Step 240 | val_loss: 1.9876 | ...`` anywhere in a line (after a logging prefix, a progress
-#: bar's text or a colour code): the protocol records the val_loss at the highest step.
+#: bar's text or a colour code): the protocol records the val_loss at the highest step. Also
+#: ``step: 240, val_loss=1.98``, ``Step 240/500 | lr: 3e-4 | val_loss 1.98``: the step, then up
+#: to 16 fields separated by ``|`` or ``,``, one of them the val_loss.
 STEP_LINE = re.compile(
-    r"(?<![A-Za-z])step\s+(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\s*\|"
-    r"(?:[^|]*\|){0,16}?\s*val_loss\s*[:=]\s*(?P<value>[^\s|;]+)",
+    r"(?<![A-Za-z])step\s*[:=#]?\s*(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\s*[|,]"
+    r"(?:[^|,]*[|,]){0,16}?\s*val_loss\s*[:=]?\s*(?P<value>[^\s|;]+)",
     re.IGNORECASE,
 )
 #: Any mention of a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``,
