@@ -20,19 +20,19 @@ import pytest
 from conftest import BASELINE_LOSSES, Project
 from pytest_exprun.trainer import interface
 from pytest_exprun.trainer.interface import ResultSource, TrainerIO, expected_lines, line_parser, with_result_file
-from pytest_exprun.trainer.lines import _LineSplitter, mentions_metric, parse_step_line, progress_step
+from pytest_exprun.trainer.lines import LineParser, _LineSplitter, log_lines, mentions_metric, parse_step_line, progress_step
 from pytest_exprun.trainer.runner import Failure, RunResult, RunSpec, parse_lines, run_trainer
 
 RECORDS = Path("docs/research/.exprun/runs/1M")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(tmp_path: Path, body: str) -> RunResult:
+def run_script(tmp_path: Path, body: str, parse_line: LineParser = parse_step_line) -> RunResult:
     trainer = tmp_path / "trainer.py"
     trainer.write_text(textwrap.dedent(body))
     spec = RunSpec(label="baseline[seed42]", group="baseline", seed=42, argv=(sys.executable, str(trainer)),
                    output_dir=tmp_path / "out", log_path=tmp_path / "seed42.log", cwd=tmp_path)
-    return run_trainer(spec)
+    return run_trainer(spec, parse_line=parse_line)
 
 
 def split(data: bytes) -> list[str]:
@@ -163,6 +163,20 @@ def test_a_real_tqdm_bar_left_open_on_stderr_does_not_hide_the_final_evaluation(
     assert result.ok, result.describe_failure()
     assert (result.eval_step, result.val_loss) == (50, 2.0)
     assert [step for step, _ in result.curve] == [10, 20, 30, 40, 50]
+
+
+def test_the_log_read_again_gives_the_lines_the_two_streams_gave(tmp_path: Path) -> None:
+    anchored = line_parser(r"^Step (?P<step>\d+) \| val_loss: (?P<value>\S+)")
+    result = run_script(tmp_path, """
+        import sys
+        for step in (10, 20, 30, 40, 50):
+            sys.stderr.write(f"\\r{step * 2}%|{'#' * (step // 5)}")  # left open each time
+            sys.stderr.flush()
+            print(f"Step {step} | val_loss: {3 - step / 50:.4f}", flush=True)
+    """, anchored)
+    assert result.ok and result.val_loss == 2.0
+    again = parse_lines(log_lines(tmp_path / "seed42.log"), anchored)
+    assert (again.eval_step, again.val_loss, again.curve) == (50, 2.0, result.curve)
 
 
 def test_the_rich_console_and_its_colours_do_not_hide_the_final_evaluation(tmp_path: Path) -> None:
