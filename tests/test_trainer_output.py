@@ -19,9 +19,28 @@ import pytest
 
 from conftest import BASELINE_LOSSES, Project
 from pytest_exprun.trainer import interface
-from pytest_exprun.trainer.interface import ResultSource, TrainerIO, expected_lines, line_parser, with_result_file
-from pytest_exprun.trainer.lines import LineParser, _LineSplitter, log_lines, mentions_metric, parse_step_line, progress_step
-from pytest_exprun.trainer.runner import Failure, RunResult, RunSpec, parse_lines, run_trainer
+from pytest_exprun.trainer.interface import (
+    ResultSource,
+    TrainerIO,
+    expected_lines,
+    line_parser,
+    with_result_file,
+)
+from pytest_exprun.trainer.lines import (
+    LineParser,
+    _LineSplitter,
+    log_lines,
+    mentions_metric,
+    parse_step_line,
+    progress_step,
+)
+from pytest_exprun.trainer.runner import (
+    Failure,
+    RunResult,
+    RunSpec,
+    parse_lines,
+    run_trainer,
+)
 
 RECORDS = Path("docs/research/.exprun/runs/1M")
 REPO = Path(__file__).resolve().parents[1]
@@ -350,7 +369,7 @@ def test_a_log_cut_short_by_a_file_size_limit_is_marked_and_fails_the_run(tmp_pa
         print(result.failure.name if result.failure else "ok")
         print(result.describe_failure().splitlines()[0])
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     failure, message = out.stdout.splitlines()
