@@ -153,6 +153,13 @@ def test_an_unparsed_val_loss_without_a_step_counts_at_the_last_step_reported() 
     assert evals.problem() is Failure.UNPARSED
 
 
+@pytest.mark.parametrize("line", ["Validation loss (step 1,000): 1.9000", "val loss at step 1000: 1,9",
+                                  "[eval] step=1000 val/loss=1.90", "{'eval_loss': 1.9, 'step': 1000}"])
+def test_an_unread_val_loss_in_any_wording_at_a_later_step_fails_the_run(line: str) -> None:
+    evals = parse_lines(["Step 900 | val_loss: 2.0000", line])
+    assert evals.problem() is Failure.UNPARSED and line in evals.detail()
+
+
 def test_a_summary_of_the_final_evaluation_does_not_fail_the_run() -> None:
     evals = parse_lines(["Step 50 | val_loss: 2.0000", "done: val_loss 2.0000 | 12.1s | wrote out/metrics.json",
                          "step 0: train loss 5.5, val loss 5.5"])

@@ -34,10 +34,11 @@ PROGRESS_LINE = re.compile(
 )
 #: An epoch (``Epoch 3/10``, ``'epoch': 2.96``): how far a trainer that counts epochs went.
 EPOCH = re.compile(r"(?<![\w.])epoch\b['\"]?\s*[:=]?\s*(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
-#: A line that names a validation loss and gives it a number (``val_loss: 2.0``, ``val loss 2,0``,
-#: ``'eval_loss': 2.0``): if no parser took it, an evaluation may have been missed.
+#: A line that names a validation loss and gives it a number within a few characters
+#: (``val_loss: 2.0``, ``val loss 2,0``, ``'eval_loss': 2.0``, ``Validation loss (step 1,000): 2.01``):
+#: if no parser took it, an evaluation may have been missed.
 METRIC_MENTION = re.compile(
-    r"(?<![^\W_])(?:e?val|validation)[ _/-]?loss\b['\"]?\s*[:=]?\s*[-+]?(?:\d|\.\d|nan\b|inf)",
+    r"(?<![^\W_])(?:e?val|validation)[ _/-]?loss\b[^|\d\n]{0,24}?[-+]?(?:\d|\.\d|nan\b|inf)",
     re.IGNORECASE,
 )
 #: Terminal escape sequences: CSI (colours, erase line, cursor moves), OSC (titles, hyperlinks),
