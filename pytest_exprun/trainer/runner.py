@@ -137,7 +137,7 @@ class RunResult:
         elif self.failure is Failure.NO_VAL_LOSS:
             what += f" (expected {expected or DEFAULT_EXPECTED})"
         elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT):
-            what += f" ({self.detail})"
+            what += f" ({self.detail or 'a line names the val_loss at a later step than the last one read; see the log'})"
         elif self.failure is Failure.NO_RESULT:
             what += f" ({self.where or 'see exprun_result'})"
         elif self.failure is Failure.NOT_FINAL:
