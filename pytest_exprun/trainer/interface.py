@@ -69,7 +69,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "(terminal colour codes removed; ^ anchors at the line's start) (default: 'Step N | val_loss: X' lines)"),
     ("result", "exprun_result", "",
      "FILE:KEY, a JSON file the trainer writes in its output dir and the key of the value to record, "
-     "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines"),
+     "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines; "
+     "one from before the run's last step fails the run"),
 )
 
 
