@@ -293,7 +293,8 @@ def load(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"--exprun-executor must be a name such as {', '.join(EXECUTORS)}, got {executor!r}")
     gpus = tuple(g for g in (p.strip() for p in get("gpus").split(",")) if g)
 
-    research_dir = rootdir / get("research_dir")
+    research_dir = _data_dir("--exprun-research-dir", rootdir, get("research_dir"))
+    checkpoints_dir = _data_dir("--exprun-checkpoints-dir", rootdir, get("checkpoints_dir"))
     slurm = _slurm(get, rootdir, research_dir) if executor == "slurm" else SlurmSettings()
     try:
         io = TrainerIO.load(lambda ini: get(ini[len("exprun_"):]), train_tokens)
@@ -307,7 +308,7 @@ def load(config: pytest.Config) -> Settings:
         experiment_seeds=experiment_seeds,
         extension_seeds=extension_seeds,
         research_dir=research_dir,
-        checkpoints_dir=rootdir / get("checkpoints_dir"),
+        checkpoints_dir=checkpoints_dir,
         keep_checkpoints=flag_value(config, "keep_checkpoints", "exprun_keep_checkpoints"),
         rerun_baseline=flag_value(config, "rerun_baseline", "exprun_rerun_baseline"),
         control=flag_value(config, "control", "exprun_control"),
@@ -385,6 +386,25 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
                     f"({', '.join(map(str, sequential_design.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
                 )
     return decide, alpha, min_effect, max_seeds
+
+
+def _data_dir(option: str, rootdir: Path, text: str) -> Path:
+    """A folder exprun writes into and cleans up; never the filesystem root or the home directory,
+    where a run's output dirs and records would sit among (and be mistaken for) the user's own files."""
+    path = rootdir / text
+    resolved = Path(os.path.abspath(path)).resolve()
+    homes: set[Path] = set()
+    for home in (os.environ.get("HOME", ""), os.path.expanduser("~")):
+        if home and home != "~":
+            homes.add(Path(os.path.abspath(home)).resolve())
+    if resolved == Path(resolved.anchor):
+        where = "the filesystem root"
+    elif resolved in homes:
+        where = "your home directory"
+    else:
+        return path
+    raise pytest.UsageError(f"{option} {text!r} is {where}; give a folder of its own, e.g. "
+                            f"{'docs/research' if 'research' in option else 'checkpoints'}")
 
 
 def _slurm(get: Callable[[str], str], rootdir: Path, research_dir: Path) -> SlurmSettings:

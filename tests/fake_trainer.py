@@ -16,6 +16,12 @@ then finishes normally), early_inf (the first evaluation prints inf), step0 (eva
 at step 0, then trains on), early_eval (its last evaluation is at step 30 of 50), progress
 (a tqdm-style bar redrawn with ``\r``, the evaluations printed over it), shuffled (the final
 evaluation is printed first), redirect (sends its own output to ``fake_redirected.txt``).
+A behaviour may be prefixed by how its step lines look, as real trainers' output does:
+``ansi+`` (colour and erase-line codes), ``logging+`` (a ``logging`` prefix), ``hydra+``
+(Hydra's log prefix), ``glued+`` (a ``\r`` bar left open on stderr before each line on
+stdout), ``thousands+`` (steps x100 printed as ``1,000``), ``unreadable+`` (the final
+evaluation printed with a decimal comma), ``early_result+`` (also writes ``result.json``
+holding the evaluation of step 10, with its step). E.g. ``logging+early_eval``.
 Started with ``--worker`` it speaks the warm executor's worker protocol (docs/executors.md):
 ``exprun-worker: ready``, then one run per JSON line on stdin, each ending with
 ``exprun-worker: done <code>``; it exits after a failed run and at the end of its input.
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = str(args.seed)
     started = time.time()
     behaviour = plan.get("behaviour", {}).get(f"{key} {seed}".strip(), "")
+    style, _, behaviour = behaviour.rpartition("+")
 
     losses = plan.get("losses", {}).get(key)
     if losses is not None and seed in losses:
@@ -168,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write(f"\r{done * 2}%|{'#' * (done // 5):<10}| {done}/50 [00:01<00:01]")
             sys.stdout.write("\r")
             end = "\r"
-        sys.stdout.write(f"Step {step} | val_loss: {value:.4f} | train_loss: {value + 0.1:.4f} | tok/s: 1,000 | "
-                         f"elapsed: {step / 100:.1f}s{end}")
+        shown = f"{value:.4f}".replace(".", ",") if style == "unreadable" and step == evals[-1][0] else f"{value:.4f}"
+        sys.stdout.write(styled(style, step, f"| val_loss: {shown} | train_loss: {value + 0.1:.4f} | tok/s: 1,000 | "
+                                             f"elapsed: {step / 100:.1f}s") + end)
     if behaviour in {"step0", "early_eval"}:
         for step in range(10, 51, 10):
-            print(f"Step {step} | train_loss: {loss + 0.1:.4f}")
+            print(styled(style, step, f"| train_loss: {loss + 0.1:.4f}"))
     sys.stdout.flush()
+    if style == "early_result":
+        (out / "result.json").write_text(json.dumps({"eval_loss": evals[0][1], "global_step": evals[0][0]}))
     with open("fake_calls.jsonl", "a") as handle:
         handle.write(json.dumps({
             "seed": args.seed, "flags": flags, "output_dir": args.output_dir,
@@ -181,6 +191,23 @@ def main(argv: list[str] | None = None) -> int:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }) + "\n")
     return 0
+
+
+def styled(style: str, step: int, rest: str) -> str:
+    """A step line (``Step N <rest>``) dressed as ``style`` says; a glued one first leaves a bar open on stderr."""
+    number = f"{step * 100:,}" if style == "thousands" else str(step)
+    line = f"Step {number} {rest}"
+    if style == "ansi":
+        return f"\x1b[2K\x1b[1;32mStep {number}\x1b[0m \x1b[33m{rest}\x1b[0m"
+    if style == "logging":
+        return f"2026-12-04 10:00:00,123 INFO trainer: {line}"
+    if style == "hydra":
+        return f"[2026-12-04 10:00:00,123][trainer][INFO] - {line}"
+    if style == "glued":
+        sys.stdout.flush()
+        sys.stderr.write(f"\r{step * 2}%|{'#' * (step // 5):<10}| {step}/50 [00:01<00:01]")
+        sys.stderr.flush()
+    return line
 
 
 if __name__ == "__main__":

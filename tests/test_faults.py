@@ -615,16 +615,17 @@ def test_second_ctrl_c_kills_a_trainer_that_ignores_sigterm_at_once(project: Pro
     assert not pid_alive(trainer)
 
 
-def test_a_log_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) -> None:
-    from pytest_exprun.trainer.runner import RunSpec, run_trainer
+def test_a_log_that_cannot_be_written_fails_the_run_and_keeps_its_last_lines(tmp_path: Path) -> None:
+    from pytest_exprun.trainer.runner import Failure, RunSpec, run_trainer
 
     trainer = tmp_path / "trainer.py"
     trainer.write_text("print('Step 20 | val_loss: 2.0000 | train_loss: 2.1')\n")
     spec = RunSpec(label="baseline[seed42]", group="baseline", seed=42, argv=(sys.executable, str(trainer)),
                    output_dir=tmp_path / "out", log_path=Path("/dev/full"))  # every write: ENOSPC
     result = run_trainer(spec)
-    assert result.ok and result.val_loss == 2.0
-    assert result.tail[-1] == "[exprun: the log file could not be written: [Errno 28] No space left on device]"
+    assert result.failure is Failure.LOG_CUT_SHORT and result.val_loss == 2.0
+    assert result.tail[-2:] == ("Step 20 | val_loss: 2.0000 | train_loss: 2.1",
+                                "[exprun: the log file could not be written: No space left on device]")
 
 
 # ------------------------------------------------------- 10. what a run records

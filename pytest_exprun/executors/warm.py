@@ -164,7 +164,8 @@ class WarmExecutor(Executor):
                 lines.tail.append(f"[exprun: {note}]")
                 log.write(f"[exprun: {note}]\n".encode())
             log.close(lines.tail)
-            return result_of(spec, lines, time.perf_counter() - start, returncode, failure, wall_start, where)
+            return result_of(spec, lines, time.perf_counter() - start, returncode, failure, wall_start, where,
+                             log=log)
 
         if tuple(spec.argv[: len(self.command)]) != self.command:
             return failed(Failure.NOT_STARTED, None, (
@@ -213,7 +214,7 @@ class WarmExecutor(Executor):
                 stopped = Failure.WORKER_LOST
         log.close(lines.tail)
         failure = classify(stopped, returncode, lines.evals)
-        return result_of(spec, lines, wall_time, returncode, failure, wall_start, where if failure else "")
+        return result_of(spec, lines, wall_time, returncode, failure, wall_start, where if failure else "", log=log)
 
     def _retire(self, grace: float) -> int | None:
         worker, self._worker = self._worker, None

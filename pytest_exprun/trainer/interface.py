@@ -21,7 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from ..decide.protocol import experiment_flags as plain_experiment_flags
-from .runner import EVALUATION_FAILURES, Failure, RunResult
+from .lines import step_number
+from .runner import (
+    DEFAULT_EXPECTED,
+    EVALUATION_FAILURES,
+    FINAL_STEP_TOLERANCE,
+    Failure,
+    RunResult,
+)
 
 DEFAULT_ARGV = "--train_tokens {train_tokens} --seed {seed} --output_dir {output_dir}"
 #: The fields an argv template may use; ``{steps}`` needs ``exprun_tokens_per_step``.
@@ -31,8 +38,16 @@ DEFAULT_METRIC = "val_loss"
 FLAG_STYLES = ("space", "equals")
 #: A result file is a few metrics; anything far larger is not one, and is not read whole.
 MAX_RESULT_BYTES = 16 * 1024 * 1024
-#: Keys of the result file's object (next to the value) that say at which step it was taken.
-STEP_KEYS = ("global_step", "step")
+#: Keys of the result file's object (next to the value, else at its top) that say at which step
+#: it was taken; ``epoch`` is compared with the epochs the output reported.
+STEP_KEYS = ("global_step", "step", "iter", "iteration")
+EPOCH_KEY = "epoch"
+#: The Hugging Face Trainer's state, next to a result file that holds no step: its
+#: ``log_history`` says at which step the value was logged, its ``global_step`` how far training went.
+HF_STATE_FILE = "trainer_state.json"
+#: A result file with no step of its own is stale when written this long before the output first
+#: reported its final step (slack for the time between a line being printed and being read).
+RESULT_MTIME_SLACK_S = 2.0
 
 FlagStyle = Literal["space", "equals"]
 LineParser = Callable[[str], "tuple[int, float] | None"]
@@ -50,11 +65,12 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "how --experiment=NAME=VALUE reaches the trainer: 'space' (--NAME VALUE, argparse) or "
      "'equals' (--NAME=VALUE, e.g. nanoGPT)"),
     ("line_pattern", "exprun_line_pattern", "",
-     "regular expression with named groups 'step' and 'value' that finds the evaluation in a printed "
-     "line (default: train_llm.py's 'Step N | val_loss: X' lines)"),
+     "regular expression with named groups 'step' and 'value', searched anywhere in each printed line "
+     "(terminal colour codes removed; ^ anchors at the line's start) (default: 'Step N | val_loss: X' lines)"),
     ("result", "exprun_result", "",
      "FILE:KEY, a JSON file the trainer writes in its output dir and the key of the value to record, "
-     "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines"),
+     "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines; "
+     "one from before the run's last step fails the run"),
 )
 
 
@@ -217,7 +233,7 @@ def line_parser(pattern: str) -> LineParser:
         if match is None or match.group("step") is None or match.group("value") is None:
             return None
         try:
-            return int(match.group("step").replace(",", "")), float(match.group("value").rstrip(",;"))
+            return step_number(match.group("step")), float(match.group("value").rstrip(",;"))
         except ValueError:
             return None
 
@@ -258,30 +274,91 @@ class ResultSource:
         return f"{self.file}:{self.key}"
 
 
-def read_result(source: ResultSource, output_dir: Path) -> tuple[int | None, float]:
-    """``(step, value)`` from a finished run's result file.
+@dataclass(frozen=True)
+class ResultFile:
+    """What a result file says: its value, and what tells whether it is the final evaluation."""
 
-    The step is the file's ``global_step`` (the Hugging Face Trainer's name) or ``step`` next
-    to the value, or None when it has neither: a result file is written after training, so
-    its value is the final evaluation. Symlinks, from the output dir down, are refused, so a
-    run cannot make exprun read a file outside its output dir. Non-finite values are returned
-    as they are; the caller decides what a diverged run means. Raises ``TrainerIOError``.
+    value: float
+    #: The step the value was taken at: the file's own, else the Trainer state's log entry of it.
+    step: int | None = None
+    epoch: float | None = None
+    #: How far training went by the Trainer state next to it (its ``global_step``).
+    state_step: int | None = None
+    mtime: float | None = None
+
+
+def read_result(source: ResultSource, output_dir: Path) -> tuple[int | None, float]:
+    """``(step, value)`` from a finished run's result file (see ``read_result_file``)."""
+    found = read_result_file(source, output_dir)
+    return found.step, found.value
+
+
+def read_result_file(source: ResultSource, output_dir: Path) -> ResultFile:
+    """The value of a finished run's result file, and what says when it was taken.
+
+    The step is the file's ``global_step`` (the Hugging Face Trainer's name), ``step``, ``iter``
+    or ``iteration`` next to the value or at the file's top; failing that, the step of the
+    Trainer state's (``trainer_state.json`` beside it) last logged entry with this value.
+    Symlinks, from the output dir down, are refused, so a run cannot make exprun read a file
+    outside its output dir. Non-finite values are returned as they are; the caller decides
+    what a diverged run means. Raises ``TrainerIOError``.
     """
-    data = _read_inside(output_dir, source.file)
+    data, mtime = _read_inside(output_dir, source.file)
     where = f"{source.file} in {output_dir}"
-    try:
-        document = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        reason = exc if isinstance(exc, ValueError) else "nested too deeply"
-        raise TrainerIOError(f"{where} is not valid JSON ({reason}); exprun_result needs a JSON file") from None
+    document = _json(data, where)
     holder, value = _lookup(document, source.key, where)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TrainerIOError(f"{where}: {source.key!r} is {json.dumps(value)[:60]}, not a number")
-    return _step(holder), float(value)
+    top = document if isinstance(document, dict) else {}
+    step = _step(holder)
+    step = step if step is not None else _step(top)
+    epoch = _number(holder.get(EPOCH_KEY, top.get(EPOCH_KEY)))
+    state_step = None
+    if step is None:
+        step, state_step = _from_trainer_state(output_dir, source, float(value))
+    return ResultFile(float(value), step, epoch, state_step, mtime)
 
 
-def _read_inside(root: Path, relative: PurePosixPath) -> bytes:
-    """The bytes of ``root/relative``, opened component by component with no symlink followed."""
+def _json(data: bytes, where: str) -> object:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        reason = exc if isinstance(exc, ValueError) else "nested too deeply"
+        raise TrainerIOError(f"{where} is not valid JSON ({reason}); exprun_result needs a JSON file") from None
+
+
+def _from_trainer_state(output_dir: Path, source: ResultSource, value: float) -> tuple[int | None, int | None]:
+    """(the step of the last ``log_history`` entry holding ``value`` under the key, ``global_step``)
+    from the Hugging Face Trainer's state beside the result file, or in the output dir; Nones
+    when there is none or it cannot be read (it is a hint, never a reason to fail by itself)."""
+    name = source.key.rsplit(".", 1)[-1]
+    for folder in dict.fromkeys((source.file.parent, PurePosixPath("."))):
+        try:
+            data, _ = _read_inside(output_dir, folder / HF_STATE_FILE)
+            state = _json(data, HF_STATE_FILE)
+        except TrainerIOError:
+            continue
+        if not isinstance(state, dict):
+            continue
+        step = None
+        history = state.get("log_history")
+        for entry in history if isinstance(history, list) else ():
+            if isinstance(entry, dict) and _number(entry.get(name)) == value:
+                step = _step(entry)
+        global_step = _step({"global_step": state.get("global_step")})
+        return step, global_step
+    return None, None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _read_inside(root: Path, relative: PurePosixPath) -> tuple[bytes, float]:
+    """The bytes and modification time of ``root/relative``, opened component by component with
+    no symlink followed."""
     where = f"{relative} in {root}"
     nofollow = getattr(os, "O_NOFOLLOW", 0)
     opened: list[int] = []
@@ -300,14 +377,15 @@ def _read_inside(root: Path, relative: PurePosixPath) -> bytes:
             if _is_symlink_error(root, relative):
                 raise TrainerIOError(f"{where} goes through a symlink; exprun reads only real files there") from None
             raise TrainerIOError(f"cannot open {where}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise TrainerIOError(f"{where} is not a regular file")
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_RESULT_BYTES:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
-                return b"".join(chunks)
+                return b"".join(chunks), info.st_mtime
             chunks.append(chunk)
             size += len(chunk)
         raise TrainerIOError(f"{where} is larger than {MAX_RESULT_BYTES >> 20} MiB; it cannot be a result file")
@@ -428,18 +506,55 @@ def with_result_file(result: RunResult, source: "ResultSource | None") -> RunRes
     """With ``exprun_result`` set, a cleanly finished run's value is the one in its result file.
 
     The file wins over printed lines; a missing file or key, or a non-finite value, fails the
-    run with a message naming the file. Read before the output dir is removed.
+    run with a message naming the file, and so does a file from before the run's last step
+    (see ``stale``). Read before the output dir is removed.
     """
     if source is None or result.returncode != 0 or (result.failure is not None
                                                      and result.failure not in EVALUATION_FAILURES):
         return result
     try:
-        step, value = read_result(source, result.spec.output_dir)
+        found = read_result_file(source, result.spec.output_dir)
     except TrainerIOError as exc:
         return replace(result, val_loss=None, failure=Failure.NO_RESULT, where=str(exc))
+    step, value = found.step, found.value
     if not math.isfinite(value):
         return replace(result, val_loss=value, failure=Failure.NON_FINITE)
+    why = stale(found, result, source)
+    if why:
+        return replace(result, val_loss=None, failure=Failure.STALE_RESULT, detail=why)
     curve = tuple(result.curve)
     if step is not None and (not curve or curve[-1][0] < step):
         curve = (*curve, (step, value))
     return replace(result, val_loss=value, curve=curve, failure=None)
+
+
+def stale(found: ResultFile, result: RunResult, source: ResultSource) -> str:
+    """Why a result file holds an earlier evaluation than the run's last step, or "".
+
+    Its own step decides when it has one (against the highest step the output reported, or
+    the Trainer state's ``global_step``), else its epoch (against the output's highest),
+    else its modification time (against when the output first reported its final step).
+    """
+    fix = "write it after the last step (or put the step in it as global_step)"
+    if found.step is not None:
+        final = max(s for s in (result.final_step, found.state_step, found.step) if s is not None)
+        if final - found.step > max(1, math.floor(final * FINAL_STEP_TOLERANCE)):
+            return f"{source} is from step {found.step}, but training went to step {final}; {fix}"
+        return ""
+    if found.epoch is not None and result.final_epoch is not None:
+        if found.epoch < result.final_epoch * (1 - FINAL_STEP_TOLERANCE) - 1e-9:
+            return f"{source} is from epoch {found.epoch:g}, but training went to epoch {result.final_epoch:g}; {fix}"
+        return ""
+    if found.mtime is not None and result.final_step_at is not None:
+        early = result.final_step_at - found.mtime
+        if early > RESULT_MTIME_SLACK_S:
+            return (f"{source} was last written {early:.1f}s before the output first reported step "
+                    f"{result.final_step}; {fix}")
+    return ""
+
+
+def expected_lines(io: TrainerIO) -> str:
+    """What an evaluation line looks like to this session, for the message of a run that printed none."""
+    if io.line_pattern:
+        return f"lines matching exprun_line_pattern {io.line_pattern!r}"
+    return DEFAULT_EXPECTED

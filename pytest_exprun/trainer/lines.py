@@ -13,26 +13,97 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-#: ``Step 240 | val_loss: 1.9876 | ...``: the protocol records the val_loss at the highest step.
-STEP_LINE = re.compile(r"^\s*Step\s+(\d+)\s*\|\s*val_loss:\s*([^\s|]+)")
-#: Any line that reports a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``):
-#: how far training went, so that a final evaluation can be told from an early one.
-PROGRESS_LINE = re.compile(r"^\s*(?:step|iter)\s+(\d+)\b", re.IGNORECASE)
+#: A step number, its digits maybe grouped by threes with ``,``, ``_`` or a space (``1,000``,
+#: ``1_000``, ``1 000``); a ``.`` is never read as a separator (``1.000`` is not a step).
+STEP_NUMBER = r"(?:\d{1,3}(?:[,_ \u00a0\u202f\u2009]\d{3})+|\d+)(?![\d%]|\.\d)"
+#: ``Step 240 | val_loss: 1.9876 | ...`` anywhere in a line (after a logging prefix, a progress
+#: bar's text or a colour code): the protocol records the val_loss at the highest step. Also
+#: ``step: 240, val_loss=1.98``, ``Step 240/500 | lr: 3e-4 | val_loss 1.98``: the step, then up
+#: to 16 fields separated by ``|`` or ``,``, one of them the val_loss.
+STEP_LINE = re.compile(
+    r"(?<![A-Za-z])step\s*[:=#]?\s*(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\s*[|,]"
+    r"(?:[^|,]*[|,]){0,16}?\s*val_loss\s*[:=]?\s*(?P<value>[^\s|;]+)",
+    re.IGNORECASE,
+)
+#: Any mention of a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``,
+#: tqdm's postfix ``step=250``, ``'global_step': 250``) anywhere in a line: how far training
+#: went, so that a final evaluation can be told from an early one.
+PROGRESS_LINE = re.compile(
+    r"(?<![\w.])(?:global_step|step|iter|iteration)\b['\"]?\s*[:=#]?\s*(" + STEP_NUMBER + ")",
+    re.IGNORECASE,
+)
+#: An epoch (``Epoch 3/10``, ``'epoch': 2.96``): how far a trainer that counts epochs went.
+EPOCH = re.compile(r"(?<![\w.])epoch\b['\"]?\s*[:=]?\s*(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
+#: A line that names a validation loss and gives it a number within a few characters
+#: (``val_loss: 2.0``, ``val loss 2,0``, ``'eval_loss': 2.0``, ``Validation loss (step 1,000): 2.01``):
+#: if no parser took it, an evaluation may have been missed.
+METRIC_MENTION = re.compile(
+    r"(?<![^\W_])(?:e?val|validation)[ _/-]?loss\b[^|\d\n]{0,24}?[-+]?(?:\d|\.\d|nan\b|inf)",
+    re.IGNORECASE,
+)
+#: Terminal escape sequences: CSI (colours, erase line, cursor moves), OSC (titles, hyperlinks),
+#: and the other two-byte escapes; then any control character but a tab.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"          # CSI: ESC [ params intermediates final
+    r"|\x9b[0-?]*[ -/]*[@-~]"            # the same, as one C1 byte
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\|$)"  # OSC: ESC ] ... BEL or ST
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\|$)"    # DCS, SOS, PM, APC: ... ST
+    r"|\x1b[ -/]*[0-~]"                 # other escapes (charset, keypad, ESC 7 / ESC 8)
+    r"|[\x00-\x08\x0b-\x1f\x7f]"
+)
+
+#: Whether a line needs ``_ESCAPES`` at all: most lines hold no control character.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 
 MAX_LINE_CHARS = 2000
 
 LineParser = Callable[[str], tuple[int, float] | None]
 
 
+def plain(text: str) -> str:
+    """``text`` as a reader sees it: terminal escape sequences and control characters removed."""
+    return _ESCAPES.sub("", text) if _CONTROL.search(text) else text
+
+
+def step_number(text: str) -> int:
+    """A step as printed (``1,000``, ``1_000``, ``1 000``) as an integer; raises ``ValueError``."""
+    return int(re.sub(r"[,_ \u00a0\u202f\u2009]", "", text))
+
+
 def parse_step_line(line: str) -> tuple[int, float] | None:
     """(step, val_loss) from a trainer's evaluation line, or None for any other line."""
-    match = STEP_LINE.match(line)
+    low = line.lower()
+    if "val_loss" not in low or "step" not in low:  # most lines: no regex search at all
+        return None
+    match = STEP_LINE.search(line)
     if match is None:
         return None
     try:
-        return int(match.group(1)), float(match.group(2))
+        return step_number(match.group("step")), float(match.group("value").rstrip(","))
     except ValueError:
         return None
+
+
+def progress_step(line: str) -> int | None:
+    """The highest step a line reports, or None when it names none."""
+    low = line.lower()
+    if "step" not in low and "iter" not in low:
+        return None
+    steps = [step_number(m.group(1)) for m in PROGRESS_LINE.finditer(line)]
+    return max(steps) if steps else None
+
+
+def progress_epoch(line: str) -> float | None:
+    """The highest epoch a line reports, or None when it names none."""
+    if "epoch" not in line.lower():
+        return None
+    epochs = [float(m.group(1)) for m in EPOCH.finditer(line)]
+    return max(epochs) if epochs else None
+
+
+def mentions_metric(line: str) -> bool:
+    """Whether a line gives a validation loss a number, parsed or not."""
+    return "loss" in line.lower() and METRIC_MENTION.search(line) is not None
 
 
 def log_lines(path: Path) -> Iterator[str]:
@@ -48,7 +119,9 @@ class _LineSplitter:
     """Split a byte stream into text lines, keeping at most ``MAX_LINE_CHARS`` of each.
 
     A line ends at ``\n``, ``\r\n`` or a lone ``\r``: progress bars (tqdm) redraw with ``\r``,
-    and an evaluation printed after one must still start a line of its own.
+    and an evaluation printed after one must still start a line of its own. Terminal escape
+    sequences are removed from each line (see ``plain``), so that parsers, the echo and the
+    failure messages see the text a terminal would show.
     """
 
     def __init__(self) -> None:
@@ -80,7 +153,7 @@ class _LineSplitter:
         self._partial += piece[: max(room, 0)]
 
     def _take(self) -> str:
-        text = self._partial.decode("utf-8", "replace")
+        text = plain(self._partial.decode("utf-8", "replace"))
         if self._overflow or len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " [line truncated]"
         self._partial.clear()

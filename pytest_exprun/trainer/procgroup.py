@@ -25,13 +25,17 @@ _run_tokens: weakref.WeakKeyDictionary[subprocess.Popen[bytes], bytes] = weakref
 
 
 def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen[bytes]:
-    """Start a trainer in its own process group (so it can be ended with its children), output merged."""
+    """Start a trainer in its own process group (so it can be ended with its children).
+
+    stdout and stderr are two pipes, read as two streams: merged, a progress bar left open on
+    one would glue itself onto the start of an evaluation line printed on the other.
+    """
     token = uuid.uuid4().hex
     proc = subprocess.Popen(
         argv,
         stdin=stdin,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env, RUN_TOKEN_ENV: token},
         cwd=cwd,

@@ -7,7 +7,10 @@ children it started. Its output is read in chunks and split into capped lines (s
 gigabytes, one line of 100 MB or a million evaluations costs bounded memory.
 
 The value recorded for a run is its final evaluation: the val_loss at the highest step
-printed, which must be at (or within 1% of) the last step the trainer reports.
+printed, which must be at (or within 1% of) the last step the trainer reports. stdout and
+stderr are read as two streams, so a progress bar left open on one never glues onto an
+evaluation printed on the other; a line that names the val_loss at a later step than the one
+recorded but cannot be parsed fails the run, so an earlier value is never recorded silently.
 """
 
 from __future__ import annotations
@@ -26,7 +29,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .lines import PROGRESS_LINE, LineParser, _LineSplitter, parse_step_line
+from .lines import (
+    LineParser,
+    _LineSplitter,
+    mentions_metric,
+    parse_step_line,
+    progress_epoch,
+    progress_step,
+)
 from .procgroup import end_process, start_process
 
 TAIL_LINES = 20
@@ -37,6 +47,8 @@ MAX_CURVE_POINTS = 1000
 FINAL_STEP_TOLERANCE = 0.01
 #: After the trainer exits, how long to wait for children still holding its output open.
 ORPHAN_GRACE_S = 1.0
+#: How much of a line a failure message quotes.
+QUOTE_CHARS = 200
 
 
 class Failure(str, Enum):
@@ -50,13 +62,17 @@ class Failure(str, Enum):
     NON_FINITE = "printed a non-finite val_loss"
     NOT_FINAL = "did not evaluate at its final step"
     ONLY_STEP_ZERO = "evaluated only at step 0, before any training"
+    UNPARSED = "printed a val_loss exprun could not read"
+    STALE_RESULT = "left a result file from before its last step"
+    LOG_CUT_SHORT = "had its log cut short"
     CANCELLED = "was cancelled"
     NOT_STARTED = "could not be started"
     WORKER_LOST = "worker exited in the middle of the run"
 
 
 #: Failures decided by what the trainer printed, rather than by how its process ended.
-EVALUATION_FAILURES = frozenset({Failure.NO_VAL_LOSS, Failure.NON_FINITE, Failure.NOT_FINAL, Failure.ONLY_STEP_ZERO})
+EVALUATION_FAILURES = frozenset({Failure.NO_VAL_LOSS, Failure.NON_FINITE, Failure.NOT_FINAL, Failure.ONLY_STEP_ZERO,
+                                 Failure.UNPARSED})
 
 
 @dataclass(frozen=True)
@@ -89,13 +105,24 @@ class RunResult:
     #: The step of the recorded evaluation, and the highest step the trainer reported.
     eval_step: int | None = None
     final_step: int | None = None
+    #: What the failure message adds: the line that could not be read, why a result file is
+    #: stale, why the log was cut short.
+    detail: str = ""
+    #: When (``time.time()``) the output first reported a step at the final one (within the
+    #: tolerance), and the highest epoch it reported: what a result file is checked against.
+    final_step_at: float | None = None
+    final_epoch: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.failure is None
 
-    def describe_failure(self) -> str:
-        """One message naming what happened, with the trainer's last lines."""
+    def describe_failure(self, expected: str | None = None) -> str:
+        """One message naming what happened, with the trainer's last lines.
+
+        ``expected``: what an evaluation line looks like to this session (a custom
+        ``exprun_line_pattern``), quoted when none was found.
+        """
         if self.failure is None:
             return ""
         what = f"{self.spec.label}: trainer {self.failure.value}"
@@ -108,7 +135,9 @@ class RunResult:
         elif self.failure is Failure.NON_FINITE:
             what += f" ({self.val_loss}); the run diverged"
         elif self.failure is Failure.NO_VAL_LOSS:
-            what += " (expected lines like 'Step 240 | val_loss: 1.9876 | ...')"
+            what += f" (expected {expected or DEFAULT_EXPECTED})"
+        elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT):
+            what += f" ({self.detail or 'a line names the val_loss at a later step than the last one read; see the log'})"
         elif self.failure is Failure.NO_RESULT:
             what += f" ({self.where or 'see exprun_result'})"
         elif self.failure is Failure.NOT_FINAL:
@@ -124,6 +153,10 @@ class RunResult:
         return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"
 
 
+#: What the default parser reads, for the message of a run in which it found nothing.
+DEFAULT_EXPECTED = "lines like 'Step 240 | val_loss: 1.9876 | ...'"
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -134,8 +167,9 @@ def _signal_name(number: int) -> str:
 class RunLog:
     """The run's log file, capped: past the cap only a marker is written, and the tail at the end.
 
-    A log that cannot be written (a full disk) does not stop the run: the error is kept
-    and reported with the run's last lines, which are kept in memory anyway.
+    A log that cannot be written (a full disk, a file-size limit) does not stop the run, but
+    it fails it: the log is the run's record. The log's last few KiB are given up to say so
+    in the log itself, where a reader of the file looks.
     """
 
     def __init__(self, path: Path, limit: int) -> None:
@@ -146,6 +180,16 @@ class RunLog:
         self._written = 0
         self.truncated = False
         self.error: OSError | None = None
+        # Which stream's output the log ends in the middle of a line of (None: at a line end).
+        self._open_line: int | None = None
+
+    def write_from(self, stream: int, data: bytes) -> None:
+        """Output of one of the trainer's streams: a line the other one left open is ended first,
+        so that the log, read again, gives the lines the live streams gave."""
+        if self._open_line is not None and self._open_line != stream:
+            self.write(b"\n")
+        self.write(data)
+        self._open_line = None if data.endswith((b"\n", b"\r")) else stream
 
     def write(self, data: bytes) -> None:
         if self.truncated or self.error is not None:
@@ -166,6 +210,26 @@ class RunLog:
                 view = view[self._file.write(view) or 0 :]
         except OSError as exc:
             self.error = exc
+            self._mark_cut_short()
+
+    def _mark_cut_short(self) -> None:
+        """Say in the log where it stops: make room by dropping its last whole blocks (a full
+        disk or a file-size limit leaves none), then write the marker there."""
+        marker = f"\n[exprun: the log was cut short here: {self.describe_error()}; the run failed]\n".encode()
+        try:
+            end = self._file.tell()
+            keep = max(0, (end - 8192) // 4096 * 4096)
+            self._file.truncate(keep)
+            self._file.seek(keep)
+            self._file.write(marker)
+        except OSError:
+            pass  # the marker is a courtesy; the run fails on self.error either way
+
+    def describe_error(self) -> str:
+        """The write error in a few words (``No space left on device``), or ""."""
+        if self.error is None:
+            return ""
+        return self.error.strerror or str(self.error)
 
     def close(self, tail: deque[str]) -> None:
         if self.truncated and self.error is None:
@@ -175,13 +239,15 @@ class RunLog:
         except OSError as exc:
             self.error = self.error or exc
         if self.error is not None:
-            tail.append(f"[exprun: the log file could not be written: {self.error}]")
+            tail.append(f"[exprun: the log file could not be written: {self.describe_error()}]")
 
 
 
 class OutputReader:
-    """A child's merged stdout/stderr: raw bytes to the run's log, capped lines to the caller.
+    """A child's stdout and stderr, each split into capped lines of its own; raw bytes to the run's log.
 
+    Two streams, not one: a progress bar redrawn with ``\r`` on stderr and still open when
+    an evaluation is printed on stdout must not become the start of the evaluation's line.
     ``log`` may be swapped between reads: a warm worker's output belongs to one run after another.
     """
 
@@ -189,29 +255,44 @@ class OutputReader:
         assert proc.stdout is not None
         self.proc = proc
         self.log = log
-        self._fd = proc.stdout.fileno()
-        self._splitter = _LineSplitter()
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._fd, selectors.EVENT_READ)
+        # stderr first: what a run printed there comes before the marker a warm worker prints on stdout.
+        self._splitters: dict[int, _LineSplitter] = {}
+        for pipe in (proc.stderr, proc.stdout):
+            if pipe is not None:
+                self._splitters[pipe.fileno()] = _LineSplitter()
+                self._selector.register(pipe.fileno(), selectors.EVENT_READ)
+        self._open = set(self._splitters)
 
     def read(self, timeout: float) -> list[str] | None:
         """The lines completed within ``timeout`` seconds (maybe none); None once the output has ended."""
-        if not self._selector.select(timeout=timeout):
-            return []
-        data = os.read(self._fd, 1 << 16)
-        if not data:
+        if not self._open:
             return None
-        self.log.write(data)
-        return self._splitter.feed(data)
+        ready = {key.fd for key, _ in self._selector.select(timeout=timeout)}
+        lines: list[str] = []
+        for fd, splitter in self._splitters.items():
+            if fd not in ready:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                self._selector.unregister(fd)
+                self._open.discard(fd)
+                continue
+            self.log.write_from(fd, data)
+            lines += splitter.feed(data)
+        if not lines and not self._open:
+            return None
+        return lines
 
     def rest(self) -> list[str]:
-        """A last line the child left unterminated."""
-        return self._splitter.flush()
+        """The last lines the child left unterminated."""
+        return [line for splitter in self._splitters.values() for line in splitter.flush()]
 
     def close(self) -> None:
         self._selector.close()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 class Evaluations:
@@ -222,16 +303,23 @@ class Evaluations:
     ``cap`` finite points are kept as they come; past that every other point is dropped
     and only every 2nd, 4th, ... later one is taken, so the curve stays evenly thinned.
     Non-finite intermediate values are left out of the curve (they cannot be stored as
-    JSON); only a non-finite *final* value fails the run.
+    JSON); only a non-finite *final* value fails the run. With ``timed``, the wall-clock
+    time at which the output reached its final step is kept, to tell a stale result file by.
     """
 
-    def __init__(self, cap: int = MAX_CURVE_POINTS) -> None:
+    def __init__(self, cap: int = MAX_CURVE_POINTS, timed: bool = False) -> None:
         self.cap = max(cap, 2)
         self.final: tuple[int, float] | None = None
         self.final_step: int | None = None
+        self.final_epoch: float | None = None
         self.count = 0
+        #: The line at the highest step that names a val_loss no parser read, and that step.
+        self.unparsed: tuple[int | None, str] | None = None
         self._points: list[tuple[int, float]] = []
         self._stride = 1
+        self._timed = timed
+        # Each new highest step and when it was first seen, the ones below the final window dropped.
+        self._reached: deque[tuple[int, float]] = deque()
 
     def add(self, step: int, value: float) -> None:
         """One evaluation line."""
@@ -250,6 +338,36 @@ class Evaluations:
         """Any line that says training reached ``step``."""
         if self.final_step is None or step > self.final_step:
             self.final_step = step
+            if self._timed:
+                self._reached.append((step, time.time()))
+                while self._reached[0][0] < step - _tolerance(step):
+                    self._reached.popleft()
+
+    def saw_epoch(self, epoch: float) -> None:
+        if self.final_epoch is None or epoch > self.final_epoch:
+            self.final_epoch = epoch
+
+    def saw_unparsed(self, line: str, step: int | None) -> None:
+        """A line that names a val_loss with a number, which no parser read; ``step``: its own or the last seen."""
+        if self.unparsed is None or (step is not None and (self.unparsed[0] is None or step >= self.unparsed[0])):
+            quoted = line.strip()
+            if len(quoted) > QUOTE_CHARS:
+                quoted = quoted[:QUOTE_CHARS] + "..."
+            self.unparsed = (step, quoted)
+
+    def note(self, line: str, parse_line: LineParser) -> None:
+        """One line of output: an evaluation, a step or epoch reached, or a val_loss no parser read."""
+        parsed = parse_line(line)
+        if parsed is not None:
+            self.add(*parsed)
+        step = progress_step(line)
+        if step is not None:
+            self.saw_step(step)
+        epoch = progress_epoch(line)
+        if epoch is not None:
+            self.saw_epoch(epoch)
+        if parsed is None and mentions_metric(line):
+            self.saw_unparsed(line, step if step is not None else self.final_step)
 
     @property
     def val_loss(self) -> float | None:
@@ -258,6 +376,11 @@ class Evaluations:
     @property
     def eval_step(self) -> int | None:
         return None if self.final is None else self.final[0]
+
+    @property
+    def final_step_at(self) -> float | None:
+        """When the output first reported a step within the tolerance of the final one."""
+        return self._reached[0][1] if self._reached else None
 
     @property
     def curve(self) -> tuple[tuple[int, float], ...]:
@@ -269,6 +392,8 @@ class Evaluations:
 
     def problem(self) -> Failure | None:
         """Why this run's evaluations cannot stand for the trained model, or None."""
+        if self._unparsed_later():
+            return Failure.UNPARSED
         if self.final is None:
             return Failure.NO_VAL_LOSS
         step, value = self.final
@@ -277,27 +402,41 @@ class Evaluations:
         if step == 0:
             return Failure.ONLY_STEP_ZERO
         assert self.final_step is not None
-        if self.final_step - step > max(1, math.floor(self.final_step * FINAL_STEP_TOLERANCE)):
+        if self.final_step - step > _tolerance(self.final_step):
             return Failure.NOT_FINAL
         return None
+
+    def _unparsed_later(self) -> bool:
+        if self.unparsed is None:
+            return False
+        if self.final is None:
+            return True
+        step = self.unparsed[0]
+        return step is not None and step > self.final[0]
+
+    def detail(self) -> str:
+        """What the message of an ``UNPARSED`` failure adds: the line, quoted, and what to do."""
+        if self.unparsed is None:
+            return ""
+        step, line = self.unparsed
+        at = f"at step {step} " if step is not None else ""
+        after = (f", so the last val_loss read would be the one at step {self.final[0]}"
+                 if self.final is not None else "")
+        return (f"{at}it printed {line!r}, which names a val_loss but did not parse{after}; print it as "
+                "'Step N | val_loss: X' or make exprun_line_pattern match it")
+
+
+def _tolerance(final_step: int) -> int:
+    """How many steps before the final one the final evaluation may lie."""
+    return max(1, math.floor(final_step * FINAL_STEP_TOLERANCE))
 
 
 def parse_lines(lines: Iterable[str], parse_line: LineParser = parse_step_line) -> Evaluations:
     """The evaluations in a finished run's lines (its log read again, e.g. on a cluster)."""
     evals = Evaluations()
     for line in lines:
-        _note(evals, parse_line, line)
+        evals.note(line, parse_line)
     return evals
-
-
-def _note(evals: Evaluations, parse_line: LineParser, line: str) -> None:
-    parsed = parse_line(line)
-    if parsed is not None:
-        evals.add(*parsed)
-        return
-    progress = PROGRESS_LINE.match(line)
-    if progress is not None:
-        evals.saw_step(int(progress.group(1)))
 
 
 class RunLines:
@@ -305,14 +444,14 @@ class RunLines:
 
     def __init__(self, on_line: Callable[[str], None] | None, parse_line: LineParser) -> None:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.evals = Evaluations()
+        self.evals = Evaluations(timed=True)
         self._on_line = on_line
         self._parse_line = parse_line
 
     def __call__(self, lines: list[str]) -> None:
         for line in lines:
             self.tail.append(line)
-            _note(self.evals, self._parse_line, line)
+            self.evals.note(line, self._parse_line)
             if self._on_line is not None:
                 self._on_line(line)
 
@@ -339,12 +478,21 @@ def classify(stopped: Failure | None, returncode: int | None, evals: Evaluations
 
 
 def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int | None,
-              failure: Failure | None, started_at: float, where: str = "") -> RunResult:
-    """The ``RunResult`` of a run whose output went to ``lines``."""
+              failure: Failure | None, started_at: float, where: str = "", log: RunLog | None = None) -> RunResult:
+    """The ``RunResult`` of a run whose output went to ``lines`` (and its bytes to ``log``, closed).
+
+    A log that could not be written fails a run that would otherwise stand.
+    """
     evals = lines.evals
+    detail = evals.detail() if failure is Failure.UNPARSED else ""
+    if log is not None and log.error is not None and (failure is None or failure in EVALUATION_FAILURES):
+        failure = Failure.LOG_CUT_SHORT
+        detail = (f"{log.describe_error()} while writing {spec.log_path}; the run's record would be "
+                  "incomplete: free disk space or raise the file-size limit (ulimit -f), then run it again")
     return RunResult(spec=spec, val_loss=evals.val_loss, wall_time=wall_time, curve=evals.curve,
                      returncode=returncode, failure=failure, tail=tuple(lines.tail), started_at=started_at,
-                     where=where, eval_step=evals.eval_step, final_step=evals.final_step)
+                     where=where, eval_step=evals.eval_step, final_step=evals.final_step, detail=detail,
+                     final_step_at=evals.final_step_at, final_epoch=evals.final_epoch)
 
 
 def wait_for_exit(proc: subprocess.Popen[bytes], started: float, timeout: float | None,
@@ -433,4 +581,5 @@ def run_trainer(
     returncode = proc.wait()
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
-    return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start)
+    return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
+                     log=log)
