@@ -10,7 +10,7 @@ import pytest
 if TYPE_CHECKING:
     from .executors import Executor
     from .settings import Settings
-    from .store import RunRecord
+    from .model import RunRecord
 
 
 @pytest.hookspec(firstresult=True)

@@ -15,7 +15,7 @@ from .decide import protocol
 from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
 from .trainer.runner import RunResult
 from .settings import Settings
-from .store import RunRecord
+from .model import RunRecord
 
 
 def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:

@@ -26,11 +26,10 @@ from .decide.sequential_design import SEEDS
 from .experiments import Experiment
 from .settings import Settings
 from .trainer.interface import run_environment, with_result_file
+from .model import BaselineSnapshot, RunRecord, Setup
 from .store import (
-    RunRecord,
     RunStore,
     SessionLock,
-    Setup,
     fresh_dir,
     git_commit,
     refuse_links,
@@ -60,7 +59,7 @@ class ProtocolSession:
         #: Runs an eager executor finished (and that were stored) before their test asked.
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
         self.records: dict[str, dict[int, RunRecord]] = {}
-        self.snapshot: baseline.Snapshot | None = None
+        self.snapshot: BaselineSnapshot | None = None
         self.reused = False
         self.failed: dict[tuple[str, int], str] = {}
         self.counter = RunCounter()
@@ -169,7 +168,7 @@ class ProtocolSession:
         """A result for this seed from this session or an earlier one (the store)."""
         found = self.records.get(group, {}).get(seed)
         if found is None and group != CONTROL:
-            found = self.store.load(group, self.setup(group).key(), seed)
+            found = self.store.record(group, self.setup(group).key(), seed)
             if found is not None:
                 self.records.setdefault(group, {})[seed] = found
         return found
@@ -305,7 +304,7 @@ class ProtocolSession:
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
                                 self.terminal.rel(result.spec.log_path))
         try:
-            self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)
+            self.store.save_record(record)  # a control run is stored too, but never reused (see ``_known``)
         except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
@@ -333,9 +332,9 @@ class ProtocolSession:
         setup = self.setup(BASELINE)
         if self.snapshot is None:
             measured = max((r.finished_at for r in runs.values()), default="") or now()
-            self.snapshot = baseline.Snapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
+            self.snapshot = BaselineSnapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
             try:
-                baseline.save_snapshot(self.store, self.snapshot)
+                self.store.save_snapshot(self.snapshot)
             except OSError as exc:
                 raise ProtocolFailure(f"could not store the baseline snapshot ({exc}); its runs are stored, "
                                       "run the same command again") from None

@@ -20,7 +20,8 @@ from .reports.publish import DECISION, Publisher, compare_runs, now
 from .decide.sequential import LookDecision
 from .decide.sequential_design import SEEDS
 from .settings import SEQUENTIAL, Settings
-from .store import RunRecord, RunStore, Setup
+from .model import Decision, RunRecord, Setup
+from .store import RunStore
 from .terminal import Outcome
 
 Values = Callable[[str, Iterable[int]], tuple[list[RunRecord], list[int]]]
@@ -55,10 +56,10 @@ class Judge:
     def check_names(self) -> None:
         """A report name is never silently reused for different flags, in this session or an earlier one."""
         for exp in self.settings.experiments:
-            stored = self.store.load_result(DECISION, exp.name)
-            if stored is not None and list(stored.get("flags", [])) != list(exp.flags):
+            stored = self.store.decision(exp.name)
+            if stored is not None and stored.flags != tuple(exp.flags):
                 raise pytest.UsageError(
-                    f"the report name {exp.name!r} already holds the experiment {' '.join(stored.get('flags', []))!r}, "
+                    f"the report name {exp.name!r} already holds the experiment {' '.join(stored.flags)!r}, "
                     f"not {' '.join(exp.flags)!r}; choose another with --experiment-name"
                 )
 
@@ -123,13 +124,14 @@ class Judge:
             "verdict": cmp.verdict.value,
             **(extra or {}),
         }
-        stored = self.store.load_result(DECISION, exp.name)
-        if stored is not None and all(stored.get(k) == v for k, v in data.items()):
-            data["git_commit"], data["decided_at"] = stored.get("git_commit"), stored.get("decided_at", now())
+        stored = self.store.decision(exp.name)
+        stored_data = None if stored is None else stored.to_json()
+        if stored_data is not None and all(stored_data.get(k) == v for k, v in data.items()):
+            data["git_commit"], data["decided_at"] = stored_data.get("git_commit"), stored_data.get("decided_at", now())
         else:
             data["git_commit"], data["decided_at"] = self.commit, now()
         try:
-            self.store.save_result(DECISION, exp.name, data)
+            self.store.save_decision(Decision.from_json(exp.name, data))
         except OSError as exc:
             self._no_verdict(exp, cmp, f"could not store the decision ({exc}); its runs are stored, "
                              "run the same command again")

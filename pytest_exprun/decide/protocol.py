@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .._lazy import LazyModule
+from ..model import Verdict
 from .stats import Summary, cohens_d, effect_size_label, holm_adjust, percent_faster, welch_test
 
 sps = LazyModule("scipy.stats")
@@ -61,12 +62,6 @@ class ProtocolFailure(Exception):
 
 class ProtocolError(ValueError):
     """Input the protocol cannot accept; the message says what to change."""
-
-
-class Verdict(str, Enum):
-    WINNER = "WINNER"
-    NEUTRAL = "NEUTRAL"
-    LOSER = "LOSER"
 
 
 class Significance(str, Enum):

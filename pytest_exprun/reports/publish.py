@@ -26,7 +26,8 @@ from . import plots, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import BASELINE, Comparison, ProtocolFailure, Verdict
 from ..settings import Settings
-from ..store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
+from ..model import RunRecord, to_json_text
+from ..store import RunStore, StoreWarning, atomic_write_text, set_aside
 
 #: The kind under which each experiment's decision is stored (see ``RunStore.save_result``).
 DECISION = "experiment"
@@ -64,21 +65,8 @@ def compare_runs(base: list[RunRecord], runs: list[RunRecord]) -> Comparison:
     )
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: enums by value, tuples as lists, NaN and infinities as null."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def to_json(data: dict[str, Any]) -> str:
-    return json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
+    return to_json_text(data)
 
 
 class Publisher:
@@ -134,7 +122,8 @@ class Publisher:
     def family(self, baseline_key: str) -> list[Decided]:
         """Every stored decision at this scale against this baseline, with its runs, by name."""
         found = []
-        for data in self.store.iter_results(DECISION):
+        for stored in self.store.decisions():
+            data = {"name": stored.name, **stored.to_json()}
             try:
                 if data["baseline_key"] != baseline_key:
                     continue
