@@ -18,6 +18,7 @@ from .executors import BUILTIN
 from .items import SeedRun, build_items
 from .trainer.lines import parse_step_line
 from .session import ProtocolSession
+from .verdicts import FixedRule, SequentialRule
 
 PLUGIN_NAME = "exprun-protocol"
 #: The markers each kind of protocol item carries (see ``items.build_items``).
@@ -157,6 +158,8 @@ class ProtocolPlugin:
         self.config = config
         self.settings = settings
         self.protocol = ProtocolSession(config, settings)
+        config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
+        config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
 
     @pytest.hookimpl(trylast=True)

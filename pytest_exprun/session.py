@@ -18,8 +18,9 @@ from . import baseline, newhooks, runs
 from .trainer import fingerprint
 from .decide import looks, protocol, stats
 from .executors import Executor, ExecutorError, RunHandle
-from .decide.protocol import BASELINE, CONTROL, ProtocolFailure
-from .reports.publish import Publisher, now
+from .decide.decision import control_check
+from .decide.protocol import BASELINE, CONTROL, ControlCheck, ProtocolFailure
+from .reports.publish import Publisher
 from .trainer.runner import Failure, RunResult, RunSpec
 from .decide.sequential import Decision
 from .decide.sequential_design import SEEDS
@@ -32,6 +33,7 @@ from .store import (
     SessionLock,
     fresh_dir,
     git_commit,
+    now,
     refuse_links,
     remove_tree,
 )
@@ -51,7 +53,7 @@ class ProtocolSession:
         self.store = RunStore(settings.state_dir, settings.scale)
         self.lock = SessionLock(settings.state_dir / "lock")
         self.terminal = Terminal(config, settings.rootdir)
-        self.publisher = Publisher(settings, self.store, self._work, self.terminal.rel)
+        self.publisher = Publisher(settings, self._work, self.terminal.rel)
         self.terminal.is_evaluation = self._is_evaluation
         self.executor: Executor | None = None
         self.aside: aside.Aside | None = None
@@ -68,8 +70,9 @@ class ProtocolSession:
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
-        self.judge = Judge(settings, self.store, self.publisher, self._values, self.setup, self._work,
-                           self.terminal.say, lambda: self.failed.get((CONTROL, protocol.CONTROL_SEED)))
+        #: The control run's check against the stored baseline, part of this session's decisions.
+        self.control: ControlCheck | None = None
+        self.judge: Judge | None = None
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
@@ -88,7 +91,9 @@ class ProtocolSession:
                 f"another exprun session is using {self.settings.research_dir} "
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"
             )
-        self._commit = self.judge.commit = git_commit(self.settings.rootdir)
+        self._commit = git_commit(self.settings.rootdir)
+        self.judge = Judge(self.config, self.settings, self.store, self.publisher, self, self.terminal, self._work,
+                           self._commit)
         self.judge.check_names()
         found = self.setup(BASELINE) and self._fingerprints[BASELINE]
         if found.empty:
@@ -176,7 +181,7 @@ class ProtocolSession:
     def collected(self, group: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
         return {s: r for s in seeds if (r := self._known(group, s)) is not None}
 
-    def _values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
+    def values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
         seeds = list(seeds)
         have = self.collected(group, seeds)
         return [have[s] for s in seeds if s in have], [s for s in seeds if s not in have]
@@ -343,16 +348,14 @@ class ProtocolSession:
 
     def run_control(self, seed: int) -> RunRecord:
         """Run the baseline's setup afresh and fail when it no longer matches the stored baseline."""
-        base, missing = self._values(BASELINE, self.settings.baseline_seeds)
+        base, missing = self.values(BASELINE, self.settings.baseline_seeds)
         if missing:
             raise ProtocolFailure(
                 f"cannot check the control run: baseline seed(s) {', '.join(map(str, missing))} not measured"
             )
         outcome = self.run_seed(CONTROL, seed)
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
-        b = stats.summarize([r.val_loss for r in base])
-        same_seed = next((r.val_loss for r in base if r.seed == seed), None)
-        self.judge.control = check = protocol.check_control(b, record.val_loss, same_seed)
+        self.control = check = control_check(base, record)
         if not check.ok:
             message = (
                 f"control run (seed {seed}, no experiment flags): {check.message}: the baseline in "
@@ -365,6 +368,7 @@ class ProtocolSession:
 
     # -------------------------------------------------------------- decisions
     def run_extension_seed(self, name: str, seed: int) -> RunRecord | str:
+        assert self.judge is not None
         decision = self.judge.extension(name)
         if isinstance(decision, str):
             return decision
@@ -378,11 +382,13 @@ class ProtocolSession:
         return self.run_seed(name, seed)
 
     def verdict(self, name: str) -> Outcome:
-        return self.judge.verdict(name)
+        assert self.judge is not None
+        return self.judge.verdict(name, self.control, self.failed.get((CONTROL, protocol.CONTROL_SEED)))
 
     # ------------------------------------------------------ the sequential mode
     def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:
         """A seed of a later look: it runs only when the decision at the look before is CONTINUE."""
+        assert self.judge is not None
         decisions = self.judge.look_decisions(look - 1)
         if isinstance(decisions, str):
             return f"cannot decide whether look {look + 1} is needed while {decisions} are missing"
@@ -406,8 +412,9 @@ class ProtocolSession:
         return func(*args) if self.aside is None else self.aside.call(func, *args)
 
     def summary_lines(self) -> list[str]:
-        base, missing = self._values(BASELINE, self.settings.baseline_seeds)
+        base, missing = self.values(BASELINE, self.settings.baseline_seeds)
         summary = stats.summarize([r.val_loss for r in base]) if base else None
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
-        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.judge.outcomes,
+        outcomes = [] if self.judge is None else self.judge.outcomes
+        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, outcomes,
                              self.terminal.rel)

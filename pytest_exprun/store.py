@@ -119,6 +119,11 @@ def set_aside(path: Path, why: str) -> Path:
     return target
 
 
+def now() -> str:
+    """The local time a result is stored at, as the reports print it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
