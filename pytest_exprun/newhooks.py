@@ -65,7 +65,7 @@ def pytest_exprun_run_finished(config: pytest.Config, record: "RunRecord") -> No
 
 def call(config: pytest.Config, name: str, **kwargs: Any) -> Any:
     """Call one of exprun's hooks; an exception in a user's implementation becomes a ``ProtocolFailure``."""
-    from .decide.protocol import ProtocolFailure
+    from .names import ProtocolFailure
 
     try:
         return getattr(config.hook, name)(config=config, **kwargs)
