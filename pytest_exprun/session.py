@@ -9,6 +9,7 @@ becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then repo
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pytest
@@ -17,7 +18,7 @@ from .reports import aside
 from . import baseline, newhooks, runs
 from .trainer import fingerprint
 from .decide import looks, protocol, stats
-from .executors import Executor, ExecutorError, RunHandle
+from .executors import Executor, RunHandle
 from .decide.decision import control_check
 from .decide.protocol import BASELINE, CONTROL, ControlCheck, ProtocolFailure
 from .reports.publish import Publisher
@@ -26,7 +27,7 @@ from .decide.sequential import Decision
 from .decide.sequential_design import SEEDS
 from .experiments import Experiment
 from .settings import Settings
-from .trainer.interface import run_environment, with_result_file
+from .trainer.interface import with_result_file
 from .model import BaselineSnapshot, RunRecord, Setup
 from .store import (
     RunStore,
@@ -110,7 +111,7 @@ class ProtocolSession:
             have = self.collected(BASELINE, self.settings.baseline_seeds)
             self.reused = len(have) == len(self.settings.baseline_seeds)
             self._maybe_publish_baseline()
-        self.executor = self._make_executor()
+        self.executor = runs.make_executor(self.config, self.settings)
         pending = [item for item in items if self._known(item.group, item.seed) is None]
         for item in pending:
             self.counter.plan(item.group, item.conditional, getattr(item, "look", None))
@@ -124,18 +125,6 @@ class ProtocolSession:
             for item in pending:
                 if not item.conditional:
                     self._submit(item.group, item.seed)
-
-    def _make_executor(self) -> Executor:
-        try:
-            executor = self.config.hook.pytest_exprun_make_executor(config=self.config, settings=self.settings)
-        except ExecutorError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if executor is None:
-            raise pytest.UsageError(
-                f"no executor is called {self.settings.executor!r}: the built-in ones are local, warm, gpus and "
-                "slurm; another comes from a plugin or conftest.py implementing pytest_exprun_make_executor"
-            )
-        return executor  # type: ignore[no-any-return]
 
     def finish(self, cancel: bool) -> None:
         if self.executor is not None:
@@ -151,14 +140,11 @@ class ProtocolSession:
     def setup(self, group: str) -> Setup:
         """What defines this group's runs, fingerprinted once per session (flags can name config files)."""
         if group not in self._setups:
-            s = self.settings
-            flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-            found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
-            self._fingerprints[group] = found
-            # Non-default trainer I/O settings change what a run measures: part of the setup.
-            self._setups[group] = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens,
-                                        flags=flags, fingerprint=found.to_json())
+            self._setups[group], self._fingerprints[group] = runs.setup_of(self.settings, self._flags(group))
         return self._setups[group]
+
+    def _flags(self, group: str) -> tuple[str, ...]:
+        return () if group in (BASELINE, CONTROL) else self.experiment(group).flags
 
     def _setup_changed(self, group: str) -> list[str]:
         """What changed in the group's files since the session took its fingerprint (cheap)."""
@@ -187,28 +173,9 @@ class ProtocolSession:
         return [have[s] for s in seeds if s in have], [s for s in seeds if s not in have]
 
     def spec(self, group: str, seed: int) -> RunSpec:
-        s = self.settings
-        flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-        output_dir = runs.output_dir(s, group, seed)
-        template = s.trainer_io.argv
-        argv = [*s.argv_prefix(), *template.render(seed=seed, train_tokens=s.train_tokens, output_dir=output_dir),
-                *flags]
-        custom = self._hook("pytest_exprun_build_argv", group=group, seed=seed, argv=list(argv))
-        if custom is not None:
-            argv = [str(a) for a in custom]
-        key = self.setup(group).key()
-        return RunSpec(
-            label=f"{group}[seed{seed}]",
-            group=group,
-            seed=seed,
-            argv=tuple(argv),
-            output_dir=output_dir,
-            log_path=self.store.log_path(group, key, seed),
-            timeout=s.timeout,
-            env={**run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
-                 **runs.bytecode_cache_env(s)},
-            cwd=s.rootdir,
-        )
+        custom = functools.partial(self._hook, "pytest_exprun_build_argv", group=group, seed=seed)
+        return runs.spec_of(self.settings, group, seed, self._flags(group), custom,
+                            self.store.log_path(group, self.setup(group).key(), seed))
 
     def _hook(self, name: str, **kwargs: Any) -> Any:
         return newhooks.call(self.config, name, **kwargs)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .._lazy import LazyModule
-from ..names import DEFAULT_ALPHA, DEFAULT_LOOKS, DEFAULT_MIN_EFFECT, MAX_SEEDS, SEEDS, ProtocolError
+from ..names import DEFAULT_ALPHA, DEFAULT_LOOKS, DEFAULT_MIN_EFFECT, MAX_SEEDS, SEEDS, ProtocolError  # noqa: F401 - SEEDS re-exported
 
 special = LazyModule("scipy.special")
 
