@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .reports import render as report
-from .decide.protocol import BASELINE
+from .names import BASELINE
 from .model import BaselineSnapshot, Setup
 from .store import RunStore, set_aside
 

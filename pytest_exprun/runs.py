@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from .decide import protocol
+from . import names
 from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
 from .trainer.runner import RunResult, RunSpec
 from .settings import Settings
@@ -36,8 +36,9 @@ def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
     if isinstance(config, dict) and isinstance(config.get("preset"), str):
         found["preset"] = config["preset"]  # a tiny baseline never judges a small experiment
     one_time = metrics.get("one_time_s")
-    ok = isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf")
-    return found, float(one_time) if ok else 0.0
+    if isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf"):
+        return found, float(one_time)
+    return found, 0.0
 
 
 def bytecode_cache_env(settings: Settings) -> dict[str, str]:
@@ -53,7 +54,7 @@ def bytecode_cache_env(settings: Settings) -> dict[str, str]:
 def research_tag(research_dir: Path) -> str:
     """A folder name unique to a research dir, so two research dirs never share checkpoint dirs."""
     digest = hashlib.sha256(str(research_dir.resolve()).encode()).hexdigest()[:8]
-    return f"{protocol.safe_name(research_dir.name) or 'research'}-{digest}"
+    return f"{names.safe_name(research_dir.name) or 'research'}-{digest}"
 
 
 def output_dir(settings: Settings, group: str, seed: int) -> Path:

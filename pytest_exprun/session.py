@@ -17,14 +17,14 @@ import pytest
 from .reports import aside
 from . import baseline, newhooks, runs
 from .trainer import fingerprint
-from .decide import looks, protocol, stats
+from .decide import looks, stats
 from .executors import Executor, RunHandle
 from .decide.decision import control_check
-from .decide.protocol import BASELINE, CONTROL, ControlCheck, ProtocolFailure
+from .decide.protocol import ControlCheck
+from .names import BASELINE, CONTROL, CONTROL_SEED, SEEDS, ProtocolFailure
 from .reports.publish import Publisher
 from .trainer.runner import Failure, RunResult, RunSpec
 from .decide.sequential import Decision
-from .decide.sequential_design import SEEDS
 from .experiments import Experiment
 from .settings import Settings
 from .trainer.interface import with_result_file
@@ -96,7 +96,8 @@ class ProtocolSession:
         self.judge = Judge(self.config, self.settings, self.store, self.publisher, self, self.terminal, self._work,
                            self._commit)
         self.judge.check_names()
-        found = self.setup(BASELINE) and self._fingerprints[BASELINE]
+        self.setup(BASELINE)
+        found = self._fingerprints[BASELINE]
         if found.empty:
             self.terminal.say(f"nothing is fingerprinted for this setup: {'; '.join(found.notes) or 'no files found'}; "
                               "an edited trainer would not be noticed (add files with exprun_fingerprint_include)")
@@ -350,7 +351,7 @@ class ProtocolSession:
 
     def verdict(self, name: str) -> Outcome:
         assert self.judge is not None
-        return self.judge.verdict(name, self.control, self.failed.get((CONTROL, protocol.CONTROL_SEED)))
+        return self.judge.verdict(name, self.control, self.failed.get((CONTROL, CONTROL_SEED)))
 
     # ------------------------------------------------------ the sequential mode
     def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:

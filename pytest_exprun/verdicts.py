@@ -16,10 +16,10 @@ import pytest
 
 from . import newhooks
 from .decide import decision as rules, looks, protocol, sequential_rates, stats
-from .decide.protocol import BASELINE, ControlCheck, Extension, ProtocolFailure
+from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
-from .decide.sequential_design import SEEDS
 from .experiments import Experiment
+from .names import BASELINE, SEEDS, ProtocolFailure
 from .model import Decided, Decision, DecisionMode, ExperimentDesign, RunRecord, Setup
 from .reports.publish import Publisher
 from .settings import Settings
@@ -126,9 +126,9 @@ class Judge:
         exp = self.experiment(name)
         s = self.settings
         if self.mode is DecisionMode.FIXED:
-            base, missing = self.source.values(BASELINE, s.baseline_seeds)
+            base, base_missing = self.source.values(BASELINE, s.baseline_seeds)
             runs, run_missing = self._fixed_runs(name)
-            missing = [f"baseline seed {x}" for x in missing] + run_missing
+            missing = [f"baseline seed {x}" for x in base_missing] + run_missing
             if missing:
                 self._no_verdict(exp, None, f"{', '.join(missing)} {rules.RUN_AGAIN}")
             all_runs: dict[str, Sequence[RunRecord]] = {name: runs}

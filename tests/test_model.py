@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_exprun.model import Decision, DecisionMode, Kind, RunRecord, Verdict
+from pytest_exprun.model import DecisionMode, Kind, RunRecord, Verdict
 from pytest_exprun.store import RunStore, StoreWarning
 
 DATA = Path(__file__).with_name("data") / "store_v1"

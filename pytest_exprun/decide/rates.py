@@ -48,9 +48,12 @@ BOOTSTRAP_COVERAGE: Mapping[tuple[int, int], float] = {(5, 3): 0.833, (5, 5): 0.
 class SeedLists(Protocol):
     """Anything with the protocol's three seed lists, such as ``settings.Settings``."""
 
-    baseline_seeds: tuple[int, ...]
-    experiment_seeds: tuple[int, ...]
-    extension_seeds: tuple[int, ...]
+    @property
+    def baseline_seeds(self) -> tuple[int, ...]: ...
+    @property
+    def experiment_seeds(self) -> tuple[int, ...]: ...
+    @property
+    def extension_seeds(self) -> tuple[int, ...]: ...
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 from ..decide import evidence, protocol, rates, stats
 from . import plots, render as report
 from ..decide.curves import Curves, learning_curves, thin
-from ..decide.protocol import Comparison, ProtocolFailure
+from ..decide.protocol import Comparison
+from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
 from ..store import StoreWarning, atomic_write_text, set_aside
@@ -173,7 +174,7 @@ class Publisher:
     def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
                     drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
-        def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
+        def runs(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
                      "environment": r.extra.get("environment", {}), "curve": [list(p) for p in r.curve]}
                     for r in records]
