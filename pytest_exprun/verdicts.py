@@ -139,6 +139,9 @@ class Judge:
         decision = self._decide(self.design(exp), base, all_runs)
         if decision.verdict is None:
             self._no_verdict(exp, decision.comparison, decision.problem or "the data cannot support a verdict")
+        if not (set(decision.baseline_seeds) <= {r.seed for r in base}
+                and set(decision.seeds) <= {r.seed for r in all_runs[name]}):
+            self._no_verdict(exp, decision.comparison, self._unstored(decision))
         decision = dataclasses.replace(self._store(exp, decision), control=control)
         return self._announce(exp, decision, control_failure)
 
@@ -201,8 +204,10 @@ class Judge:
         """Write the reports from the stored decisions and say the verdict (both modes' tail)."""
         s = self.settings
         family = self.family(decision)
+        fresh = next((d.decision for d in family if d.name == exp.name), None)
+        if fresh is None:
+            self._no_verdict(exp, decision.comparison, self._unstored(decision))
         contexts = self.publisher.experiments(family, fresh=exp.name)
-        fresh = next(d.decision for d in family if d.name == exp.name)
         path = s.experiment_report(exp.name)
         accepted = decision.verdict in s.accept and control_failure is None
         table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
@@ -214,6 +219,11 @@ class Judge:
         outcome = Outcome(exp, fresh.comparison, path, table, accepted)
         self.outcomes.append(outcome)
         return outcome
+
+    @staticmethod
+    def _unstored(decision: Decision) -> str:
+        return (f"the decision names runs that are not stored (baseline seeds {list(decision.baseline_seeds)}, "
+                f"seeds {list(decision.seeds)}); a decision rule decides on the runs it is given")
 
     def _no_verdict(self, exp: Experiment, cmp: protocol.Comparison | None, why: str) -> NoReturn:
         """Fail the verdict test, keeping the reason for the terminal summary."""

@@ -65,3 +65,20 @@ def test_a_rule_that_returns_something_else_fails_the_verdict_in_one_line(projec
     result.stdout.fnmatch_lines(["*pytest_exprun_decide returned 'WINNER', not a Decision on use_x; build one with*"])
     result.assert_outcomes(passed=8, failed=1, skipped=2)
     assert "Traceback" not in result.stdout.str()
+
+
+def test_a_rule_that_decides_on_runs_it_was_not_given_gets_no_verdict(project: Project) -> None:
+    project.plan(WIDE)
+    project.pytester.makeconftest(
+        "import dataclasses\n"
+        "from pytest_exprun.model import Decision, Verdict\n\n"
+        "def pytest_exprun_decide(design, baseline, runs):\n"
+        "    made_up = [dataclasses.replace(r, seed=r.seed + 1) for r in runs[design.name]]\n"
+        "    return Decision.made(design, baseline, made_up, Verdict.WINNER)\n"
+    )
+    result = project.run("--experiment=use_x")
+    assert ("no verdict for use_x: the decision names runs that are not stored (baseline seeds [42, 137, 256, 512, "
+            "1024], seeds [43, 138, 257]); a decision rule decides on the runs it is given") in result.stdout.lines
+    result.assert_outcomes(passed=8, failed=1, skipped=2)
+    assert "Traceback" not in result.stdout.str()
+    assert not (project.research / "experiment_use_x_1M.md").exists()
