@@ -9,16 +9,14 @@ wrote it and whether its tables were changed since.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .reports import render as report
-from .decide.protocol import BASELINE
-from .store import RunStore, Setup, set_aside
+from .names import BASELINE
+from .model import BaselineSnapshot, Setup
+from .store import RunStore, set_aside
 
-#: The kind under which the baseline snapshot is stored (see ``RunStore.save_result``).
-SNAPSHOT = "baseline"
 RERUN = "re-measure with --exprun-rerun-baseline (the current file is kept aside)"
 
 
@@ -26,48 +24,14 @@ class BaselineRefused(Exception):
     """The stored baseline cannot be used; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What a finished baseline was measured with; the report is rendered from it and the records."""
-
-    setup: dict[str, Any]
-    setup_key: str
-    seeds: tuple[int, ...]
-    git_commit: str | None
-    measured_at: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"setup": self.setup, "setup_key": self.setup_key, "seeds": list(self.seeds),
-                "git_commit": self.git_commit, "measured_at": self.measured_at}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Snapshot":
-        return cls(dict(data["setup"]), str(data["setup_key"]), tuple(int(s) for s in data["seeds"]),
-                   None if data.get("git_commit") is None else str(data["git_commit"]), str(data["measured_at"]))
-
-
-def load_snapshot(store: RunStore) -> Snapshot | None:
-    data = store.load_result(SNAPSHOT, BASELINE)
-    if data is None:
-        return None
-    try:
-        return Snapshot.from_json(data)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def save_snapshot(store: RunStore, snapshot: Snapshot) -> None:
-    store.save_result(SNAPSHOT, BASELINE, snapshot.to_json())
-
-
 def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: Path, rerun: bool,
-            measuring: bool, say: Callable[[str], None]) -> Snapshot | None:
+            measuring: bool, say: Callable[[str], None]) -> BaselineSnapshot | None:
     """The snapshot to reuse, or None when the baseline is (still) to be measured.
 
     ``measuring``: baseline seeds are selected to run in this session; ``--exprun-rerun-baseline``
     sets the old baseline aside only then, so ``-k verdict`` never discards a valid one.
     """
-    snapshot = load_snapshot(store)
+    snapshot = store.snapshot()
     if rerun:
         if not measuring:
             say("--exprun-rerun-baseline ignored: no baseline seed is selected to run in this session")
@@ -75,8 +39,8 @@ def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: 
             if report_path.exists() or report_path.is_symlink():
                 kept = set_aside(report_path, "replaced" if report.is_ours_unedited(report_path) else "bak")
                 say(f"re-measuring the baseline; the previous report is kept as {kept.name}")
-            store.discard(BASELINE, setup.key())
-            store.discard_result(SNAPSHOT, BASELINE)
+            store.discard_records(BASELINE, setup.key())
+            store.discard_snapshot()
             return None
     if snapshot is None:
         if report_path.exists():

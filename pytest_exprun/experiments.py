@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .decide.protocol import ProtocolError, experiment_flags, experiment_name, safe_name
+from .names import ProtocolError, experiment_flags, experiment_name, safe_name
 from .trainer.interface import TrainerIO
 from .trainer.options import PROTOCOL_ARGUMENTS, static_aliases, trainer_aliases
 

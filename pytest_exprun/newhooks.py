@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from .executors import Executor
+    from .model import Decision, DecisionMode, ExperimentDesign, RunRecord
     from .settings import Settings
-    from .store import RunRecord
 
 
 @pytest.hookspec(firstresult=True)
@@ -41,6 +43,21 @@ def pytest_exprun_parse_line(config: pytest.Config, line: str) -> tuple[int, flo
     """
 
 
+@pytest.hookspec(firstresult=True)
+def pytest_exprun_decide(config: pytest.Config, mode: "DecisionMode", design: "ExperimentDesign",
+                         baseline: "Sequence[RunRecord]",
+                         runs: "Mapping[str, Sequence[RunRecord]]") -> "Decision | None":
+    """Decide one experiment (``design.name``) from its stored runs, or return None to leave it to the next rule.
+
+    ``baseline`` holds the baseline's stored runs; ``runs`` each experiment's of the family, by
+    name (in the fixed mode only this one's: its first seeds, and the extension seeds when the
+    extension rule ran them). Return ``pytest_exprun.model.Decision.made(design, baseline,
+    mine, verdict, reason=...)``; the verdict item passes or fails by it and the reports render
+    it. exprun's fixed and sequential rules are default (trylast) implementations, one per
+    ``mode``; no I/O belongs here.
+    """
+
+
 @pytest.hookspec
 def pytest_exprun_run_finished(config: pytest.Config, record: "RunRecord") -> None:
     """Called once a run's result has been stored (e.g. to upload it to a tracker)."""
@@ -48,7 +65,7 @@ def pytest_exprun_run_finished(config: pytest.Config, record: "RunRecord") -> No
 
 def call(config: pytest.Config, name: str, **kwargs: Any) -> Any:
     """Call one of exprun's hooks; an exception in a user's implementation becomes a ``ProtocolFailure``."""
-    from .decide.protocol import ProtocolFailure
+    from .names import ProtocolFailure
 
     try:
         return getattr(config.hook, name)(config=config, **kwargs)

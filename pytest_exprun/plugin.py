@@ -15,9 +15,9 @@ import pytest
 
 from . import newhooks, settings as settings_mod
 from .executors import BUILTIN
-from .items import SeedRun, build_items
-from .trainer.lines import parse_step_line
-from .session import ProtocolSession
+
+# The session, the items, the rules, the statistics and the reports are imported only when the
+# protocol runs (``ProtocolPlugin``): a plain ``pytest`` run pays for none of them.
 
 PLUGIN_NAME = "exprun-protocol"
 #: The markers each kind of protocol item carries (see ``items.build_items``).
@@ -156,7 +156,13 @@ class ProtocolPlugin:
     def __init__(self, config: pytest.Config, settings: settings_mod.Settings) -> None:
         self.config = config
         self.settings = settings
+        from .session import ProtocolSession
+        from .trainer.lines import parse_step_line
+        from .verdicts import FixedRule, SequentialRule
+
         self.protocol = ProtocolSession(config, settings)
+        config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
+        config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
 
     @pytest.hookimpl(trylast=True)
@@ -188,6 +194,8 @@ class ProtocolPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
+        from .items import build_items
+
         _, with_baseline = protocol_requested(config)
         ours = build_items(session, self.protocol, self.settings, include_baseline=with_baseline)
         if ours:
@@ -203,6 +211,8 @@ class ProtocolPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        from .items import SeedRun
+
         runs = [item for item in session.items if isinstance(item, SeedRun)]
         if session.config.option.collectonly or not any(
             item for item in session.items if hasattr(item, "protocol")

@@ -8,14 +8,18 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
-from .decide import protocol
+from . import names
 from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
-from .trainer.runner import RunResult
+from .trainer.runner import RunResult, RunSpec
 from .settings import Settings
-from .store import RunRecord
+from .executors import Executor, ExecutorError
+from .model import RunRecord, Setup
+from .trainer import fingerprint
+from .trainer.interface import run_environment
 
 
 def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
@@ -32,8 +36,9 @@ def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
     if isinstance(config, dict) and isinstance(config.get("preset"), str):
         found["preset"] = config["preset"]  # a tiny baseline never judges a small experiment
     one_time = metrics.get("one_time_s")
-    ok = isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf")
-    return found, float(one_time) if ok else 0.0
+    if isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf"):
+        return found, float(one_time)
+    return found, 0.0
 
 
 def bytecode_cache_env(settings: Settings) -> dict[str, str]:
@@ -49,7 +54,7 @@ def bytecode_cache_env(settings: Settings) -> dict[str, str]:
 def research_tag(research_dir: Path) -> str:
     """A folder name unique to a research dir, so two research dirs never share checkpoint dirs."""
     digest = hashlib.sha256(str(research_dir.resolve()).encode()).hexdigest()[:8]
-    return f"{protocol.safe_name(research_dir.name) or 'research'}-{digest}"
+    return f"{names.safe_name(research_dir.name) or 'research'}-{digest}"
 
 
 def output_dir(settings: Settings, group: str, seed: int) -> Path:
@@ -96,3 +101,44 @@ def check_trainer(settings: Settings) -> None:
                     f"trainer file {path} does not exist; fix --exprun-command "
                     f"(currently {' '.join(settings.command)!r})"
                 )
+
+
+def setup_of(settings: Settings, flags: tuple[str, ...]) -> tuple[Setup, fingerprint.Fingerprint]:
+    """What defines a group's runs: the command, its trainer I/O, the tokens, the flags and the files' hashes."""
+    s = settings
+    found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
+    # Non-default trainer I/O settings change what a run measures: part of the setup.
+    setup = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens, flags=flags,
+                  fingerprint=found.to_json())
+    return setup, found
+
+
+def spec_of(settings: Settings, group: str, seed: int, flags: tuple[str, ...],
+            build_argv: Callable[..., Any], log_path: Path) -> RunSpec:
+    """What one seed's run is given: its argv (``pytest_exprun_build_argv`` may rewrite it), dirs and env."""
+    s = settings
+    out = output_dir(s, group, seed)
+    template = s.trainer_io.argv
+    argv = [*s.argv_prefix(), *template.render(seed=seed, train_tokens=s.train_tokens, output_dir=out), *flags]
+    custom = build_argv(argv=list(argv))
+    if custom is not None:
+        argv = [str(a) for a in custom]
+    return RunSpec(
+        label=f"{group}[seed{seed}]", group=group, seed=seed, argv=tuple(argv), output_dir=out, log_path=log_path,
+        timeout=s.timeout, cwd=s.rootdir,
+        env={**run_environment(seed, s.train_tokens, out, template.steps(s.train_tokens)), **bytecode_cache_env(s)},
+    )
+
+
+def make_executor(config: pytest.Config, settings: Settings) -> Executor:
+    """The executor a ``pytest_exprun_make_executor`` implementation returns for ``settings.executor``."""
+    try:
+        executor = config.hook.pytest_exprun_make_executor(config=config, settings=settings)
+    except ExecutorError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if executor is None:
+        raise pytest.UsageError(
+            f"no executor is called {settings.executor!r}: the built-in ones are local, warm, gpus and "
+            "slurm; another comes from a plugin or conftest.py implementing pytest_exprun_make_executor"
+        )
+    return executor  # type: ignore[no-any-return]

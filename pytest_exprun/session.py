@@ -9,6 +9,7 @@ becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then repo
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pytest
@@ -16,23 +17,24 @@ import pytest
 from .reports import aside
 from . import baseline, newhooks, runs
 from .trainer import fingerprint
-from .decide import looks, protocol, stats
-from .executors import Executor, ExecutorError, RunHandle
-from .decide.protocol import BASELINE, CONTROL, ProtocolFailure
-from .reports.publish import Publisher, now
+from .decide import looks, stats
+from .executors import Executor, RunHandle
+from .decide.decision import control_check
+from .decide.protocol import ControlCheck
+from .names import BASELINE, CONTROL, CONTROL_SEED, SEEDS, ProtocolFailure
+from .reports.publish import Publisher
 from .trainer.runner import Failure, RunResult, RunSpec
 from .decide.sequential import Decision
-from .decide.sequential_design import SEEDS
 from .experiments import Experiment
 from .settings import Settings
-from .trainer.interface import run_environment, with_result_file
+from .trainer.interface import with_result_file
+from .model import BaselineSnapshot, RunRecord, Setup
 from .store import (
-    RunRecord,
     RunStore,
     SessionLock,
-    Setup,
     fresh_dir,
     git_commit,
+    now,
     refuse_links,
     remove_tree,
 )
@@ -52,7 +54,7 @@ class ProtocolSession:
         self.store = RunStore(settings.state_dir, settings.scale)
         self.lock = SessionLock(settings.state_dir / "lock")
         self.terminal = Terminal(config, settings.rootdir)
-        self.publisher = Publisher(settings, self.store, self._work, self.terminal.rel)
+        self.publisher = Publisher(settings, self._work, self.terminal.rel)
         self.terminal.is_evaluation = self._is_evaluation
         self.executor: Executor | None = None
         self.aside: aside.Aside | None = None
@@ -60,7 +62,7 @@ class ProtocolSession:
         #: Runs an eager executor finished (and that were stored) before their test asked.
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
         self.records: dict[str, dict[int, RunRecord]] = {}
-        self.snapshot: baseline.Snapshot | None = None
+        self.snapshot: BaselineSnapshot | None = None
         self.reused = False
         self.failed: dict[tuple[str, int], str] = {}
         self.counter = RunCounter()
@@ -69,8 +71,9 @@ class ProtocolSession:
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
-        self.judge = Judge(settings, self.store, self.publisher, self._values, self.setup, self._work,
-                           self.terminal.say, lambda: self.failed.get((CONTROL, protocol.CONTROL_SEED)))
+        #: The control run's check against the stored baseline, part of this session's decisions.
+        self.control: ControlCheck | None = None
+        self.judge: Judge | None = None
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
@@ -89,9 +92,12 @@ class ProtocolSession:
                 f"another exprun session is using {self.settings.research_dir} "
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"
             )
-        self._commit = self.judge.commit = git_commit(self.settings.rootdir)
+        self._commit = git_commit(self.settings.rootdir)
+        self.judge = Judge(self.config, self.settings, self.store, self.publisher, self, self.terminal, self._work,
+                           self._commit)
         self.judge.check_names()
-        found = self.setup(BASELINE) and self._fingerprints[BASELINE]
+        self.setup(BASELINE)
+        found = self._fingerprints[BASELINE]
         if found.empty:
             self.terminal.say(f"nothing is fingerprinted for this setup: {'; '.join(found.notes) or 'no files found'}; "
                               "an edited trainer would not be noticed (add files with exprun_fingerprint_include)")
@@ -106,7 +112,7 @@ class ProtocolSession:
             have = self.collected(BASELINE, self.settings.baseline_seeds)
             self.reused = len(have) == len(self.settings.baseline_seeds)
             self._maybe_publish_baseline()
-        self.executor = self._make_executor()
+        self.executor = runs.make_executor(self.config, self.settings)
         pending = [item for item in items if self._known(item.group, item.seed) is None]
         for item in pending:
             self.counter.plan(item.group, item.conditional, getattr(item, "look", None))
@@ -120,18 +126,6 @@ class ProtocolSession:
             for item in pending:
                 if not item.conditional:
                     self._submit(item.group, item.seed)
-
-    def _make_executor(self) -> Executor:
-        try:
-            executor = self.config.hook.pytest_exprun_make_executor(config=self.config, settings=self.settings)
-        except ExecutorError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if executor is None:
-            raise pytest.UsageError(
-                f"no executor is called {self.settings.executor!r}: the built-in ones are local, warm, gpus and "
-                "slurm; another comes from a plugin or conftest.py implementing pytest_exprun_make_executor"
-            )
-        return executor  # type: ignore[no-any-return]
 
     def finish(self, cancel: bool) -> None:
         if self.executor is not None:
@@ -147,14 +141,11 @@ class ProtocolSession:
     def setup(self, group: str) -> Setup:
         """What defines this group's runs, fingerprinted once per session (flags can name config files)."""
         if group not in self._setups:
-            s = self.settings
-            flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-            found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
-            self._fingerprints[group] = found
-            # Non-default trainer I/O settings change what a run measures: part of the setup.
-            self._setups[group] = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens,
-                                        flags=flags, fingerprint=found.to_json())
+            self._setups[group], self._fingerprints[group] = runs.setup_of(self.settings, self._flags(group))
         return self._setups[group]
+
+    def _flags(self, group: str) -> tuple[str, ...]:
+        return () if group in (BASELINE, CONTROL) else self.experiment(group).flags
 
     def _setup_changed(self, group: str) -> list[str]:
         """What changed in the group's files since the session took its fingerprint (cheap)."""
@@ -169,7 +160,7 @@ class ProtocolSession:
         """A result for this seed from this session or an earlier one (the store)."""
         found = self.records.get(group, {}).get(seed)
         if found is None and group != CONTROL:
-            found = self.store.load(group, self.setup(group).key(), seed)
+            found = self.store.record(group, self.setup(group).key(), seed)
             if found is not None:
                 self.records.setdefault(group, {})[seed] = found
         return found
@@ -177,34 +168,15 @@ class ProtocolSession:
     def collected(self, group: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
         return {s: r for s in seeds if (r := self._known(group, s)) is not None}
 
-    def _values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
+    def values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
         seeds = list(seeds)
         have = self.collected(group, seeds)
         return [have[s] for s in seeds if s in have], [s for s in seeds if s not in have]
 
     def spec(self, group: str, seed: int) -> RunSpec:
-        s = self.settings
-        flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-        output_dir = runs.output_dir(s, group, seed)
-        template = s.trainer_io.argv
-        argv = [*s.argv_prefix(), *template.render(seed=seed, train_tokens=s.train_tokens, output_dir=output_dir),
-                *flags]
-        custom = self._hook("pytest_exprun_build_argv", group=group, seed=seed, argv=list(argv))
-        if custom is not None:
-            argv = [str(a) for a in custom]
-        key = self.setup(group).key()
-        return RunSpec(
-            label=f"{group}[seed{seed}]",
-            group=group,
-            seed=seed,
-            argv=tuple(argv),
-            output_dir=output_dir,
-            log_path=self.store.log_path(group, key, seed),
-            timeout=s.timeout,
-            env={**run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
-                 **runs.bytecode_cache_env(s)},
-            cwd=s.rootdir,
-        )
+        custom = functools.partial(self._hook, "pytest_exprun_build_argv", group=group, seed=seed)
+        return runs.spec_of(self.settings, group, seed, self._flags(group), custom,
+                            self.store.log_path(group, self.setup(group).key(), seed))
 
     def _hook(self, name: str, **kwargs: Any) -> Any:
         return newhooks.call(self.config, name, **kwargs)
@@ -305,7 +277,7 @@ class ProtocolSession:
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
                                 self.terminal.rel(result.spec.log_path))
         try:
-            self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)
+            self.store.save_record(record)  # a control run is stored too, but never reused (see ``_known``)
         except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
@@ -333,9 +305,9 @@ class ProtocolSession:
         setup = self.setup(BASELINE)
         if self.snapshot is None:
             measured = max((r.finished_at for r in runs.values()), default="") or now()
-            self.snapshot = baseline.Snapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
+            self.snapshot = BaselineSnapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
             try:
-                baseline.save_snapshot(self.store, self.snapshot)
+                self.store.save_snapshot(self.snapshot)
             except OSError as exc:
                 raise ProtocolFailure(f"could not store the baseline snapshot ({exc}); its runs are stored, "
                                       "run the same command again") from None
@@ -344,16 +316,14 @@ class ProtocolSession:
 
     def run_control(self, seed: int) -> RunRecord:
         """Run the baseline's setup afresh and fail when it no longer matches the stored baseline."""
-        base, missing = self._values(BASELINE, self.settings.baseline_seeds)
+        base, missing = self.values(BASELINE, self.settings.baseline_seeds)
         if missing:
             raise ProtocolFailure(
                 f"cannot check the control run: baseline seed(s) {', '.join(map(str, missing))} not measured"
             )
         outcome = self.run_seed(CONTROL, seed)
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
-        b = stats.summarize([r.val_loss for r in base])
-        same_seed = next((r.val_loss for r in base if r.seed == seed), None)
-        self.judge.control = check = protocol.check_control(b, record.val_loss, same_seed)
+        self.control = check = control_check(base, record)
         if not check.ok:
             message = (
                 f"control run (seed {seed}, no experiment flags): {check.message}: the baseline in "
@@ -366,6 +336,7 @@ class ProtocolSession:
 
     # -------------------------------------------------------------- decisions
     def run_extension_seed(self, name: str, seed: int) -> RunRecord | str:
+        assert self.judge is not None
         decision = self.judge.extension(name)
         if isinstance(decision, str):
             return decision
@@ -379,11 +350,13 @@ class ProtocolSession:
         return self.run_seed(name, seed)
 
     def verdict(self, name: str) -> Outcome:
-        return self.judge.verdict(name)
+        assert self.judge is not None
+        return self.judge.verdict(name, self.control, self.failed.get((CONTROL, CONTROL_SEED)))
 
     # ------------------------------------------------------ the sequential mode
     def run_look_seed(self, group: str, seed: int, look: int) -> RunRecord | str:
         """A seed of a later look: it runs only when the decision at the look before is CONTINUE."""
+        assert self.judge is not None
         decisions = self.judge.look_decisions(look - 1)
         if isinstance(decisions, str):
             return f"cannot decide whether look {look + 1} is needed while {decisions} are missing"
@@ -407,8 +380,9 @@ class ProtocolSession:
         return func(*args) if self.aside is None else self.aside.call(func, *args)
 
     def summary_lines(self) -> list[str]:
-        base, missing = self._values(BASELINE, self.settings.baseline_seeds)
+        base, missing = self.values(BASELINE, self.settings.baseline_seeds)
         summary = stats.summarize([r.val_loss for r in base]) if base else None
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
-        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.judge.outcomes,
+        outcomes = [] if self.judge is None else self.judge.outcomes
+        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, outcomes,
                              self.terminal.rel)

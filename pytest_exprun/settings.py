@@ -13,27 +13,30 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from . import experiments as experiments_mod
-from .decide import sequential_design
+from . import names
 from .experiments import Experiment, refuse_nul
-from .trainer.interface import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
-from .trainer.interface import OPTIONS as TRAINER_IO_OPTIONS
-from .decide.protocol import (
+from .model import Verdict
+from .names import (
     BASELINE_SEEDS,
     DEFAULT_TRAIN_TOKENS,
     EXPERIMENT_SEEDS,
     EXTENSION_SEEDS,
+    MIN_BASELINE_SEEDS,
     ProtocolError,
-    Verdict,
     parse_seeds,
     scale_label,
 )
-from .decide.rates import MIN_BASELINE_SEEDS
-from .decide.equivalence import Margin, MarginError, parse_margin
+from .trainer.interface import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
+from .trainer.interface import OPTIONS as TRAINER_IO_OPTIONS
+
+if TYPE_CHECKING:
+    from .decide.equivalence import Margin
+    from .decide.sequential_design import Design
 
 DEFAULT_COMMAND = "python train_llm.py"
 EXECUTORS = ("local", "warm", "gpus", "slurm")
@@ -60,15 +63,15 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("decide", "exprun_decide", FIXED,
      "how the verdict is reached: 'fixed' (the 2-sigma rule on 3 or 5 seeds) or 'sequential' (looks after "
      "2, 3, 4 and 6 experiment seeds, stopping once the evidence is clear; see docs/sequential.md)"),
-    ("alpha", "exprun_alpha", str(sequential_design.DEFAULT_ALPHA),
+    ("alpha", "exprun_alpha", str(names.DEFAULT_ALPHA),
      "sequential mode: the false-WINNER rate the design holds, between 0 and 0.5"),
-    ("min_effect", "exprun_min_effect", str(sequential_design.DEFAULT_MIN_EFFECT),
+    ("min_effect", "exprun_min_effect", str(names.DEFAULT_MIN_EFFECT),
      "sequential mode: the smallest improvement worth finding, in baseline sigma; a larger one stops "
      "hopeless experiments sooner while keeping the power to find that improvement (80 percent, or the default "
      "design's where it finds less)"),
     ("max_seeds", "exprun_max_seeds", "",
      "sequential mode: the most experiment seeds an experiment may use, 2 to "
-     f"{sequential_design.MAX_SEEDS} (default: the design's {sequential_design.DEFAULT_LOOKS[-1]})"),
+     f"{names.MAX_SEEDS} (default: the design's {names.DEFAULT_LOOKS[-1]})"),
     ("margin", "exprun_margin", "",
      "equivalence margin: in val_loss units (0.01) or in baseline sigma (0.5sigma); with it the verdict is "
      "WINNER, LOSER, EQUIVALENT (a two one-sided test puts the change within the margin) or INCONCLUSIVE "
@@ -151,8 +154,8 @@ class Settings:
     allow_small_baseline: bool = False
     bytecode_cache: bool = False
     decide: str = FIXED
-    alpha: float = sequential_design.DEFAULT_ALPHA
-    min_effect: float = sequential_design.DEFAULT_MIN_EFFECT
+    alpha: float = names.DEFAULT_ALPHA
+    min_effect: float = names.DEFAULT_MIN_EFFECT
     max_seeds: int | None = None
     #: The equivalence margin (``--exprun-margin``), None without one.
     margin: Margin | None = None
@@ -160,8 +163,10 @@ class Settings:
     program_alpha: float | None = None
 
     @functools.cached_property
-    def design(self) -> sequential_design.Design:
+    def design(self) -> Design:
         """The sequential design, calibrated once per session (about a second, then cached)."""
+        from .decide import sequential_design
+
         try:
             return sequential_design.make_design(self.alpha, self.min_effect, max_seeds=self.max_seeds)
         except ProtocolError as exc:
@@ -335,12 +340,19 @@ def load(config: pytest.Config) -> Settings:
     )
 
 
+def _parse_margin(text: str) -> Margin:
+    """Imported on use: the equivalence test needs numpy, which a plain ``pytest`` never loads."""
+    from .decide.equivalence import parse_margin
+
+    return parse_margin(text)
+
+
 def _program(get: Callable[[str], str]) -> tuple[Margin | None, float | None]:
     """The equivalence margin and the program's level; empty means the option is off."""
     margin_text = get("margin").strip()
     try:
-        margin = parse_margin(margin_text) if margin_text else None
-    except MarginError as exc:
+        margin = _parse_margin(margin_text) if margin_text else None
+    except ValueError as exc:  # a MarginError: its message says what to write instead
         raise pytest.UsageError(str(exc)) from None
     alpha_text = get("program_alpha").strip()
     program_alpha = None
@@ -369,9 +381,9 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
     max_text = get("max_seeds").strip()
     max_seeds = None
     if max_text:
-        if not max_text.isdigit() or not 2 <= int(max_text) <= sequential_design.MAX_SEEDS:
+        if not max_text.isdigit() or not 2 <= int(max_text) <= names.MAX_SEEDS:
             raise pytest.UsageError(f"--exprun-max-seeds must be an integer from 2 (the first look's seeds) to "
-                                    f"{sequential_design.MAX_SEEDS} (the seeds defined), got {max_text!r}")
+                                    f"{names.MAX_SEEDS} (the seeds defined), got {max_text!r}")
         max_seeds = int(max_text)
     if decide == SEQUENTIAL:
         # The design's looks are planned on its own seed sequence; other seeds would break the pairing.
@@ -383,7 +395,7 @@ def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], e
             if seeds != default:
                 raise pytest.UsageError(
                     f"{option} is not used with --exprun-decide=sequential, whose seeds come from its design "
-                    f"({', '.join(map(str, sequential_design.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
+                    f"({', '.join(map(str, names.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
                 )
     return decide, alpha, min_effect, max_seeds
 

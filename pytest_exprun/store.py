@@ -15,23 +15,18 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
-import math
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import pytest
 
-from .trainer.fingerprint import Fingerprint
-
-RECORD_VERSION = 1
+from .model import SCHEMA_VERSION, BaselineSnapshot, Decision, Kind, RunRecord, load_json, to_json_text
 
 
 class StoreWarning(pytest.PytestWarning):
@@ -124,6 +119,11 @@ def set_aside(path: Path, why: str) -> Path:
     return target
 
 
+def now() -> str:
+    """The local time a result is stored at, as the reports print it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -149,126 +149,6 @@ def git_commit(cwd: Path) -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
-@dataclass(frozen=True)
-class Setup:
-    """What a group of runs was measured with; runs under another setup are never mixed in.
-
-    ``fingerprint`` is ``fingerprint.Fingerprint.to_json()``: the trainer's files, the project
-    modules it imports, config files named in the command or flags, and the Python and torch
-    versions (see ``fingerprint.setup_files``).
-    """
-
-    command: tuple[str, ...]
-    train_tokens: int
-    flags: tuple[str, ...]
-    fingerprint: dict[str, Any]
-
-    def key(self) -> str:
-        blob = json.dumps(self.to_json(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "command": list(self.command),
-            "train_tokens": self.train_tokens,
-            "flags": list(self.flags),
-            "fingerprint": self.fingerprint,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Setup":
-        fingerprint = data.get("fingerprint")
-        if not isinstance(fingerprint, dict):  # measured before setups were fingerprinted
-            fingerprint = {"files": {str(k): str(v) for k, v in dict(data.get("trainer_files", {})).items()}}
-        return cls(
-            command=tuple(str(a) for a in data["command"]),
-            train_tokens=int(data["train_tokens"]),
-            flags=tuple(str(a) for a in data.get("flags", [])),
-            fingerprint=fingerprint,
-        )
-
-    def differences(self, other: "Setup") -> list[str]:
-        """Human-readable list of what changed from ``other`` to this setup."""
-        changes = []
-        if self.command != other.command:
-            changes.append(f"trainer command {' '.join(other.command)!r} → {' '.join(self.command)!r}")
-        if self.train_tokens != other.train_tokens:
-            changes.append(f"train tokens {other.train_tokens} → {self.train_tokens}")
-        if self.flags != other.flags:
-            changes.append(f"flags {list(other.flags)} → {list(self.flags)}")
-        try:
-            old = Fingerprint.from_json(other.fingerprint)
-        except ValueError:
-            return [*changes, "the stored fingerprint is unreadable"]
-        changes += Fingerprint.from_json(self.fingerprint).differences(old)
-        if not changes and self.to_json() != other.to_json():
-            changes.append("the fingerprint's notes differ")
-        return changes
-
-
-def _extra(value: Any) -> dict[str, Any]:
-    """A record's ``extra`` field, checked: ``environment`` must map names to plain values."""
-    if not isinstance(value, dict):
-        raise ValueError("its 'extra' field is not an object")
-    environment = value.get("environment", {})
-    if not isinstance(environment, dict) or not all(
-        isinstance(v, (str, int, float, bool)) or v is None for v in environment.values()
-    ):
-        raise ValueError("its 'extra.environment' field is not an object of plain values")
-    return dict(value)
-
-
-def load_json(raw: bytes) -> Any:
-    """Parse a stored JSON file; anything unreadable (including absurd nesting) is a ValueError."""
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise ValueError("it is nested too deeply to be one of exprun's files") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"it is not UTF-8 text ({exc.reason})") from None
-
-
-@dataclass
-class RunRecord:
-    """One finished, successful run: what the protocol's statistics are computed from."""
-
-    group: str
-    seed: int
-    val_loss: float
-    wall_time: float
-    setup_key: str
-    curve: list[tuple[int, float]] = field(default_factory=list)
-    argv: list[str] = field(default_factory=list)
-    log: str = ""
-    finished_at: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    version: int = RECORD_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, allow_nan=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "RunRecord":
-        data = load_json(text.encode("utf-8") if isinstance(text, str) else text)
-        if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
-            raise ValueError("not a run record of this version")
-        record = cls(
-            group=str(data["group"]),
-            seed=int(data["seed"]),
-            val_loss=float(data["val_loss"]),
-            wall_time=float(data["wall_time"]),
-            setup_key=str(data["setup_key"]),
-            curve=[(int(s), float(v)) for s, v in data.get("curve", [])],
-            argv=[str(a) for a in data.get("argv", [])],
-            log=str(data.get("log", "")),
-            finished_at=str(data.get("finished_at", "")),
-            extra=_extra(data.get("extra", {})),
-        )
-        if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
-            raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
-        return record
-
-
 class RunStore:
     """Run records under ``<root>/runs/<scale>/<group>/<setup key>/seed<S>.json``."""
 
@@ -285,7 +165,7 @@ class RunStore:
     def log_path(self, group: str, setup_key: str, seed: int) -> Path:
         return self.folder(group, setup_key) / f"seed{seed}.log"
 
-    def load(self, group: str, setup_key: str, seed: int) -> RunRecord | None:
+    def record(self, group: str, setup_key: str, seed: int) -> RunRecord | None:
         """The stored run, or None; an unreadable record is set aside with a warning, not used."""
         path = self.record_path(group, setup_key, seed)
         try:
@@ -310,56 +190,89 @@ class RunStore:
             return None
         return record
 
-    def save(self, record: RunRecord) -> Path:
+    def save_record(self, record: RunRecord) -> Path:
         path = self.record_path(record.group, record.setup_key, record.seed)
         atomic_write_text(path, record.to_json(), inside=self.root)
         return path
 
     def records(self, group: str, setup_key: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
         """The stored runs of these seeds (those that exist and are readable)."""
-        return {seed: r for seed in seeds if (r := self.load(group, setup_key, seed)) is not None}
+        return {seed: r for seed in seeds if (r := self.record(group, setup_key, seed)) is not None}
 
-    def discard(self, group: str, setup_key: str) -> None:
+    def discard_records(self, group: str, setup_key: str) -> None:
         """Keep a group's runs aside (``--exprun-rerun-baseline``): nothing is deleted."""
         folder = self.folder(group, setup_key)
         if folder.exists():
             set_aside(folder, "replaced")
 
     # ----------------------------------------------------- derived results
-    def _result_path(self, kind: str, name: str) -> Path:
-        return self.root / "results" / self.scale / kind / f"{name}.json"
+    def save_snapshot(self, snapshot: BaselineSnapshot) -> None:
+        """The baseline snapshot: what this scale's experiments are judged against."""
+        self._save(Kind.SNAPSHOT, "baseline", snapshot.to_json())
 
-    def save_result(self, kind: str, name: str, data: dict[str, Any]) -> None:
-        """A decision derived from run records (the baseline snapshot, an experiment's verdict)."""
-        payload = {"version": RECORD_VERSION, "kind": kind, "name": name, **data}
-        atomic_write_text(self._result_path(kind, name), json.dumps(payload, indent=1, allow_nan=False) + "\n",
-                          inside=self.root)
+    def snapshot(self) -> BaselineSnapshot | None:
+        data = self._load(Kind.SNAPSHOT, "baseline")
+        if data is None:
+            return None
+        try:
+            return BaselineSnapshot.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            return None
 
-    def load_result(self, kind: str, name: str) -> dict[str, Any] | None:
-        """A stored decision, or None; an unreadable one is set aside with a warning."""
-        path = self._result_path(kind, name)
+    def discard_snapshot(self) -> None:
+        self._discard(Kind.SNAPSHOT, "baseline")
+
+    def save_decision(self, decision: Decision) -> None:
+        """An experiment's decision, under its name (only a decision with a verdict is stored)."""
+        self._save(Kind.DECISION, decision.name, decision.to_json())
+
+    def decision(self, name: str) -> Decision | None:
+        """The stored decision of this name, or None; an unreadable one is set aside with a warning."""
+        data = self._load(Kind.DECISION, name)
+        if data is None:
+            return None
+        try:
+            return Decision.from_json(name, data)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._set_aside(self._path(Kind.DECISION, name), str(exc))
+            return None
+
+    def decisions(self) -> list[Decision]:
+        """Every readable decision at this scale, ordered by name."""
+        found = []
+        for path in sorted((self.root / "results" / self.scale / Kind.DECISION.value).glob("*.json")):
+            decision = self.decision(path.stem)
+            if decision is not None:
+                found.append(decision)
+        return found
+
+    def _path(self, kind: Kind, name: str) -> Path:
+        return self.root / "results" / self.scale / kind.value / f"{name}.json"
+
+    def _save(self, kind: Kind, name: str, data: dict[str, Any]) -> None:
+        payload = {"version": SCHEMA_VERSION, "kind": kind.value, "name": name, **data}
+        atomic_write_text(self._path(kind, name), to_json_text(payload), inside=self.root)
+
+    def _load(self, kind: Kind, name: str) -> dict[str, Any] | None:
+        path = self._path(kind, name)
         try:
             data = load_json(path.read_bytes())
-            if not isinstance(data, dict) or data.get("version") != RECORD_VERSION or data.get("name") != name:
+            if not isinstance(data, dict) or data.get("version") != SCHEMA_VERSION or data.get("name") != name:
                 raise ValueError("not a result of this version and name")
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            if path.exists() and not path.is_symlink():
-                moved = set_aside(path, "corrupt")
-                warnings.warn(StoreWarning(f"{path} is not a valid exprun result ({exc}); kept as {moved.name}"))
+            self._set_aside(path, str(exc))
             return None
         return data
 
-    def iter_results(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Every readable decision of this kind at this scale, ordered by name."""
-        for path in sorted((self.root / "results" / self.scale / kind).glob("*.json")):
-            data = self.load_result(kind, path.stem)
-            if data is not None:
-                yield data
+    def _set_aside(self, path: Path, why: str) -> None:
+        if path.exists() and not path.is_symlink():
+            moved = set_aside(path, "corrupt")
+            warnings.warn(StoreWarning(f"{path} is not a valid exprun result ({why}); kept as {moved.name}"))
 
-    def discard_result(self, kind: str, name: str) -> None:
-        path = self._result_path(kind, name)
+    def _discard(self, kind: Kind, name: str) -> None:
+        path = self._path(kind, name)
         if path.exists() or path.is_symlink():
             set_aside(path, "replaced")
 

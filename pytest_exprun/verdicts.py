@@ -1,138 +1,105 @@
-"""From stored runs to a verdict: the extension decision, the comparison, the decision stored,
-and the outcome announced with its reports, in either decision mode.
+"""From stored runs to an announced verdict: gather the runs, ask the decision rule (the
+``pytest_exprun_decide`` hook), store the decision, hand it to the reports, say the outcome.
 
-The session runs the seeds; this module only reads what is stored (through the session's
-``values``), applies ``protocol``'s or ``sequential``'s rules, stores the decision and hands the
-rendering to ``publish``. A verdict that cannot be reached fails its test with the reason.
+The rules themselves are pure (``decide.decision``); exprun's two are the default, ``trylast``
+implementations of the hook below (``FixedRule``, ``SequentialRule``), so a project's own rule
+in its ``conftest.py`` answers first. A verdict that cannot be reached fails its test with the
+reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, NoReturn
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
 
 import pytest
 
-from .decide import looks, protocol, sequential, sequential_rates, stats
-from .experiments import Experiment
-from .decide.protocol import BASELINE, Extension, ProtocolFailure, Verdict
-from .reports.publish import DECISION, Publisher, compare_runs, now
+from . import newhooks
+from .decide import decision as rules, looks, protocol, sequential_rates, stats
+from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
-from .decide.sequential_design import SEEDS
-from .settings import SEQUENTIAL, Settings
-from .store import RunRecord, RunStore, Setup
-from .terminal import Outcome
+from .experiments import Experiment
+from .names import BASELINE, SEEDS, ProtocolFailure
+from .model import Decided, Decision, DecisionMode, ExperimentDesign, RunRecord, Setup
+from .reports.publish import Publisher
+from .settings import Settings
+from .store import RunStore, now
+from .terminal import Outcome, Terminal
 
-Values = Callable[[str, Iterable[int]], tuple[list[RunRecord], list[int]]]
+Work = Callable[..., Any]
+
+
+class RunSource(Protocol):
+    """Where the judge finds runs: this session's and the store's, by group and seed."""
+
+    def values(self, group: str, seeds: Iterable[int]) -> tuple[list[RunRecord], list[int]]:
+        """The stored runs of these seeds in seed order, and the seeds with none."""
+
+    def setup(self, group: str) -> Setup:
+        """What defines this group's runs."""
+
+
+class FixedRule:
+    """exprun's fixed rule (the 2σ verdict on the planned seeds), the hook's default for that mode."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_exprun_decide(self, mode: DecisionMode, design: ExperimentDesign, baseline: Sequence[RunRecord],
+                             runs: Mapping[str, Sequence[RunRecord]]) -> Decision | None:
+        return rules.fixed(design, baseline, runs[design.name]) if mode is DecisionMode.FIXED else None
+
+
+class SequentialRule:
+    """exprun's sequential rule (looks with bounds), the hook's default for that mode."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_exprun_decide(self, mode: DecisionMode, design: ExperimentDesign, baseline: Sequence[RunRecord],
+                             runs: Mapping[str, Sequence[RunRecord]]) -> Decision | None:
+        return rules.sequential_rule(design, baseline, runs) if mode is DecisionMode.SEQUENTIAL else None
 
 
 class Judge:
     """Decides each experiment from the runs the session has stored, and keeps the outcomes."""
 
-    def __init__(self, settings: Settings, store: RunStore, publisher: Publisher, values: Values,
-                 setup: Callable[[str], Setup], work: Callable[..., Any], say: Callable[[str], None],
-                 control_failure: Callable[[], str | None]) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, store: RunStore, publisher: Publisher,
+                 source: RunSource, terminal: Terminal, work: Work, commit: str | None) -> None:
+        self.config = config
         self.settings = settings
         self.store = store
         self.publisher = publisher
-        self._values = values
-        self.setup = setup
+        self.source = source
+        self.terminal = terminal
         self._work = work
-        self.say = say
-        self.control_failure = control_failure
-        #: This session's control check, shown in its experiment reports.
-        self.control: protocol.ControlCheck | None = None
-        self.commit: str | None = None
+        self.commit = commit
+        self.mode = DecisionMode(settings.decide)
         self.outcomes: list[Outcome] = []
+        self._operating: tuple[sequential_rates.ReportRow, ...] | None = None
 
     def experiment(self, name: str) -> Experiment:
         return next(e for e in self.settings.experiments if e.name == name)
 
     def collected(self, group: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
-        have, _ = self._values(group, seeds)
+        have, _ = self.source.values(group, seeds)
         return {r.seed: r for r in have}
 
     def check_names(self) -> None:
         """A report name is never silently reused for different flags, in this session or an earlier one."""
         for exp in self.settings.experiments:
-            stored = self.store.load_result(DECISION, exp.name)
-            if stored is not None and list(stored.get("flags", [])) != list(exp.flags):
+            stored = self.store.decision(exp.name)
+            if stored is not None and stored.flags != tuple(exp.flags):
                 raise pytest.UsageError(
-                    f"the report name {exp.name!r} already holds the experiment {' '.join(stored.get('flags', []))!r}, "
+                    f"the report name {exp.name!r} already holds the experiment {' '.join(stored.flags)!r}, "
                     f"not {' '.join(exp.flags)!r}; choose another with --experiment-name"
                 )
 
     def extension(self, name: str) -> Extension | str:
         """Do this experiment's extension seeds run? Decided on the first seeds alone; a string says what is missing."""
-        base, base_missing = self._values(BASELINE, self.settings.baseline_seeds)
-        first, first_missing = self._values(name, self.settings.experiment_seeds)
+        base, base_missing = self.source.values(BASELINE, self.settings.baseline_seeds)
+        first, first_missing = self.source.values(name, self.settings.experiment_seeds)
         if base_missing or first_missing:
             missing = [f"baseline seed {s}" for s in base_missing] + [f"{name} seed {s}" for s in first_missing]
             return f"cannot decide on extra seeds while {', '.join(missing)} are missing"
         return protocol.extension(stats.summarize([r.val_loss for r in base]),
                                   stats.summarize([r.val_loss for r in first]))
-
-    def verdict(self, name: str) -> Outcome:
-        if self.settings.decide == SEQUENTIAL:
-            return self.sequential_verdict(name)
-        exp = self.experiment(name)
-        s = self.settings
-        base, base_missing = self._values(BASELINE, s.baseline_seeds)
-        first, first_missing = self._values(name, s.experiment_seeds)
-        missing = [f"baseline seed {x}" for x in base_missing] + [f"{name} seed {x}" for x in first_missing]
-        runs = first
-        if not missing and s.extension_seeds:
-            decision = self.extension(name)
-            if isinstance(decision, Extension) and decision.extend:
-                more, more_missing = self._values(name, s.extension_seeds)
-                missing += [f"{name} seed {x}" for x in more_missing]
-                runs = first + more
-        if missing:
-            self._no_verdict(exp, None, f"{', '.join(missing)} not measured (failed, interrupted or "
-                             "deselected); run the same command again and only the missing seeds will run")
-        cmp = self._comparison(exp, base, runs)
-        self._record_decision(exp, cmp, base, runs)
-        return self._announce(exp, cmp)
-
-    def _comparison(self, exp: Experiment, base: list[RunRecord], runs: list[RunRecord]) -> protocol.Comparison:
-        """The 2σ comparison of comparable runs; runs measured in different environments get no verdict."""
-        mixed = protocol.mixed_environments([r.extra.get("environment", {}) for r in base],
-                                            [r.extra.get("environment", {}) for r in runs])
-        if mixed:
-            self._no_verdict(exp, None, f"the runs were not measured in the same environment ({mixed}); "
-                             "a baseline from another machine, torch, data set or executor timing (a process "
-                             "per run against a warm worker) is not comparable: re-measure it here with "
-                             "--exprun-rerun-baseline")
-        cmp = compare_runs(base, runs)
-        if cmp.verdict is None:
-            self._no_verdict(exp, cmp, cmp.problem or "the data cannot support a verdict")
-        return cmp
-
-    def _record_decision(self, exp: Experiment, cmp: protocol.Comparison, base: list[RunRecord],
-                         runs: list[RunRecord], extra: dict[str, Any] | None = None) -> None:
-        """Store the decision; one already stored from the same runs keeps its time (same report)."""
-        assert cmp.verdict is not None
-        data = {
-            "flags": list(exp.flags),
-            "setup": self.setup(exp.name).to_json(),
-            "setup_key": self.setup(exp.name).key(),
-            "baseline_setup": self.setup(BASELINE).to_json(),
-            "baseline_key": self.setup(BASELINE).key(),
-            "baseline_seeds": [r.seed for r in base],
-            "seeds": [r.seed for r in runs],
-            "verdict": cmp.verdict.value,
-            **(extra or {}),
-        }
-        stored = self.store.load_result(DECISION, exp.name)
-        if stored is not None and all(stored.get(k) == v for k, v in data.items()):
-            data["git_commit"], data["decided_at"] = stored.get("git_commit"), stored.get("decided_at", now())
-        else:
-            data["git_commit"], data["decided_at"] = self.commit, now()
-        try:
-            self.store.save_result(DECISION, exp.name, data)
-        except OSError as exc:
-            self._no_verdict(exp, cmp, f"could not store the decision ({exc}); its runs are stored, "
-                             "run the same command again")
 
     def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
         """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing."""
@@ -142,44 +109,121 @@ class Judge:
         exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
         return looks.decisions_at(design, names, base, exps, look, until)
 
-    def sequential_verdict(self, name: str) -> Outcome:
-        """The sequential mode's verdict, from the stored runs of the look that decided it."""
+    # -------------------------------------------------------------- the verdict
+    def design(self, exp: Experiment) -> ExperimentDesign:
+        """What the rule is asked: this experiment in its family, and the sequential mode's design."""
+        sequential = self.mode is DecisionMode.SEQUENTIAL
+        if sequential and self._operating is None:
+            self._operating = self._work(sequential_rates.operating_table, self.settings.design)
+        return ExperimentDesign(name=exp.name, flags=tuple(exp.flags), setup=self.source.setup(exp.name),
+                                baseline_setup=self.source.setup(BASELINE),
+                                family=tuple(e.name for e in self.settings.experiments),
+                                sequential=self.settings.design if sequential else None,
+                                operating=self._operating or ())
+
+    def verdict(self, name: str, control: ControlCheck | None = None, control_failure: str | None = None) -> Outcome:
+        """Decide, store the decision, write the reports, and say the verdict; a failed control fails it."""
         exp = self.experiment(name)
-        design = self.settings.design
-        decisions = self.look_decisions(len(design.looks) - 1, until=name)
-        if isinstance(decisions, str):
-            self._no_verdict(exp, None, f"{decisions} not measured (failed, interrupted or deselected); run the "
-                             "same command again and only the missing seeds will run")
-        decision = decisions[name]
-        b_seeds, e_seeds = sequential.seeds_for_look(design, decision.look_index)
-        base, runs = self._values(BASELINE, b_seeds)[0], self._values(name, e_seeds)[0]
-        cmp = self._comparison(exp, base, runs)
-        cmp = dataclasses.replace(cmp, verdict=Verdict(decision.decision.value))
-        self._record_decision(exp, cmp, base, runs, {"sequential": self._sequential_data(decision, cmp)})
-        return self._announce(exp, cmp)
-
-    def _sequential_data(self, decision: LookDecision, cmp: protocol.Comparison) -> dict[str, Any]:
-        """What the stored decision keeps of the mode, for the report (``looks.decision_data``)."""
-        table = self._work(sequential_rates.operating_table, self.settings.design)
-        return looks.decision_data(self.settings.design, decision, cmp.val_loss.baseline.std,
-                                   [e.name for e in self.settings.experiments], table)
-
-    def _announce(self, exp: Experiment, cmp: protocol.Comparison) -> Outcome:
-        """Write the reports from the stored decision and say the verdict (the fixed mode's tail, shared)."""
         s = self.settings
-        control = self.control_failure()
-        contexts = self.publisher.experiments(self.setup(BASELINE).key(), fresh=exp.name, control=self.control)
+        if self.mode is DecisionMode.FIXED:
+            base, base_missing = self.source.values(BASELINE, s.baseline_seeds)
+            runs, run_missing = self._fixed_runs(name)
+            missing = [f"baseline seed {x}" for x in base_missing] + run_missing
+            if missing:
+                self._no_verdict(exp, None, f"{', '.join(missing)} {rules.RUN_AGAIN}")
+            all_runs: dict[str, Sequence[RunRecord]] = {name: runs}
+        else:
+            design = s.design
+            base = self.source.values(BASELINE, SEEDS[:design.baseline_looks[-1]])[0]
+            all_runs = {n: self.source.values(n, SEEDS[:design.looks[-1]])[0] for n in (e.name for e in s.experiments)}
+        decision = self._decide(self.design(exp), base, all_runs)
+        if decision.verdict is None:
+            self._no_verdict(exp, decision.comparison, decision.problem or "the data cannot support a verdict")
+        if not (set(decision.baseline_seeds) <= {r.seed for r in base}
+                and set(decision.seeds) <= {r.seed for r in all_runs[name]}):
+            self._no_verdict(exp, decision.comparison, self._unstored(decision))
+        decision = dataclasses.replace(self._store(exp, decision), control=control)
+        return self._announce(exp, decision, control_failure)
+
+    def _fixed_runs(self, name: str) -> tuple[list[RunRecord], list[str]]:
+        """The fixed mode's runs: the first seeds, and the extension seeds when the extension rule asked for them."""
+        s = self.settings
+        runs, missing = self.source.values(name, s.experiment_seeds)
+        named = [f"{name} seed {x}" for x in missing]
+        if not missing and s.extension_seeds:
+            extension = self.extension(name)
+            if isinstance(extension, Extension) and extension.extend:
+                more, more_missing = self.source.values(name, s.extension_seeds)
+                named += [f"{name} seed {x}" for x in more_missing]
+                runs = runs + more
+        return runs, named
+
+    def _decide(self, design: ExperimentDesign, base: Sequence[RunRecord],
+                runs: Mapping[str, Sequence[RunRecord]]) -> Decision:
+        """Ask the decision rules (the project's first, exprun's last) and check what comes back."""
+        decision = newhooks.call(self.config, "pytest_exprun_decide", mode=self.mode, design=design,
+                                 baseline=tuple(base), runs=runs)
+        if decision is None:
+            raise ProtocolFailure(f"no decision rule answered for --exprun-decide={self.mode.value}; a "
+                                  "pytest_exprun_decide implementation returned None for every mode")
+        if not isinstance(decision, Decision) or decision.name != design.name:
+            raise ProtocolFailure(f"pytest_exprun_decide returned {decision!r:.80}, not a Decision on {design.name}; "
+                                  "build one with pytest_exprun.model.Decision.made(design, baseline, runs, verdict)")
+        return decision
+
+    def _store(self, exp: Experiment, decision: Decision) -> Decision:
+        """Store the decision; one already stored from the same runs keeps its commit and time (same report)."""
+        stored = self.store.decision(exp.name)
+        if stored is not None and decision.same_facts(stored):
+            decision = decision.stamped(stored.git_commit, stored.decided_at or now())
+        else:
+            decision = decision.stamped(self.commit, now())
+        try:
+            self.store.save_decision(decision)
+        except OSError as exc:
+            self._no_verdict(exp, decision.comparison, f"could not store the decision ({exc}); its runs are "
+                             "stored, run the same command again")
+        return decision
+
+    def family(self, fresh: Decision) -> list[Decided]:
+        """Every stored decision judged against the same baseline, with its runs, by name; ``fresh`` as made."""
+        found = []
+        for stored in self.store.decisions():
+            if stored.baseline_key != fresh.baseline_key:
+                continue
+            base = self.store.records(BASELINE, stored.baseline_key, stored.baseline_seeds)
+            runs = self.store.records(stored.name, stored.setup_key, stored.seeds)
+            if len(base) != len(stored.baseline_seeds) or len(runs) != len(stored.seeds):
+                continue  # its runs were set aside: the decision no longer stands on records
+            decision = fresh if stored.name == fresh.name else stored
+            found.append(rules.restore(decision, [base[x] for x in stored.baseline_seeds],
+                                       [runs[x] for x in stored.seeds]))
+        return found
+
+    def _announce(self, exp: Experiment, decision: Decision, control_failure: str | None) -> Outcome:
+        """Write the reports from the stored decisions and say the verdict (both modes' tail)."""
+        s = self.settings
+        family = self.family(decision)
+        fresh = next((d.decision for d in family if d.name == exp.name), None)
+        if fresh is None:
+            self._no_verdict(exp, decision.comparison, self._unstored(decision))
+        contexts = self.publisher.experiments(family, fresh=exp.name)
         path = s.experiment_report(exp.name)
-        accepted = cmp.verdict in s.accept and control is None
+        accepted = decision.verdict in s.accept and control_failure is None
         table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
         problem = self.publisher.step_summary(contexts[exp.name], accepted, path)
         if problem:
-            self.say(problem)
-        if control is not None:
-            table += f"\n  the control run failed, so this verdict does not pass: {control}"
-        outcome = Outcome(exp, cmp, path, table, accepted)
+            self.terminal.say(problem)
+        if control_failure is not None:
+            table += f"\n  the control run failed, so this verdict does not pass: {control_failure}"
+        outcome = Outcome(exp, fresh.comparison, path, table, accepted)
         self.outcomes.append(outcome)
         return outcome
+
+    @staticmethod
+    def _unstored(decision: Decision) -> str:
+        return (f"the decision names runs that are not stored (baseline seeds {list(decision.baseline_seeds)}, "
+                f"seeds {list(decision.seeds)}); a decision rule decides on the runs it is given")
 
     def _no_verdict(self, exp: Experiment, cmp: protocol.Comparison | None, why: str) -> NoReturn:
         """Fail the verdict test, keeping the reason for the terminal summary."""

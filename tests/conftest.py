@@ -200,8 +200,15 @@ def _statistics_imported_up_front() -> None:
     extensions refuse a second import ("cannot load module more than once per process"): import
     the statistics stack once in the outer session, so any test file can run on its own. A
     fixture, not a module-level import: this conftest is also loaded by experiment sessions
-    started from the repository root, which must not pay for scipy up front."""
+    started from the repository root, which must not pay for scipy up front.
+
+    exprun's own protocol modules too: a plain run no longer imports them, and one first imported
+    inside an in-process run is dropped after it while its package keeps the old module as an
+    attribute, so a later run's ``from .decide import looks`` would meet a stale copy (and enums
+    from two copies of one module never compare equal)."""
     import scipy.stats  # noqa: F401
+
+    import pytest_exprun.session  # noqa: F401 - imports every decide and reports module
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ named, and turns decisions into plain data. Nothing here runs a trainer or touch
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Sequence
 
 from . import sequential, sequential_rates
-from ..reports.publish import to_json
+from ..model import plain
 from .sequential import Decision, LookDecision
 from .sequential_design import Design
 
@@ -49,7 +48,6 @@ def stopped_reason(decision: LookDecision, looks: int, name: str | None) -> str:
             f"(t = {decision.statistic:.2f} {sign} {decision.boundary:.2f})")
 
 
-
 def decision_data(design: Design, decision: LookDecision, sigma: float, family: Sequence[str],
                   table: Sequence[sequential_rates.ReportRow]) -> dict[str, Any]:
     """What the stored decision keeps of the mode, for the report: the look, its numbers, the design."""
@@ -80,4 +78,4 @@ def decision_data(design: Design, decision: LookDecision, sigma: float, family: 
                    "expected_seeds": row.rates.expected_seeds, "winner_estimate": row.winner_estimate}
                   for row in table],
     }
-    return dict(json.loads(to_json(data)))  # as stored, so that a decision stored before compares equal
+    return dict(plain(data))  # as stored: plain JSON values

@@ -7,26 +7,35 @@ Pure functions and small frozen records only; the session applies them to stored
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import re
-import shlex
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .._lazy import LazyModule
+from ..model import Verdict
+from ..names import (  # noqa: F401 - the protocol's vocabulary, kept importable from here
+    BASELINE,
+    BASELINE_SEEDS,
+    CONTROL,
+    CONTROL_SEED,
+    DEFAULT_TRAIN_TOKENS,
+    EXPERIMENT_SEEDS,
+    EXTENSION_SEEDS,
+    MAX_NAME_LENGTH,
+    ProtocolError,
+    ProtocolFailure,
+    experiment_flags,
+    experiment_name,
+    parse_seeds,
+    safe_name,
+    scale_label,
+)
 from .stats import Summary, cohens_d, effect_size_label, holm_adjust, percent_faster, welch_test
 
 sps = LazyModule("scipy.stats")
-
-BASELINE_SEEDS: tuple[int, ...] = (42, 137, 256, 512, 1024)
-EXPERIMENT_SEEDS: tuple[int, ...] = (42, 137, 256)
-EXTENSION_SEEDS: tuple[int, ...] = (512, 1024)
-DEFAULT_TRAIN_TOKENS = 1_000_000
 
 #: How many baseline standard deviations separate a real change from noise.
 SIGNIFICANT_SIGMAS = 2.0
@@ -37,16 +46,6 @@ CONTROL_REPRODUCTION_SIGMAS = 0.05
 #: The prediction-interval control's false-alarm rate when nothing changed (two-sided).
 CONTROL_FALSE_ALARM = 0.05
 
-_UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-MAX_NAME_LENGTH = 80
-
-
-#: The group of the unmodified trainer's runs; every experiment is judged against it.
-BASELINE = "baseline"
-#: A fresh baseline-like run checked against the stored baseline; never reused across sessions.
-CONTROL = "control"
-CONTROL_SEED = 42
 #: Keys of a trainer's ``metrics.json`` that must agree between runs that are compared.
 ENVIRONMENT_KEYS = ("device", "torch_version", "data_fingerprint")
 #: What a run's wall time covers (``Executor.timing``); runs stored before it was recorded
@@ -55,124 +54,10 @@ TIMING_KEY = "timing"
 DEFAULT_TIMING = "process"
 
 
-class ProtocolFailure(Exception):
-    """A seed or a verdict failed for a reason the message fully explains (no traceback)."""
-
-
-class ProtocolError(ValueError):
-    """Input the protocol cannot accept; the message says what to change."""
-
-
-class Verdict(str, Enum):
-    WINNER = "WINNER"
-    NEUTRAL = "NEUTRAL"
-    LOSER = "LOSER"
-
-
 class Significance(str, Enum):
     SIGNIFICANT = "Yes (≥2σ)"
     SUGGESTIVE = "Suggestive (1–2σ), inconclusive"
     NOISE = "No (<1σ, noise)"
-
-
-def scale_label(train_tokens: int) -> str:
-    """Short, exact label for a token count: 1000000 → '1M', 2500000 → '2.5M', 20000 → '20K'.
-
-    Exact rather than rounded, so two different scales never share a file name.
-    """
-    if train_tokens <= 0:
-        raise ProtocolError(f"train tokens must be a positive integer, got {train_tokens}")
-    for size, unit in _UNITS:
-        if train_tokens >= size:
-            text = format(Decimal(train_tokens) / Decimal(size), "f")
-            if "." in text:
-                text = text.rstrip("0").rstrip(".")
-            return f"{text}{unit}"
-    return str(train_tokens)
-
-
-def experiment_flags(spec: str) -> list[str]:
-    """Trainer arguments for one ``--experiment`` value.
-
-    ``NAME`` → ``--NAME``; ``NAME=VALUE`` → ``--NAME VALUE``; a value that starts
-    with ``-`` is split like a shell would and passed as is (never through a shell).
-    """
-    text = spec.strip()
-    if not text:
-        raise ProtocolError("--experiment needs a flag name, e.g. --experiment=use_qk_norm")
-    if text.startswith("-"):
-        try:
-            args = shlex.split(text)
-        except ValueError as exc:
-            raise ProtocolError(f"cannot split --experiment={spec!r}: {exc}") from None
-        if not args:
-            raise ProtocolError("--experiment needs at least one trainer flag")
-        return args
-    name, sep, value = text.partition("=")
-    if not name or any(ch.isspace() for ch in name):
-        raise ProtocolError(
-            f"--experiment={spec!r}: expected NAME or NAME=VALUE (or flags starting with '-')"
-        )
-    return [f"--{name}", value] if sep else [f"--{name}"]
-
-
-def safe_name(text: str) -> str:
-    """Reduce any text to a safe file-name part of ``[A-Za-z0-9_.-]`` that cannot climb directories.
-
-    Different texts can give one name (``a/b`` and ``a_b``); a name chosen this way is
-    checked against the flags its existing report was measured for before it is reused.
-    """
-    name = re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", text))
-    name = re.sub(r"_{2,}", "_", name).strip("._-")
-    digest = _digest(text)
-    if not name:
-        return f"exp-{digest}"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"{name[: MAX_NAME_LENGTH - 9].rstrip('._-')}-{digest}"
-    return name
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
-def experiment_name(flags: list[str]) -> str:
-    """Report name made from the flags: ``['--use_qk_norm']`` → ``use_qk_norm``, ``['--optimizer', 'muon']``
-    → ``optimizer-muon``.
-
-    Those two forms read back to one list of flags (an option name without ``-``, then at
-    most one value); any other list, say ``['--better-yes']``, which would read like
-    ``['--better', 'yes']``, gets a short hash of the flags appended, so that different
-    flags never share a report name.
-    """
-    readable = "-".join(arg.lstrip("-") for arg in flags)
-    option = flags[0][2:] if flags and flags[0].startswith("--") else ""
-    faithful = (
-        bool(option) and "-" not in option and safe_name(option) == option and len(flags) <= 2
-        and (len(flags) == 1 or (not flags[1].startswith("-") and safe_name(flags[1]) == flags[1]))
-    )
-    if faithful and len(readable) <= MAX_NAME_LENGTH:
-        return readable
-    base = re.sub(r"_{2,}", "_", re.sub(r"\.{2,}", "_", _UNSAFE.sub("_", readable))).strip("._-")
-    digest = hashlib.sha256("\0".join(flags).encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{base[: MAX_NAME_LENGTH - 9].rstrip('._-')}-{digest}" if base else f"exp-{digest}"
-
-
-def parse_seeds(text: str, what: str) -> tuple[int, ...]:
-    """Parse '42,137,256' into seeds, refusing empty lists, non-integers and duplicates."""
-    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    if not parts:
-        raise ProtocolError(f"{what} is empty; give comma-separated integers such as 42,137,256")
-    try:
-        seeds = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ProtocolError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if any(s < 0 for s in seeds):
-        raise ProtocolError(f"{what} must be non-negative integers, got {text!r}")
-    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
-    if duplicates:
-        raise ProtocolError(f"{what} lists seed(s) {duplicates} more than once")
-    return seeds
 
 
 def sigmas_apart(baseline: Summary, experiment: Summary) -> float | None:

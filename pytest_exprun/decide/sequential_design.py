@@ -15,22 +15,17 @@ from typing import Callable
 import numpy as np
 
 from .._lazy import LazyModule
-from .protocol import ProtocolError
+from ..names import DEFAULT_ALPHA, DEFAULT_LOOKS, DEFAULT_MIN_EFFECT, MAX_SEEDS, SEEDS, ProtocolError  # noqa: F401 - SEEDS re-exported
 
 special = LazyModule("scipy.special")
 
 #: The fixed protocol's seeds first, then powers of two: deterministic, documented, and below
 #: 2**32 so that every seed is accepted by numpy's legacy seeding as well as by torch.
-SEEDS: tuple[int, ...] = (42, 137, 256, 512, 1024) + tuple(2**k for k in range(11, 32))
-MAX_SEEDS = len(SEEDS)
 
-DEFAULT_ALPHA = 0.03
-DEFAULT_MIN_EFFECT = 1.0
 #: Chosen by simulation (see docs/sequential.md): with Welch's t, Pocock-shaped bounds and a
 #: futility margin of 0.3 these looks give 80% WINNER at a true 2σ with 2.4 experiment seeds on
 #: average under no effect and 3.6 at 2σ; (2, 3, 5) and (2, 3, 4, 5) fall short of 78% at 2σ,
 #: (2, 4, 6) spends more seeds for the same power, (2, 3, 5, 7) does as well with a higher cap.
-DEFAULT_LOOKS: tuple[int, ...] = (2, 3, 4, 6)
 #: Looks used when only a cap on seeds is given: these below the cap, then the cap itself.
 LOOK_LADDER: tuple[int, ...] = (2, 3, 4, 6, 8, 12, 16, 24)
 DEFAULT_FUTILITY_MARGIN = 0.3

@@ -11,82 +11,36 @@ family in each experiment report and in the summary, so one experiment shows one
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
 import warnings
-from dataclasses import asdict, dataclass, replace
-from enum import Enum
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence
 
 from ..decide import evidence, protocol, rates, stats
 from . import plots, render as report
 from ..decide.curves import Curves, learning_curves, thin
-from ..decide.protocol import BASELINE, Comparison, ProtocolFailure, Verdict
+from ..decide.protocol import Comparison
+from ..names import ProtocolFailure
+from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
-from ..store import RunRecord, RunStore, StoreWarning, atomic_write_text, set_aside
+from ..store import StoreWarning, atomic_write_text, set_aside
 
-#: The kind under which each experiment's decision is stored (see ``RunStore.save_result``).
-DECISION = "experiment"
 #: Curve rows shown in a report; the JSON next to it keeps every step.
 CURVE_ROWS = 20
 
-T = TypeVar("T")
 Work = Callable[..., Any]
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-@dataclass(frozen=True)
-class Decided:
-    """One experiment's stored decision with the runs it was made from."""
-
-    data: dict[str, Any]  # as stored: name, flags, setup, keys, seeds, verdict, commit, time
-    baseline: list[RunRecord]
-    runs: list[RunRecord]
-
-    @property
-    def name(self) -> str:
-        return str(self.data["name"])
-
-
-def compare_runs(base: list[RunRecord], runs: list[RunRecord]) -> Comparison:
-    """The protocol's comparison of two groups of stored runs."""
-    return protocol.compare(
-        stats.summarize([r.val_loss for r in base]),
-        stats.summarize([r.val_loss for r in runs]),
-        stats.summarize([r.wall_time for r in base]),
-        stats.summarize([r.wall_time for r in runs]),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: enums by value, tuples as lists, NaN and infinities as null."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def to_json(data: dict[str, Any]) -> str:
-    return json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
+    return to_json_text(data)
 
 
 class Publisher:
-    """Writes every report of a scale from the store; ``work`` runs statistics and plots."""
+    """Writes every report of a scale from stored decisions and records; ``work`` runs statistics and plots."""
 
-    def __init__(self, settings: Settings, store: RunStore, work: Work, rel: Callable[[Path], str]) -> None:
+    def __init__(self, settings: Settings, work: Work, rel: Callable[[Path], str]) -> None:
         self.settings = settings
-        self.store = store
         self.work = work
         self.rel = rel
 
@@ -131,44 +85,24 @@ class Publisher:
         self.write_owned(path, text)
 
     # ---------------------------------------------------------- experiments
-    def family(self, baseline_key: str) -> list[Decided]:
-        """Every stored decision at this scale against this baseline, with its runs, by name."""
-        found = []
-        for data in self.store.iter_results(DECISION):
-            try:
-                if data["baseline_key"] != baseline_key:
-                    continue
-                base = self.store.records(BASELINE, baseline_key, data["baseline_seeds"])
-                runs = self.store.records(data["name"], data["setup_key"], data["seeds"])
-                if len(base) != len(data["baseline_seeds"]) or len(runs) != len(data["seeds"]):
-                    continue  # its runs were set aside: the decision no longer stands on records
-                found.append(Decided(data, [base[x] for x in data["baseline_seeds"]], [runs[x] for x in data["seeds"]]))
-            except (KeyError, TypeError, ValueError):
-                continue
-        return found
-
-    def experiments(self, baseline_key: str, fresh: str,
-                    control: protocol.ControlCheck | None = None) -> dict[str, dict[str, Any]]:
+    def experiments(self, family: Sequence[Decided], fresh: str) -> dict[str, dict[str, Any]]:
         """(Re)write every report of the family, the newly decided ``fresh`` one with its plots; contexts by name."""
-        family = self.family(baseline_key)
-        found = {d.name: (d, decided_comparison(d)) for d in family}
         design = rates.Design.of(self.settings)
-        found_evidence = {name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
-                                    {r.seed: r.val_loss for r in d.runs}, c.val_loss.baseline, c.val_loss.experiment,
-                                    design)
-                    for name, (d, c) in found.items()}
-        names = list(found)
+        found_evidence = {d.name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
+                                            {r.seed: r.val_loss for r in d.runs}, _cmp(d).val_loss.baseline,
+                                            _cmp(d).val_loss.experiment, design)
+                          for d in family}
+        names = [d.name for d in family]
         adjusted = stats.holm_adjust([found_evidence[n].welch.p_value for n in names])
         holm = [{"name": n, "p": found_evidence[n].welch.p_value, "adjusted": a} for n, a in zip(names, adjusted)]
         contexts = {}
-        for name, holm_p in zip(names, adjusted):
-            decided, cmp = found[name]
+        for decided, holm_p in zip(family, adjusted):
+            name, cmp = decided.name, _cmp(decided)
             path = self.settings.experiment_report(name)
             drawn = self._plots(decided, cmp, path, redraw=name == fresh)
             curves = learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
-                                           self.settings.train_tokens, cmp.val_loss.baseline.mean)
+                                     self.settings.train_tokens, cmp.val_loss.baseline.mean)
             context = self._context(decided, cmp, found_evidence[name], curves, drawn, holm, holm_p, path)
-            context["control"] = control if name == fresh else None
             body = self._render("experiment.md.j2", context)
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
@@ -211,14 +145,14 @@ class Publisher:
                        for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
         return {
             "name": decided.name,
-            "flags": list(decided.data["flags"]),
+            "flags": list(decided.decision.flags),
             "scale": self.settings.scale,
             "train_tokens": self.settings.train_tokens,
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
             "speed": speed_text(cmp),
-            "explanation": sequential_explanation(decided.data) or explanation(cmp, ev.note),
-            "sequential": sequential_context(decided.data),
+            "explanation": explanation(decided.decision, cmp, ev.note),
+            "sequential": sequential_context(decided.decision.sequential),
             "seed_rows": seed_rows,
             "ev": ev,
             "paired_rows": paired_rows,
@@ -229,17 +163,18 @@ class Publisher:
             "plots": drawn,
             "json_file": path.with_suffix(".json").name,
             "summary_file": self.settings.summary_report.name,
-            "setup": decided.data["setup"],
+            "setup": decided.decision.setup.to_json(),
             "presets": sorted({str(r.extra["environment"]["preset"]) for r in [*decided.baseline, *decided.runs]
                                if "preset" in r.extra.get("environment", {})}),
-            "git_commit": decided.data.get("git_commit"),
-            "measured_at": decided.data.get("decided_at", ""),
+            "git_commit": decided.decision.git_commit,
+            "measured_at": decided.decision.decided_at,
+            "control": decided.decision.control,
         }
 
     def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
                     drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
-        def runs(records: list[RunRecord]) -> list[dict[str, Any]]:
+        def runs(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
                      "environment": r.extra.get("environment", {}), "curve": [list(p) for p in r.curve]}
                     for r in records]
@@ -247,24 +182,24 @@ class Publisher:
         data = {
             "kind": "experiment",
             "name": decided.name,
-            "flags": list(decided.data["flags"]),
+            "flags": list(decided.decision.flags),
             "scale": self.settings.scale,
             "train_tokens": self.settings.train_tokens,
-            "verdict": None if cmp.verdict is None else cmp.verdict.value,
-            "accepted": cmp.verdict in self.settings.accept,
-            "setup": decided.data["setup"],
-            "baseline_setup": decided.data.get("baseline_setup"),
+            "verdict": None if decided.decision.verdict is None else decided.decision.verdict.value,
+            "accepted": decided.decision.verdict in self.settings.accept,
+            "setup": decided.decision.setup.to_json(),
+            "baseline_setup": decided.decision.baseline_setup.to_json(),
             "comparison": asdict(cmp),
             "evidence": asdict(ev),
             "holm": {"family": holm, "welch_p_adjusted": holm_p},
-            "sequential": decided.data.get("sequential"),
+            "sequential": None if decided.decision.sequential is None else decided.decision.sequential.to_json(),
             "learning_curves": asdict(curves),
             "plots": [p.file for p in drawn.plots],
             "baseline_runs": runs(decided.baseline),
             "runs": runs(decided.runs),
             "report": path.name,
-            "git_commit": decided.data.get("git_commit"),
-            "measured_at": decided.data.get("decided_at", ""),
+            "git_commit": decided.decision.git_commit,
+            "measured_at": decided.decision.decided_at,
         }
         twin = path.with_suffix(".json")
         text = to_json(data)
@@ -277,16 +212,17 @@ class Publisher:
                                   "is unchanged") from None
 
     # ------------------------------------------------------------- summary
-    def summary(self, family: list[Decided], adjusted: tuple[float | None, ...]) -> None:
+    def summary(self, family: Sequence[Decided], adjusted: tuple[float | None, ...]) -> None:
         """Rank the family of experiments judged against this baseline, from the store."""
         if not family:
             return
         rows = []
         for decided, holm_p in zip(family, adjusted):
-            rows.append((decided.name, str(decided.data["verdict"]), [r.val_loss for r in decided.baseline],
+            verdict = decided.decision.verdict
+            rows.append((decided.name, "" if verdict is None else verdict.value, [r.val_loss for r in decided.baseline],
                          [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
         ranked = protocol.rank_experiments(rows)
-        latest = max(str(d.data.get("decided_at", "")) for d in family)
+        latest = max(d.decision.decided_at for d in family)
         families = self.work(rates.family_rates, ranked, len(self.settings.experiment_seeds),
                              len(self.settings.extension_seeds))
         context = {"scale": self.settings.scale, "ranked": ranked, "families": families, "measured_at": latest}
@@ -312,40 +248,28 @@ class Publisher:
         return None
 
 
-def decided_comparison(decided: Decided) -> Comparison:
-    """The comparison of a stored decision's runs, with the verdict its mode reached.
-
-    The sequential mode's verdict is its look's decision, not the 2σ rule's on the same runs.
-    """
-    cmp = compare_runs(decided.baseline, decided.runs)
-    if isinstance(decided.data.get("sequential"), dict) and cmp.verdict is not None:
-        cmp = replace(cmp, verdict=Verdict(decided.data["verdict"]))
-    return cmp
+def _cmp(decided: Decided) -> Comparison:
+    """The decision's comparison (``decide.decision.restore`` fills it for a stored decision)."""
+    if decided.decision.comparison is None:
+        raise ProtocolFailure(f"the decision on {decided.name} came without its comparison; restore it from its "
+                              "runs with pytest_exprun.decide.decision.restore")
+    return decided.decision.comparison
 
 
-def sequential_explanation(data: dict[str, Any]) -> str | None:
-    seq = data.get("sequential")
-    if not isinstance(seq, dict):
-        return None
-    return f"Decided by the sequential mode at {seq['reason']}."
-
-
-def sequential_context(data: dict[str, Any]) -> dict[str, Any] | None:
+def sequential_context(seq: LookRecord | None) -> dict[str, Any] | None:
     """What ``sequential_section.md.j2`` shows, from a stored decision; None in the fixed mode."""
-    seq = data.get("sequential")
-    if not isinstance(seq, dict):
+    if seq is None:
         return None
-    design = seq["design"]
+    design = seq.design
     last = len(design["looks"]) - 1
     looks = [
         {"look": i + 1, "experiment_seeds": n, "baseline_seeds": m, "winner": w, "loser": lo,
-         "futility": None if i == last else f, "stopped": i == seq["look_index"]}
+         "futility": None if i == last else f, "stopped": i == seq.look_index}
         for i, (n, m, w, lo, f) in enumerate(zip(design["looks"], design["baseline_looks"], design["winner_bounds"],
                                                  design["loser_bounds"], design["futility_bounds"]))
     ]
-    return {**seq, "look": seq["look_index"] + 1, "bounds": looks,
-            "step_down": len(seq.get("family", [])) > 1,
-            "bias": [row for row in seq["rates"] if row["effect"] > 0 and row["winner_estimate"] is not None]}
+    return {**seq.to_json(), "look": seq.look_index + 1, "bounds": looks, "step_down": len(seq.family) > 1,
+            "bias": [row for row in seq.rates if row["effect"] > 0 and row["winner_estimate"] is not None]}
 
 
 def shared_environment(records: list[RunRecord]) -> dict[str, Any]:
@@ -371,8 +295,12 @@ def speed_text(cmp: Comparison) -> str:
     return f"{abs(pct):.1f}% {'faster' if pct >= 0 else 'slower'}"
 
 
-def explanation(cmp: Comparison, note: str | None) -> str:
-    """The verdict's reason in one sentence, from the 2σ rule's own numbers (``evidence.explain_verdict``)."""
-    if cmp.verdict is None:
-        return cmp.problem or ""
-    return evidence.explain_verdict(cmp.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)
+def explanation(decision: Decision, cmp: Comparison, note: str | None) -> str:
+    """The verdict's reason in one sentence: the rule's own, the sequential look's, or the 2σ rule's numbers."""
+    if decision.reason is not None:
+        return decision.reason
+    if decision.sequential is not None:
+        return f"Decided by the sequential mode at {decision.sequential.reason}."
+    if decision.verdict is None:
+        return decision.problem or cmp.problem or ""
+    return evidence.explain_verdict(decision.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)

@@ -152,17 +152,3 @@ def is_ours_unedited(path: Path) -> bool:
     except (OSError, ReportError):
         return False
     return read.data is not None and not read.edited
-
-
-_SEED_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*([-+0-9.eEinfa]+)\s*\|\s*([-+0-9.eEinfa]+)\s*\|", re.MULTILINE)
-
-
-def visible_seed_rows(body: str) -> dict[int, tuple[float, float]]:
-    """Per-seed ``| seed | val_loss | wall_time |`` rows as printed in a baseline report."""
-    rows: dict[int, tuple[float, float]] = {}
-    for match in _SEED_ROW.finditer(body):
-        try:
-            rows[int(match.group(1))] = (float(match.group(2)), float(match.group(3)))
-        except ValueError:
-            continue
-    return rows

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from ..decide.protocol import experiment_flags as plain_experiment_flags
+from ..names import experiment_flags as plain_experiment_flags
 from .lines import step_number
 from .runner import (
     DEFAULT_EXPECTED,
