@@ -27,7 +27,7 @@ from .trainer.runner import Failure, RunResult, RunSpec
 from .decide.sequential import Decision
 from .experiments import Experiment
 from .settings import Settings
-from .trainer.interface import with_result_file
+from .trainer.interface import expected_lines, with_result_file
 from .model import BaselineSnapshot, RunRecord, Setup
 from .store import (
     RunStore,
@@ -232,7 +232,7 @@ class ProtocolSession:
             result = self._await(handle)
         self.handles.pop((group, seed), None)
         if not result.ok:
-            message = result.describe_failure()
+            message = result.describe_failure(expected_lines(self.settings.trainer_io))
             self.failed[(group, seed)] = message
             if result.failure is Failure.NOT_STARTED:
                 self._fatal = message.splitlines()[0]
