@@ -90,7 +90,7 @@ def test_gpus_executor_writes_the_same_reports_as_local(project: Project, losses
 
 
 def test_extra_sbatch_options_become_submitit_parameters() -> None:
-    from pytest_exprun.settings import parse_sbatch_options
+    from pytest_exprun.executors.options import parse_sbatch_options
 
     assert parse_sbatch_options("--qos=high --account lab --exclusive --mail-type=END") == {
         "qos": "high", "account": "lab", "exclusive": True, "mail_type": "END",
