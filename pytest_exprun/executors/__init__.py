@@ -129,13 +129,13 @@ def checked(executor: object, name: str) -> Executor:
 class _Builtin:
     """One built-in executor as a default implementation of ``pytest_exprun_make_executor``."""
 
-    def __init__(self, name: str, make: Callable[[Settings], Executor]) -> None:
+    def __init__(self, name: str, make: Callable[[pytest.Config, Settings], Executor]) -> None:
         self.name = name
         self.make = make
 
     @pytest.hookimpl(trylast=True)
     def pytest_exprun_make_executor(self, config: pytest.Config, settings: Settings) -> Executor | None:
-        return self.make(settings) if settings.executor == self.name else None
+        return self.make(config, settings) if settings.executor == self.name else None
 
 
 class _Contract:
@@ -155,26 +155,27 @@ class _Contract:
         return checked(made, settings.executor)
 
 
-def _local(settings: Settings) -> Executor:
+def _local(config: pytest.Config, settings: Settings) -> Executor:
     from .local import LocalExecutor
 
     return LocalExecutor()
 
 
-def _warm(settings: Settings) -> Executor:
+def _warm(config: pytest.Config, settings: Settings) -> Executor:
+    from ..terminal import Terminal
     from .warm import make_warm
 
-    return make_warm(settings)
+    return make_warm(settings, Terminal(config, settings.rootdir).say)
 
 
-def _gpus(settings: Settings) -> Executor:
+def _gpus(config: pytest.Config, settings: Settings) -> Executor:
     from .gpus import GpuExecutor
     from .options import gpu_ids
 
     return GpuExecutor(gpu_ids(settings.executor_options))
 
 
-def _slurm(settings: Settings) -> Executor:
+def _slurm(config: pytest.Config, settings: Settings) -> Executor:
     from .slurm import SlurmExecutor
 
     return SlurmExecutor.from_settings(settings)

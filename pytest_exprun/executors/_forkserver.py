@@ -5,7 +5,7 @@ It imports the trainer's third-party modules once, checks that forking from here
 method chosen), then forks one child per request. A child becomes the run as a fresh
 ``python script.py`` would: its own session and process group, the run's argv, environment
 and working directory, stdout and stderr on the pipe it was sent, stdin on /dev/null, the
-script run by ``runpy`` as ``__main__``. The server reaps children and reports each exit.
+script run as ``__main__`` (a module with ``python -m``, by ``runpy`` as the interpreter does). The server reaps children and reports each exit.
 
 Messages are JSON lines on a Unix socket (file descriptor FD): to the server
 ``{"id", "argv", "env", "cwd"}`` with the output pipe's write end attached; from it
@@ -17,7 +17,9 @@ trainer's interpreter, which need not have pytest-exprun installed.
 
 from __future__ import annotations
 
+import builtins
 import importlib
+import importlib.machinery
 import io
 import json
 import os
@@ -27,6 +29,7 @@ import signal
 import socket
 import sys
 import threading
+import types
 from typing import Any
 
 #: Most bytes one request may take (argv and environment).
@@ -141,8 +144,7 @@ def _run(target: str, kind: str, request: dict[str, Any], out: int) -> int:
     sys.argv = list(request["argv"])
     try:
         if kind == "script":
-            sys.argv[0] = target  # as given; __file__ is absolute, as Python 3.9+ makes it
-            runpy.run_path(os.path.abspath(target), run_name="__main__")
+            _run_script(target)
         else:
             sys.argv[0] = target  # as -m does, until runpy puts the module's path there
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -163,6 +165,23 @@ def _stream(fd: int, mode: str, unbuffered: bool, encoding: str, errors: str | N
         binary = io.BufferedWriter(raw) if mode == "w" else io.BufferedReader(raw)
     return io.TextIOWrapper(binary, encoding=encoding, errors=errors, line_buffering=line_buffering,  # type: ignore[arg-type]
                             write_through=unbuffered and mode == "w")
+
+
+def _run_script(target: str) -> None:
+    """``python script.py``'s ``__main__``: ``sys.argv[0]`` as given, ``__file__`` absolute (Python 3.9+).
+
+    ``runpy.run_path`` would set both to the one path it is given, so the script is executed
+    here as the interpreter does it: a fresh ``__main__`` module, the source compiled uncached.
+    """
+    path = os.path.abspath(target)
+    with io.open_code(path) as handle:
+        code = compile(handle.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __builtins__=builtins, __spec__=None, __package__=None,
+                         __loader__=importlib.machinery.SourceFileLoader("__main__", path))
+    sys.modules["__main__"] = main
+    sys.argv[0] = target
+    exec(code, main.__dict__)
 
 
 def _exit_code(code: object) -> int:

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -351,9 +351,11 @@ class ForkExecutor(Executor):
     eager = False
 
     def __init__(self, command: Sequence[str], preload: Sequence[str], refused: str | None = None,
-                 gpu: str | None = None) -> None:
-        """``gpu``: every run is pinned to it (``CUDA_VISIBLE_DEVICES``), as the worker is given one GPU."""
+                 gpu: str | None = None, say: Callable[[str], None] | None = None) -> None:
+        """``gpu``: every run is pinned to it (``CUDA_VISIBLE_DEVICES``), as the worker is given one GPU.
+        ``say``: where the one line goes when runs fall back to ``local`` (else a warning)."""
         self.command = tuple(command)
+        self._say = say
         self.gpu = gpu
         self.preload = tuple(preload)
         self._server: ForkServer | None = None
@@ -375,8 +377,11 @@ class ForkExecutor(Executor):
     def _fall_back(self, why: str) -> None:
         if self.fallback is None:
             self.fallback = why
-            warnings.warn(FallbackWarning(f"--exprun-executor=warm runs each seed as local does: {why}"),
-                          stacklevel=2)
+            line = f"--exprun-executor=warm runs each seed as local does: {why}"
+            if self._say is not None:
+                self._say(line)
+            else:
+                warnings.warn(FallbackWarning(line), stacklevel=2)
 
     def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
         """Start the server now: it imports the trainer's libraries while the session goes on."""
@@ -438,8 +443,8 @@ class ForkPool(ForkExecutor):
     eager = True
 
     def __init__(self, command: Sequence[str], preload: Sequence[str], gpus: Sequence[str],
-                 refused: str | None = None) -> None:
-        super().__init__(command, preload, refused)
+                 refused: str | None = None, say: Callable[[str], None] | None = None) -> None:
+        super().__init__(command, preload, refused, None, say)
         self._pool = SlotPool(tuple(gpus), self._run_on, lambda gpu: f"fork-gpu-{gpu}")
 
     def _run_on(self, gpu: str, queued: QueuedRun) -> RunResult:
@@ -453,7 +458,8 @@ class ForkPool(ForkExecutor):
         super().close(cancel)
 
 
-def fork_executor(settings: Settings, command: Sequence[str], gpus: Sequence[str]) -> ForkExecutor:
+def fork_executor(settings: Settings, command: Sequence[str], gpus: Sequence[str],
+                  say: Callable[[str], None] | None = None) -> ForkExecutor:
     """The fork server for this trainer, or (with one line saying why) runs as local does."""
     refused = None
     preload: list[str] = []
@@ -463,5 +469,5 @@ def fork_executor(settings: Settings, command: Sequence[str], gpus: Sequence[str
     except ForkRefused as exc:
         refused = str(exc)
     if len(gpus) > 1:
-        return ForkPool(command, preload, gpus, refused)
-    return ForkExecutor(command, preload, refused, gpus[0] if gpus else None)
+        return ForkPool(command, preload, gpus, refused, say)
+    return ForkExecutor(command, preload, refused, gpus[0] if gpus else None, say)

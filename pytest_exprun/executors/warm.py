@@ -25,7 +25,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,7 +245,7 @@ def worker_executor(command: Sequence[str], gpus: Sequence[str] = ()) -> WarmExe
     return WorkerPool(command, gpus) if len(gpus) > 1 else WarmExecutor(command, gpus)
 
 
-def make_warm(settings: Settings) -> Executor:
+def make_warm(settings: Settings, say: Callable[[str], None] | None = None) -> Executor:
     """``--exprun-executor=warm``: the trainer's worker protocol where it speaks it, a fork
     server otherwise (or as ``--exprun-warm-start`` says), ``local`` where neither can be exact."""
     from . import ExecutorError
@@ -262,4 +262,4 @@ def make_warm(settings: Settings) -> Executor:
             raise ExecutorError("--exprun-executor=warm passes each run's seed and output dir as arguments, so "
                                 "exprun_argv must contain {seed} and {output_dir}; use --exprun-executor=local")
         return worker_executor(command, gpus)
-    return fork_executor(settings, command, gpus)
+    return fork_executor(settings, command, gpus, say)
