@@ -1,4 +1,7 @@
-"""Runs one after another in a warm trainer process, so start-up is paid once per session.
+"""``--exprun-executor=warm``: start-up paid once per session, not once per run.
+
+``make_warm`` picks how: the trainer's own worker protocol where it speaks it (this module),
+else a fork server (``forking.py``) for any Python trainer, else ``local`` with one line saying why.
 
 At 1M tokens on a GPU, a fresh trainer process spends longer importing torch and creating
 its CUDA context than training. A trainer that speaks the worker protocol (``train_llm.py``
@@ -12,9 +15,9 @@ that ``local`` includes, so the two are never compared (the session records how 
 timed and refuses to compare runs timed differently).
 
 ``prestart`` starts the worker before the first run is asked for, so its start-up overlaps
-pytest's collection and the baseline check. Given several GPUs, there is one worker per GPU,
-each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``, and runs go to whichever is free (runs on
-one GPU stay one at a time, so their wall times stay clean measurements).
+pytest's collection and the baseline check. Given several GPUs, ``WorkerPool`` keeps one worker
+per GPU, each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``, and runs go to whichever is free
+(``slots.SlotPool``: runs on one GPU stay one at a time, so their wall times stay clean measurements).
 """
 
 from __future__ import annotations
