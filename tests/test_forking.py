@@ -58,17 +58,17 @@ def test_a_forked_run_sees_its_argv_environment_and_folder_as_a_fresh_process(pr
             seed = int(sys.argv[sys.argv.index("--seed") + 1])
             out = sys.argv[sys.argv.index("--output_dir") + 1]
             os.makedirs(out, exist_ok=True)
-            print(json.dumps({"argv0": sys.argv[0], "file": __file__, "cwd": os.getcwd(), "path0": sys.path[0],
+            print(json.dumps({"argv": sys.argv[:3], "file": __file__, "cwd": os.getcwd(), "path0": sys.path[0],
                               "helper": helper.VALUE, "seed_env": os.environ.get("EXPRUN_SEED"),
                               "leader": os.getpgid(0) == os.getpid()}))
             print(f"Step 50 | val_loss: {2 + seed / 1e6:.4f}")
     """))
-    project.pytester.makeini("[pytest]\nexprun_command = python probe.py\n")
+    project.pytester.makeini("[pytest]\nexprun_command = python -u probe.py --threads 1\n")
     result = project.run("-m", "baseline", "-k", "seed42", *FORK, "-s")
     result.assert_outcomes(passed=1, deselected=4)
     (log,) = (project.research / ".exprun" / "runs").rglob("seed42.log")
     seen = json.loads(log.read_text().splitlines()[0])
-    assert seen == {"argv0": "probe.py", "file": str(project.path / "probe.py"), "cwd": str(project.path),
+    assert seen == {"argv": ["probe.py", "--threads", "1"], "file": str(project.path / "probe.py"), "cwd": str(project.path),
                     "path0": str(project.path), "helper": "project module", "seed_env": "42", "leader": True}
 
 

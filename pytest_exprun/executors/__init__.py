@@ -18,9 +18,9 @@ plugin. docs/executors.md says more.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pytest
 
@@ -49,6 +49,7 @@ class RunHandle(Protocol):
 
     def cancel(self) -> None:
         """Stop the run if it is still going; its result then reports a cancellation."""
+        return None
 
 
 @runtime_checkable
@@ -70,11 +71,13 @@ class Executor(Protocol):
 
     def close(self, cancel: bool) -> None:
         """Release resources; with ``cancel``, stop every run still pending or going."""
+        return None
 
     def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
         """Begin start-up work (a warm process importing its libraries) before the first run is
         asked for, so it overlaps what the session does meanwhile. ``env`` and ``cwd`` are the
         first run's. The default does nothing."""
+        return None
 
     def readiness(self) -> str | None:
         """None when the next run starts at once; otherwise one line saying what it waits for

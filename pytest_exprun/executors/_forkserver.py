@@ -136,10 +136,12 @@ def _run(target: str, kind: str, request: dict[str, Any], out: int) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED")) or sys.flags.unbuffered
-    sys.stdin = sys.__stdin__ = _stream(0, "r", False, sys.stdin.encoding, sys.stdin.errors, False)
-    sys.stdout = sys.__stdout__ = _stream(1, "w", unbuffered, sys.stdout.encoding, sys.stdout.errors, False)
-    sys.stderr = sys.__stderr__ = _stream(2, "w", unbuffered, sys.stderr.encoding, "backslashreplace", True)
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED")) or "-u" in getattr(sys, "orig_argv", ())
+    sys.stdin = sys.__stdin__ = _stream(0, "r", False, sys.stdin.encoding, sys.stdin.errors, False)  # type: ignore[misc]
+    sys.stdout = sys.__stdout__ = _stream(1, "w", unbuffered, sys.stdout.encoding, sys.stdout.errors,  # type: ignore[misc]
+                                          False)
+    sys.stderr = sys.__stderr__ = _stream(2, "w", unbuffered, sys.stderr.encoding,  # type: ignore[misc]
+                                          "backslashreplace", True)
     _reseed()
     sys.argv = list(request["argv"])
     try:

@@ -310,7 +310,10 @@ class ForkedProcess:
 
 def run_forked(server: ForkServer, target: str, spec: RunSpec, prefix: int, on_line: LineSink | None,
                cancel: threading.Event | None, parse_line: LineParser) -> RunResult:
-    """One run forked from ``server``: read, timed and ended as ``run_trainer`` does a process."""
+    """One run forked from ``server``: read, timed and ended as ``run_trainer`` does a process.
+
+    ``prefix``: how many words of ``spec.argv`` the interpreter, its options and the script take;
+    the child's ``sys.argv`` is the script followed by the rest."""
     spec.output_dir.parent.mkdir(parents=True, exist_ok=True)
     log = RunLog(spec.log_path, MAX_LOG_BYTES)
     lines = RunLines(on_line, parse_line)
@@ -425,7 +428,8 @@ class ForkExecutor(Executor):
         server = None if self.fallback is not None else self._ready_server(spec, cancel)
         if server is None:
             return run_trainer(spec, on_line, cancel, parse_line)
-        return run_forked(server, self._target, spec, len(self.command), on_line, cancel, parse_line)
+        # The script's own arguments in the command (``train.py --num_threads 1``) go to it too.
+        return run_forked(server, self._target, spec, self._prefix, on_line, cancel, parse_line)
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
         return LazyRun(lambda cancel: self.run(spec, on_line, parse_line, cancel))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from ..trainer.lines import LineParser
 from ..trainer.runner import RunResult, RunSpec, run_trainer
