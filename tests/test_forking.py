@@ -8,7 +8,9 @@ per-run values must be bit-identical to ``local``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -200,3 +202,31 @@ def test_hugging_face_example_forked_is_bit_identical_to_local(pytester: pytest.
         shutil.rmtree(research / ".exprun" / "runs")
     assert sorted(measured[FORK[-1]]) == [42, 137, 256]
     assert measured[FORK[-1]] == measured["--exprun-executor=local"]
+
+
+def test_two_gpus_fork_two_runs_at_once_each_pinned(project: Project) -> None:
+    project.plan(sleep=0.3)
+    result = project.run("-m", "baseline", *FORK, "--exprun-gpus=0,1")
+    result.assert_outcomes(passed=5)
+    calls = project.calls()
+    assert {c["cuda_visible_devices"] for c in calls} == {"0", "1"}
+    first = sorted(calls, key=lambda c: c["start"])[:2]
+    assert first[1]["start"] < first[0]["end"]  # the two GPUs worked at once
+    assert {r["extra"]["environment"]["timing"] for r in records(project)} == {"fork server"}
+
+
+def test_a_request_larger_than_one_read_reaches_the_child(tmp_path: Path) -> None:
+    from pytest_exprun.executors.forking import ForkServer
+
+    (tmp_path / "env_size.py").write_text("import os, sys\nprint(len(os.environ['BIG']), sys.argv[1:])\n")
+    server = ForkServer([sys.executable], "script", "env_size.py", [], {}, tmp_path)
+    try:
+        assert server.wait_ready(60) is None
+        for size in (10, 300_000):
+            proc = server.fork(["env_size.py", "a", "b"], {**os.environ, "BIG": "x" * size}, tmp_path)
+            assert proc.stdout.read().decode().split(maxsplit=1) == [str(size), "['a', 'b']\n"]
+            assert proc.wait(timeout=30) == 0
+            proc.stdout.close()
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0

@@ -88,13 +88,15 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
     selector.register(sock, selectors.EVENT_READ, "request")
     selector.register(wake_r, selectors.EVENT_READ, "child")
     buffer = b""
+    fds: list[int] = []  # pipes received, one per request, in order; a request may span several reads
     children: set[int] = set()
     while True:
         for key, _ in selector.select():
             if key.data == "child":
                 os.read(wake_r, 4096)
             else:
-                data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+                data, received, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+                fds.extend(received)
                 if not data:
                     for fd in fds:
                         os.close(fd)
