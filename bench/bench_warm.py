@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_exprun.executors.forking import ForkServer, preload_modules  # noqa: E402
+from pytest_exprun.executors.forkcheck import preload_modules  # noqa: E402
+from pytest_exprun.executors.forking import ForkServer  # noqa: E402
 
 SEEDS = "42,137,256,512,1024"
 LOSSES = {"": {"42": 2.00, "137": 2.02, "256": 1.98, "512": 2.01, "1024": 1.99},

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, pid_alive
-from pytest_exprun.executors.forking import ForkRefused, python_invocation
+from pytest_exprun.executors.forkcheck import ForkRefused, python_invocation
 
 FORK = ("--exprun-executor=warm", "--exprun-warm-start=fork")
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}

@@ -252,7 +252,8 @@ def make_warm(settings: Settings, say: Callable[[str], None] | None = None) -> E
     """``--exprun-executor=warm``: the trainer's worker protocol where it speaks it, a fork
     server otherwise (or as ``--exprun-warm-start`` says), ``local`` where neither can be exact."""
     from . import ExecutorError
-    from .forking import fork_executor, speaks_worker_protocol
+    from .forkcheck import speaks_worker_protocol
+    from .forking import fork_executor
     from .gpus import visible_gpus
     from .options import gpu_ids, warm_start
 
