@@ -118,10 +118,9 @@ class ProtocolSession:
             self.counter.plan(item.group, item.conditional, getattr(item, "look", None))
         if pending and self.settings.experiments:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
-        prestart = getattr(self.executor, "prestart", None)
-        if pending and prestart is not None:  # the warm worker imports torch while the session goes on
+        if pending:  # a warm worker or fork server imports torch while the session goes on
             first = self.spec(pending[0].group, pending[0].seed)
-            prestart(first.env, first.cwd)
+            self.executor.prestart(first.env, first.cwd)
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:
@@ -226,8 +225,9 @@ class ProtocolSession:
         label = f"{group}[seed{seed}]"
         counter = self.counter.next()
         self.terminal.run_started(counter, label)
-        if getattr(self.executor, "worker_ready", True) is False:
-            self.terminal.say("starting the warm worker (importing torch)")
+        note = self.executor.readiness()
+        if note is not None:
+            self.terminal.say(note)
         with self.terminal.uncaptured():
             result = self._await(handle)
         self.handles.pop((group, seed), None)

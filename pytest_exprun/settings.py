@@ -12,13 +12,16 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from . import experiments as experiments_mod
 from . import names
+from .executors import options as executor_options
 from .experiments import Experiment, refuse_nul
 from .model import Verdict
 from .names import (
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
     from .decide.sequential_design import Design
 
 DEFAULT_COMMAND = "python train_llm.py"
-EXECUTORS = ("local", "warm", "gpus", "slurm")
 #: How a verdict is reached: the protocol's 2σ rule on 3 or 5 seeds, or the planned looks of ``sequential``.
 FIXED, SEQUENTIAL = "fixed", "sequential"
 DECIDE_MODES = (FIXED, SEQUENTIAL)
@@ -80,16 +82,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "bound the false WINNERs over every decision against one baseline, across sessions, at this "
      "false-discovery rate (e.g. 0.05; LOND, see docs/program.md; default: no program-wide control)"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
-    ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
-    ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
-    ("slurm_partition", "exprun_slurm_partition", "",
-     "SLURM partition for --exprun-executor=slurm (default: the cluster's default partition)"),
-    ("slurm_time", "exprun_slurm_time", "60", "SLURM time limit of each run's job, in minutes"),
-    ("slurm_gpus", "exprun_slurm_gpus", "1", "GPUs per SLURM job (0: ask for none)"),
-    ("slurm_extra", "exprun_slurm_extra", "",
-     "more sbatch options for each job, shell-split, long form, e.g. '--qos=high --account=lab'"),
-    ("slurm_folder", "exprun_slurm_folder", "",
-     "folder for submitit's job files, on storage the nodes share (default: <research dir>/.exprun/slurm)"),
+    ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (start-up "
+     "paid once: the trainer's worker protocol or a fork server), gpus, slurm, or one a plugin adds"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
     ("fingerprint_include", "exprun_fingerprint_include", "",
@@ -98,6 +92,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("fingerprint_exclude", "exprun_fingerprint_exclude", "",
      "paths or globs left out of the setup's fingerprint (relative to the rootdir), e.g. 'vendor/ scratch_*.py'"),
     *TRAINER_IO_OPTIONS,
+    *executor_options.OPTIONS,
 )
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
@@ -112,18 +107,6 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
      f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
      "often (about 1 in 6 with 2 seeds against 1 in 33 with 5), and each report states the rate"),
 )
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """How each run becomes a SLURM job; read only by the slurm executor."""
-
-    partition: str | None = None
-    time_minutes: int = 60
-    gpus_per_job: int = 1
-    #: sbatch options as submitit's ``slurm_additional_parameters`` (``qos`` -> ``high``).
-    extra: dict[str, str | bool] = field(default_factory=dict)
-    folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +125,11 @@ class Settings:
     accept: frozenset[Verdict]
     template_dir: Path | None
     executor: str
-    gpus: tuple[str, ...]
     lock_wait: float
     experiments: tuple[Experiment, ...]
     rootdir: Path
-    slurm: SlurmSettings = field(default_factory=lambda: SlurmSettings())
+    #: The executors' own options as given (dest -> text); the chosen executor reads and checks its own.
+    executor_options: Mapping[str, str] = field(default_factory=dict)
     trainer_io: TrainerIO = field(default_factory=lambda: TrainerIO(ArgvTemplate.parse(DEFAULT_ARGV)))
     #: Extra files or globs, and excluded paths, for the setup's fingerprint (see fingerprint.py).
     fingerprint_include: tuple[str, ...] = ()
@@ -295,12 +278,11 @@ def load(config: pytest.Config) -> Settings:
     executor = get("executor").strip()
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", executor):
         # Other names are checked at session start: a plugin or conftest.py may provide them.
-        raise pytest.UsageError(f"--exprun-executor must be a name such as {', '.join(EXECUTORS)}, got {executor!r}")
-    gpus = tuple(g for g in (p.strip() for p in get("gpus").split(",")) if g)
+        raise pytest.UsageError(f"--exprun-executor must be a name such as {', '.join(executor_options.BUILTIN_NAMES)}, "
+                                f"got {executor!r}")
 
     research_dir = _data_dir("--exprun-research-dir", rootdir, get("research_dir"))
     checkpoints_dir = _data_dir("--exprun-checkpoints-dir", rootdir, get("checkpoints_dir"))
-    slurm = _slurm(get, rootdir, research_dir) if executor == "slurm" else SlurmSettings()
     try:
         io = TrainerIO.load(lambda ini: get(ini[len("exprun_"):]), train_tokens)
     except TrainerIOError as exc:
@@ -321,11 +303,10 @@ def load(config: pytest.Config) -> Settings:
         accept=accept,
         template_dir=template_dir,
         executor=executor,
-        gpus=gpus,
         lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float, " of seconds"),
         experiments=experiments,
         rootdir=rootdir,
-        slurm=slurm,
+        executor_options=MappingProxyType({dest: get(dest) for dest, *_ in executor_options.OPTIONS}),
         trainer_io=io,
         fingerprint_include=_patterns(get("fingerprint_include"), "--exprun-fingerprint-include"),
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
@@ -418,50 +399,3 @@ def _data_dir(option: str, rootdir: Path, text: str) -> Path:
     raise pytest.UsageError(f"{option} {text!r} is {where}; give a folder of its own, e.g. "
                             f"{'docs/research' if 'research' in option else 'checkpoints'}")
 
-
-def _slurm(get: Callable[[str], str], rootdir: Path, research_dir: Path) -> SlurmSettings:
-    """SLURM options are checked only when the slurm executor is chosen, like its import."""
-    time_text = get("slurm_time").strip()
-    if not time_text.isdigit() or int(time_text) <= 0:
-        raise pytest.UsageError(f"--exprun-slurm-time must be a positive number of minutes, got {time_text!r}")
-    gpus_text = get("slurm_gpus").strip()
-    if not gpus_text.isdigit():
-        raise pytest.UsageError(f"--exprun-slurm-gpus must be 0 or a positive integer, got {gpus_text!r}")
-    folder_text = get("slurm_folder").strip()
-    return SlurmSettings(
-        partition=get("slurm_partition").strip() or None,
-        time_minutes=int(time_text),
-        gpus_per_job=int(gpus_text),
-        extra=parse_sbatch_options(get("slurm_extra")),
-        folder=(rootdir / folder_text) if folder_text else research_dir / ".exprun" / "slurm",
-    )
-
-
-def parse_sbatch_options(text: str) -> dict[str, str | bool]:
-    """``--qos=high --exclusive --account lab`` as ``{"qos": "high", "exclusive": True, "account": "lab"}``.
-
-    Only long options: submitit writes each as ``#SBATCH --name=value``, and short ones have no
-    name it could write.
-    """
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise pytest.UsageError(f"--exprun-slurm-extra cannot be split: {exc}") from None
-    options: dict[str, str | bool] = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--") or len(word) < 3:
-            raise pytest.UsageError(
-                f"--exprun-slurm-extra takes long sbatch options like --qos=high, got {word!r}"
-            )
-        name, eq, value = word[2:].partition("=")
-        if eq:
-            options[name.replace("-", "_")] = value
-        elif i + 1 < len(words) and not words[i + 1].startswith("-"):
-            options[name.replace("-", "_")] = words[i + 1]
-            i += 1
-        else:
-            options[name.replace("-", "_")] = True
-        i += 1
-    return options

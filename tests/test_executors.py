@@ -90,7 +90,7 @@ def test_gpus_executor_writes_the_same_reports_as_local(project: Project, losses
 
 
 def test_extra_sbatch_options_become_submitit_parameters() -> None:
-    from pytest_exprun.settings import parse_sbatch_options
+    from pytest_exprun.executors.options import parse_sbatch_options
 
     assert parse_sbatch_options("--qos=high --account lab --exclusive --mail-type=END") == {
         "qos": "high", "account": "lab", "exclusive": True, "mail_type": "END",
@@ -110,3 +110,82 @@ def test_bad_slurm_options_stop_before_any_run(project: Project, args: list[str]
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
     assert project.calls() == []
+
+
+THIRD_PARTY = '''
+import threading
+from pytest_exprun.executors import Executor, RunHandle
+from pytest_exprun.trainer.runner import run_trainer
+
+class Handle(RunHandle):
+    """Eager: the run starts in a thread as soon as it is submitted."""
+    def __init__(self, spec, parse_line):
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        def go():
+            self.value = run_trainer(spec, None, self.cancelled, parse_line)
+            self.done.set()
+        threading.Thread(target=go, daemon=True).start()
+    def result(self):
+        self.done.wait()
+        return self.value
+    def wait(self, timeout):
+        return self.done.wait(timeout)
+    def cancel(self):
+        self.cancelled.set()
+
+class Threads(Executor):
+    eager = True
+    timing = "threads"
+    def __init__(self):
+        self.prestarted = []
+    def prestart(self, env, cwd=None):
+        print("prestart with", sorted(k for k in env if k.startswith("EXPRUN_SEED")), cwd is not None)
+    def submit(self, spec, on_line, parse_line):
+        return Handle(spec, parse_line)
+
+def pytest_exprun_make_executor(config, settings):
+    return Threads() if settings.executor == "threads" else None
+'''
+
+
+def test_a_third_party_executor_implementing_the_protocol_works_through_the_hook(project: Project) -> None:
+    project.plan()
+    project.pytester.makeconftest(THIRD_PARTY)
+    result = project.run("-m", "baseline", "--exprun-executor=threads", "-s")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["prestart with ['EXPRUN_SEED'] True"])
+    records = list((project.research / ".exprun" / "runs").rglob("seed*.json"))
+    assert len(records) == 5
+    assert all('"timing": "threads"' in p.read_text() for p in records)
+    assert sorted(project.seeds_run()) == [42, 137, 256, 512, 1024]
+
+
+def test_an_executor_missing_members_of_the_protocol_is_one_line(project: Project) -> None:
+    project.pytester.makeconftest(
+        "class Bare:\n"
+        "    def submit(self, spec, on_line, parse_line): ...\n"
+        "def pytest_exprun_make_executor(config, settings):\n"
+        "    return Bare() if settings.executor == 'bare' else None\n"
+    )
+    result = project.run("-m", "baseline", "--exprun-executor=bare")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: the executor made for --exprun-executor=bare (Bare) lacks close, prestart, "
+                                 "readiness, streams_output, eager, timing: subclass "
+                                 "pytest_exprun.executors.Executor to get the defaults"])
+    assert len(result.stderr.lines) <= 2 and "Traceback" not in result.stderr.str()
+    assert project.calls() == []
+
+
+def test_an_unknown_executor_name_is_one_line_listing_the_known_ones(project: Project) -> None:
+    result = project.run("-m", "baseline", "--exprun-executor=ray")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no executor is called 'ray': the built-in ones are local, warm, gpus, slurm; "
+                                 "another comes from a plugin or conftest.py implementing pytest_exprun_make_executor"])
+    assert "Traceback" not in result.stderr.str() and project.calls() == []
+
+
+def test_settings_name_no_executor() -> None:
+    source = (Path(__file__).resolve().parent.parent / "pytest_exprun" / "settings.py").read_text()
+    for name in ("slurm", "gpus", "warm"):
+        assert f'"{name}"' not in source and f"'{name}'" not in source

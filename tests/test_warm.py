@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import Project, pid_alive, wait_for
-from pytest_exprun.executors.warm import WarmExecutor
+from pytest_exprun.executors.warm import WarmExecutor, worker_executor
 from pytest_exprun.trainer.lines import parse_step_line
 from pytest_exprun.trainer.runner import RunSpec
 
@@ -192,7 +192,7 @@ def test_one_worker_per_gpu_each_pinned_to_its_gpu(project: Project) -> None:
     """Two fake GPUs: two workers run at once, each with its own CUDA_VISIBLE_DEVICES, and every
     run on one GPU goes through that GPU's one worker."""
     project.plan(sleep=0.3)
-    executor = WarmExecutor(fake_command(), gpus=("0", "1"))
+    executor = worker_executor(fake_command(), gpus=("0", "1"))
     executor.prestart(dict(os.environ), project.path)
     seeds = (42, 137, 256, 512, 1024, 7)
     try:
@@ -226,7 +226,7 @@ def test_one_gpu_pins_its_worker_and_stays_lazy(project: Project) -> None:
 
 def test_cancelled_queued_runs_on_several_gpus_never_start(project: Project) -> None:
     project.plan(behaviour={"42": "hang", "137": "hang"})
-    executor = WarmExecutor(fake_command(), gpus=("0", "1"))
+    executor = worker_executor(fake_command(), gpus=("0", "1"))
     handles = [executor.submit(fake_spec(project, seed), None, parse_step_line) for seed in (42, 137, 256)]
     wait_for(lambda: len(project.started()) == 2, what="both GPUs' first runs to start")
     executor.close(cancel=True)

@@ -1,40 +1,42 @@
-"""Where a run is started. One small interface, one module per way of starting runs.
+"""Where a run is started. One declared interface, one module per way of starting runs.
 
 An executor takes ``RunSpec``s and hands back ``RunHandle``s; the protocol session asks
 each handle for its ``RunResult`` in test order. Whether runs happen lazily in the calling
-thread (``local``), one after another in a warm trainer process (``warm``), concurrently on several GPUs (``gpus``) or as cluster jobs (``slurm``),
-no decision or number of the protocol depends on it.
+thread (``local``), in a warm trainer process or forked from a warm interpreter (``warm``),
+concurrently on several GPUs (``gpus``) or as cluster jobs (``slurm``), no decision or number
+of the protocol depends on it.
+
+The interface is two ``typing.Protocol``s, ``Executor`` and ``RunHandle``. Their optional parts
+(``prestart``, ``readiness``, a handle's ``wait`` and ``cancel``) are declared with defaults, so a
+class that subclasses them gets those defaults and the session calls them without probing.
 
 To add one (say, Ray): subclass ``Executor``, implement ``submit`` (and ``close`` if it holds
 resources), and return it from a ``pytest_exprun_make_executor`` hook in a ``conftest.py`` or a
-plugin. An eager one also implements ``RunHandle.wait``; docs/executors.md says more.
+plugin. docs/executors.md says more.
 """
 
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pytest
 
-from ..trainer.lines import LineParser
-from ..trainer.runner import RunResult, RunSpec
-
 if TYPE_CHECKING:
     from ..settings import Settings
+    from ..trainer.lines import LineParser
+    from ..trainer.runner import RunResult, RunSpec
 
 LineSink = Callable[[str], None]
 
 
-class RunHandle(ABC):
+@runtime_checkable
+class RunHandle(Protocol):
     """A submitted run. ``result`` blocks until it has finished, failed or been cancelled."""
 
-    @abstractmethod
     def result(self) -> RunResult: ...
-
-    def cancel(self) -> None:
-        """Stop the run if it is still going; its result then reports a cancellation."""
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True once ``result`` would return without waiting.
@@ -44,6 +46,52 @@ class RunHandle(ABC):
         lazy handle is where the run happens.
         """
         return True
+
+    def cancel(self) -> None:
+        """Stop the run if it is still going; its result then reports a cancellation."""
+        return None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """How a session's runs are started.
+
+    The three attributes are facts about the executor, fixed per class: a session reads them
+    to decide whether to echo output, to submit ahead of time, and how a run's time is labelled.
+    """
+
+    #: Whether trainer output can be shown live on the terminal while a result is awaited.
+    streams_output: bool = False
+    #: Whether submitting ahead of time starts work (so the session should submit early).
+    eager: bool = False
+    #: What a run's wall time covers; runs timed differently are never compared.
+    timing: str = "process"
+
+    def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle: ...
+
+    def close(self, cancel: bool) -> None:
+        """Release resources; with ``cancel``, stop every run still pending or going."""
+        return None
+
+    def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
+        """Begin start-up work (a warm process importing its libraries) before the first run is
+        asked for, so it overlaps what the session does meanwhile. ``env`` and ``cwd`` are the
+        first run's. The default does nothing."""
+        return None
+
+    def readiness(self) -> str | None:
+        """None when the next run starts at once; otherwise one line saying what it waits for
+        (shown on the terminal before that run). The default: always ready."""
+        return None
+
+    @property
+    def worker_ready(self) -> bool:
+        """``readiness() is None``; the name sessions before the declared interface asked for."""
+        return self.readiness() is None
+
+
+class ExecutorError(ValueError):
+    """An executor cannot be used as configured; the message says what to change."""
 
 
 class LazyRun(RunHandle):
@@ -63,66 +111,81 @@ class LazyRun(RunHandle):
         self._cancel.set()
 
 
-class Executor(ABC):
-    #: Whether trainer output can be shown live on the terminal while a result is awaited.
-    streams_output: bool = False
-    #: Whether submitting ahead of time starts work (so the session should submit early).
-    eager: bool = False
-    #: What a run's wall time covers; runs timed differently are never compared.
-    timing: str = "process"
-
-    @abstractmethod
-    def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle: ...
-
-    def close(self, cancel: bool) -> None:
-        """Release resources; with ``cancel``, stop every run still pending or going."""
+#: What an executor must have; the rest of ``Executor`` has defaults for its subclasses.
+_REQUIRED = ("submit", "close", "prestart", "readiness", "streams_output", "eager", "timing")
 
 
-class ExecutorError(ValueError):
-    """An executor cannot be used as configured; the message says what to change."""
+def checked(executor: object, name: str) -> Executor:
+    """``executor`` if it has every member of ``Executor``, else a one-line ``ExecutorError``.
+
+    A class that subclasses ``Executor`` always passes; one that only looks like it must
+    declare the optional members too, so the session never has to probe for them.
+    """
+    missing = [member for member in _REQUIRED if not hasattr(executor, member)]
+    if missing:
+        raise ExecutorError(
+            f"the executor made for --exprun-executor={name} ({type(executor).__name__}) lacks "
+            f"{', '.join(missing)}: subclass pytest_exprun.executors.Executor to get the defaults")
+    return executor  # type: ignore[return-value]
 
 
 class _Builtin:
     """One built-in executor as a default implementation of ``pytest_exprun_make_executor``."""
 
-    def __init__(self, name: str, make: Callable[["Settings"], Executor]) -> None:
+    def __init__(self, name: str, make: Callable[[pytest.Config, Settings], Executor]) -> None:
         self.name = name
         self.make = make
 
     @pytest.hookimpl(trylast=True)
-    def pytest_exprun_make_executor(self, config: pytest.Config, settings: "Settings") -> Executor | None:
-        return self.make(settings) if settings.executor == self.name else None
+    def pytest_exprun_make_executor(self, config: pytest.Config, settings: Settings) -> Executor | None:
+        return self.make(config, settings) if settings.executor == self.name else None
 
 
-def _local(settings: "Settings") -> Executor:
+class _Contract:
+    """Wraps every ``pytest_exprun_make_executor`` call: a name nobody makes is one line naming the
+    known ones, and what a plugin returns is checked against ``Executor`` before the session uses it."""
+
+    name = "contract"
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_exprun_make_executor(self, config: pytest.Config, settings: Settings) -> Generator[None, Any, Any]:
+        made = yield
+        if made is None:
+            known = ", ".join(builtin.name for builtin in BUILTIN if isinstance(builtin, _Builtin))
+            raise ExecutorError(
+                f"no executor is called {settings.executor!r}: the built-in ones are {known}; another comes "
+                "from a plugin or conftest.py implementing pytest_exprun_make_executor")
+        return checked(made, settings.executor)
+
+
+def _local(config: pytest.Config, settings: Settings) -> Executor:
     from .local import LocalExecutor
 
     return LocalExecutor()
 
 
-def _warm(settings: "Settings") -> Executor:
-    from .gpus import visible_gpus
-    from .warm import WarmExecutor
+def _warm(config: pytest.Config, settings: Settings) -> Executor:
+    from ..terminal import Terminal
+    from .warm import make_warm
 
-    fields = " ".join(settings.trainer_io.argv.words)
-    if "{seed}" not in fields or "{output_dir}" not in fields:
-        raise ExecutorError("--exprun-executor=warm passes each run's seed and output dir as arguments, so "
-                            "exprun_argv must contain {seed} and {output_dir}; use --exprun-executor=local")
-    return WarmExecutor(settings.argv_prefix(), gpus=settings.gpus or visible_gpus())
+    return make_warm(settings, Terminal(config, settings.rootdir).say)
 
 
-def _gpus(settings: "Settings") -> Executor:
+def _gpus(config: pytest.Config, settings: Settings) -> Executor:
     from .gpus import GpuExecutor
+    from .options import gpu_ids
 
-    return GpuExecutor(settings.gpus)
+    return GpuExecutor(gpu_ids(settings.executor_options))
 
 
-def _slurm(settings: "Settings") -> Executor:
+def _slurm(config: pytest.Config, settings: Settings) -> Executor:
     from .slurm import SlurmExecutor
 
-    return SlurmExecutor(settings.slurm, settings.slurm.folder or settings.state_dir / "slurm")
+    return SlurmExecutor.from_settings(settings)
 
 
-#: The plugins registered at start-up, one per built-in executor.
-BUILTIN = tuple(_Builtin(name, make) for name, make in (
-    ("local", _local), ("warm", _warm), ("gpus", _gpus), ("slurm", _slurm)))
+#: The plugins registered at start-up: one per built-in executor, and the contract around them all.
+BUILTIN: tuple[_Builtin | _Contract, ...] = (
+    *(_Builtin(name, make) for name, make in (("local", _local), ("warm", _warm), ("gpus", _gpus), ("slurm", _slurm))),
+    _Contract(),
+)

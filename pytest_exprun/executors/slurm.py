@@ -29,7 +29,8 @@ from ..trainer.runner import (
 from . import Executor, ExecutorError, LineSink, RunHandle
 
 if TYPE_CHECKING:
-    from ..settings import Settings, SlurmSettings
+    from ..settings import Settings
+    from .options import SlurmSettings
 
 #: States of a job that may still produce a result.
 ACTIVE_STATES = frozenset({
@@ -236,8 +237,11 @@ class SlurmExecutor(Executor):
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "SlurmExecutor":
-        folder = settings.slurm.folder or settings.state_dir / "slurm"
-        return cls(settings.slurm, folder)
+        """The executor for ``--exprun-executor=slurm``; its options are checked here (one line if bad)."""
+        from .options import slurm_settings
+
+        options = slurm_settings(settings.executor_options, settings.rootdir, settings.research_dir)
+        return cls(options, options.folder or settings.state_dir / "slurm")
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
         # on_line is ignored: the trainer's lines are on the node, in the shared log file.

@@ -1,4 +1,7 @@
-"""Runs one after another in a warm trainer process, so start-up is paid once per session.
+"""``--exprun-executor=warm``: start-up paid once per session, not once per run.
+
+``make_warm`` picks how: the trainer's own worker protocol where it speaks it (this module),
+else a fork server (``forking.py``) for any Python trainer, else ``local`` with one line saying why.
 
 At 1M tokens on a GPU, a fresh trainer process spends longer importing torch and creating
 its CUDA context than training. A trainer that speaks the worker protocol (``train_llm.py``
@@ -12,22 +15,22 @@ that ``local`` includes, so the two are never compared (the session records how 
 timed and refuses to compare runs timed differently).
 
 ``prestart`` starts the worker before the first run is asked for, so its start-up overlaps
-pytest's collection and the baseline check. Given several GPUs, there is one worker per GPU,
-each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``, and runs go to whichever is free (runs on
-one GPU stay one at a time, so their wall times stay clean measurements).
+pytest's collection and the baseline check. Given several GPUs, ``WorkerPool`` keeps one worker
+per GPU, each pinned to its GPU with ``CUDA_VISIBLE_DEVICES``, and runs go to whichever is free
+(``slots.SlotPool``: runs on one GPU stay one at a time, so their wall times stay clean measurements).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..trainer.lines import LineParser
 from ..trainer.procgroup import end_process, start_process
@@ -36,15 +39,18 @@ from ..trainer.runner import (
     Failure,
     OutputReader,
     RunLines,
+    RunLog,
     RunResult,
     RunSpec,
-    RunLog,
     classify,
     read_until,
     result_of,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
-from .gpus import _GpuRun
+from .slots import QueuedRun, SlotPool
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 WORKER_FLAG = "--worker"
 READY = re.compile(r"^exprun-worker: ready$")
@@ -95,61 +101,42 @@ class _Worker:
 
 
 class WarmExecutor(Executor):
+    """One warm trainer process (``<command> --worker``), runs one after another, lazily."""
+
     streams_output = True
     eager = False
     timing = "warm worker"
 
     def __init__(self, command: Sequence[str], gpus: Sequence[str] = ()) -> None:
-        """``gpus``: none, the worker sees what the session sees; one, the worker is pinned to
-        it; several, one worker per GPU."""
+        """``gpus``: none, the worker sees what the session sees; one, the worker is pinned to it
+        (several GPUs are ``WorkerPool``'s, one ``WarmExecutor`` per GPU)."""
+        if len(gpus) > 1:
+            raise ValueError("a WarmExecutor runs on at most one GPU; use worker_executor() for several")
         self.command = tuple(command)
         self.gpus = tuple(gpus)
         self._worker: _Worker | None = None
-        self._lanes = [WarmExecutor(command, (gpu,)) for gpu in self.gpus] if len(self.gpus) > 1 else []
-        if self._lanes:  # runs start as they are submitted, as with the gpus executor
-            self.eager, self.streams_output = True, False
-            self._queue: queue.Queue[_WarmRun | None] = queue.Queue()
-            self._runs: list[_WarmRun] = []
-            self._threads = [threading.Thread(target=self._work, args=(lane,), name=f"exprun-warm-gpu-{lane.gpus[0]}",
-                                              daemon=True) for lane in self._lanes]
-            for thread in self._threads:
-                thread.start()
 
     def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
-        """Start the worker (one per GPU) now, before the first run is asked for, so that its
-        start-up (importing torch, the CUDA warm-up) overlaps what the session does meanwhile.
-        ``env`` and ``cwd`` must be what the runs' specs will carry. The first run on each worker
-        reads its start-up output and reports a failed start; a worker that cannot even be
-        spawned is left for that run to try again and report."""
-        for lane in self._lanes:
-            lane.prestart(env, cwd)
-        if not self._lanes and self._worker is None:
+        """Start the worker now, before the first run is asked for, so that its start-up
+        (importing torch, the CUDA warm-up) overlaps what the session does meanwhile.
+        ``env`` and ``cwd`` must be what the runs' specs will carry. The first run reads its
+        start-up output and reports a failed start; a worker that cannot even be spawned is
+        left for that run to try again and report."""
+        if self._worker is None:
             with contextlib.suppress(OSError):
                 self._worker = _Worker([*self.command, WORKER_FLAG], self._pinned(env), cwd)
 
-    @property
-    def worker_ready(self) -> bool:
-        """Whether the next run starts at once: False before a worker (each, given several GPUs)
-        has said ready, which is when the terminal should say the worker is starting."""
-        if self._lanes:
-            return all(lane.worker_ready for lane in self._lanes)
-        return self._worker is not None and self._worker.ready
+    def readiness(self) -> str | None:
+        """Not ready before the worker has said ready: the terminal then says it is starting."""
+        if self._worker is not None and self._worker.ready:
+            return None
+        return "starting the warm worker (importing torch)"
 
     def _pinned(self, env: Mapping[str, str]) -> dict[str, str]:
         return {**env, "CUDA_VISIBLE_DEVICES": self.gpus[0]} if self.gpus else dict(env)
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
-        if self._lanes:  # on_line is ignored: lines of parallel runs would interleave on the terminal
-            run = _WarmRun(spec, parse_line)
-            self._runs.append(run)
-            self._queue.put(run)
-            return run
         return LazyRun(lambda cancel: self.run(spec, on_line, parse_line, cancel))
-
-    def _work(self, lane: WarmExecutor) -> None:
-        while (run := self._queue.get()) is not None:
-            run.execute_on(lane)
-        lane.close(cancel=False)
 
     def run(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser,
             cancel: threading.Event) -> RunResult:
@@ -223,28 +210,61 @@ class WarmExecutor(Executor):
     def close(self, cancel: bool) -> None:
         # Idle between runs, the worker has nothing to finish; tearing down CUDA on the way out
         # would only keep the verdict waiting.
-        if self._lanes:
-            if cancel:
-                for run in self._runs:
-                    run.cancel()
-            for _ in self._threads:
-                self._queue.put(None)
-            for thread in self._threads:
-                thread.join()  # each lane ends its worker as its thread finishes
         self._retire(grace=0.0)
 
 
-class _WarmRun(_GpuRun):
-    """A queued run for the first free GPU's worker; that GPU's thread fills in the result."""
+class WorkerPool(Executor):
+    """One warm worker per GPU, each pinned to its GPU; a run goes to whichever is free."""
 
-    def execute_on(self, lane: WarmExecutor) -> None:
-        try:
-            if self._cancel.is_set():  # cancelled while queued: it never started
-                self._result = RunResult(self.spec, None, 0.0, (), None, Failure.CANCELLED, (), time.time())
-            else:
-                self._result = lane.run(self.spec, None, self._parse_line, self._cancel)
-        except Exception as exc:  # e.g. the log folder is not writable: reported in the test, not lost in a thread
-            self._error = exc
-        finally:
-            self._done.set()
+    streams_output = False  # lines of parallel runs would interleave on the terminal
+    eager = True
+    timing = WarmExecutor.timing
 
+    def __init__(self, command: Sequence[str], gpus: Sequence[str]) -> None:
+        self.lanes = [WarmExecutor(command, (gpu,)) for gpu in gpus]
+        self._pool = SlotPool(self.lanes, self._run, lambda lane: f"warm-gpu-{lane.gpus[0]}")
+
+    @staticmethod
+    def _run(lane: WarmExecutor, queued: QueuedRun) -> RunResult:
+        return lane.run(queued.spec, None, queued.parse_line, queued.cancelled)
+
+    def prestart(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
+        for lane in self.lanes:
+            lane.prestart(env, cwd)
+
+    def readiness(self) -> str | None:
+        return next((note for lane in self.lanes if (note := lane.readiness()) is not None), None)
+
+    def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
+        return self._pool.submit(spec, parse_line)
+
+    def close(self, cancel: bool) -> None:
+        self._pool.close(cancel)
+        for lane in self.lanes:
+            lane.close(cancel=False)
+
+
+def worker_executor(command: Sequence[str], gpus: Sequence[str] = ()) -> WarmExecutor | WorkerPool:
+    """The trainer's own worker protocol: one worker, or one per GPU given several."""
+    return WorkerPool(command, gpus) if len(gpus) > 1 else WarmExecutor(command, gpus)
+
+
+def make_warm(settings: Settings, say: Callable[[str], None] | None = None) -> Executor:
+    """``--exprun-executor=warm``: the trainer's worker protocol where it speaks it, a fork
+    server otherwise (or as ``--exprun-warm-start`` says), ``local`` where neither can be exact."""
+    from . import ExecutorError
+    from .forkcheck import speaks_worker_protocol
+    from .forking import fork_executor
+    from .gpus import visible_gpus
+    from .options import gpu_ids, warm_start
+
+    how = warm_start(settings.executor_options)
+    gpus = gpu_ids(settings.executor_options) or visible_gpus()
+    command = settings.argv_prefix()
+    if how == "worker" or (how == "auto" and speaks_worker_protocol(settings)):
+        fields = " ".join(settings.trainer_io.argv.words)
+        if "{seed}" not in fields or "{output_dir}" not in fields:
+            raise ExecutorError("--exprun-executor=warm passes each run's seed and output dir as arguments, so "
+                                "exprun_argv must contain {seed} and {output_dir}; use --exprun-executor=local")
+        return worker_executor(command, gpus)
+    return fork_executor(settings, command, gpus, say)

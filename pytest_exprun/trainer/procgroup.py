@@ -44,6 +44,12 @@ def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin:
     return proc
 
 
+def remember_token(proc: subprocess.Popen[bytes], token: str) -> None:
+    """Find ``proc``'s strays by ``token`` too: a trainer not started here (forked by a fork
+    server) that was given ``RUN_TOKEN_ENV=token`` in its environment."""
+    _run_tokens[proc] = f"{RUN_TOKEN_ENV}={token}".encode()
+
+
 def end_process(proc: subprocess.Popen[bytes]) -> None:
     """End a trainer's process group if anything in it is still running (Ctrl-C included),
     then any descendant that left the group (``setsid``, a daemon) and is still running."""
