@@ -15,6 +15,7 @@ import pytest
 
 from . import newhooks, settings as settings_mod
 from .executors import BUILTIN
+from .executors.ray import RayPlugin
 from .items import SeedRun, build_items
 from .trainer.lines import parse_step_line
 from .session import ProtocolSession
@@ -28,6 +29,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(newhooks)
     for builtin in BUILTIN:
         pluginmanager.register(builtin, f"exprun-executor-{builtin.name}")
+    pluginmanager.register(RayPlugin(), "exprun-executor-ray")
 
 
 

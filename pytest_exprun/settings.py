@@ -35,7 +35,7 @@ from .decide.protocol import (
 from .decide.rates import MIN_BASELINE_SEEDS
 
 DEFAULT_COMMAND = "python train_llm.py"
-EXECUTORS = ("local", "warm", "gpus", "slurm")
+EXECUTORS = ("local", "warm", "gpus", "slurm", "ray")
 #: How a verdict is reached: the protocol's 2σ rule on 3 or 5 seeds, or the planned looks of ``sequential``.
 FIXED, SEQUENTIAL = "fixed", "sequential"
 DECIDE_MODES = (FIXED, SEQUENTIAL)
@@ -67,7 +67,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "sequential mode: the most experiment seeds an experiment may use, 2 to "
      f"{sequential_design.MAX_SEEDS} (default: the design's {sequential_design.DEFAULT_LOOKS[-1]})"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
-    ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus or slurm"),
+    ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (one trainer process runs seed after seed), gpus, slurm "
+     "or ray"),
     ("gpus", "exprun_gpus", "", "GPU ids for --exprun-executor=gpus, e.g. 0,1 (default: all visible)"),
     ("slurm_partition", "exprun_slurm_partition", "",
      "SLURM partition for --exprun-executor=slurm (default: the cluster's default partition)"),
@@ -77,6 +78,12 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "more sbatch options for each job, shell-split, long form, e.g. '--qos=high --account=lab'"),
     ("slurm_folder", "exprun_slurm_folder", "",
      "folder for submitit's job files, on storage the nodes share (default: <research dir>/.exprun/slurm)"),
+    ("ray_address", "exprun_ray_address", "",
+     "Ray cluster for --exprun-executor=ray: empty starts a local one for the session (with --exprun-gpus as its "
+     "GPUs) and ends it; 'auto' or HOST:PORT joins a cluster this machine is part of (shared filesystem); "
+     "ray://HOST:10001 joins from outside and ships the project as a working_dir"),
+    ("ray_gpus_per_run", "exprun_ray_gpus_per_run", "",
+     "GPUs each Ray run asks for, fractions allowed (default: 1 where the cluster has GPUs, else 0)"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
     ("fingerprint_include", "exprun_fingerprint_include", "",
