@@ -126,11 +126,8 @@ def end_leftovers(marker: str) -> None:
 def run_task(spec: RunSpec, ship: bool, driver_python: str) -> Iterator[object]:
     """The Ray task: ``Started``, batches of lines (lists of str), [``Shipped``], the ``RunResult``."""
     marker = spec.env.get(RUN_MARKER_ENV, "")
-    node_id = ""
-    with contextlib.suppress(Exception):  # noqa: BLE001 - outside Ray (a unit test) there is no node id
-        import ray
-
-        node_id = ray.get_runtime_context().get_node_id()
+    ray = sys.modules.get("ray")  # imported by the Ray worker running this; never started from here
+    node_id = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
     yield Started(node_id, socket.gethostname(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"))
     if marker:
         end_leftovers(marker)
