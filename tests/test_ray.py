@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, normalised_report, pid_alive, wait_for
+from conftest import Project, normalised_report
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 RAY = ("--exprun-executor=ray", "--exprun-gpus=0,1")  # a local cluster with two logical GPUs

@@ -235,8 +235,8 @@ class _RayRun(RunHandle):
             self._launch()
         else:
             self._result = self._failed(
-                Failure.WORKER_LOST, f"Ray task lost twice with its worker or node, run once more and lost again "
-                f"({type(exc).__name__}: {what}); the next session runs it again")
+                Failure.WORKER_LOST, f"Ray task lost with its worker or node twice, the second time as "
+                f"{type(exc).__name__} ({what}); the next session runs it again")
 
     def _end_leftovers_on(self, node_id: str) -> None:
         """A trainer outlives its killed worker: end it on that node (if the node is still there)."""

@@ -111,7 +111,7 @@ class Cluster:
         import ray
 
         if self._saved_env and hasattr(ray, "_raylet"):
-            ray._raylet.Config.initialize("")  # Ray imported earlier (a conftest.py): let it read the mode again
+            ray._raylet.Config.initialize("")  # type: ignore[attr-defined]  # Ray imported earlier (a conftest.py): let it read the mode again
         kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if self.runtime_env:
             kwargs["runtime_env"] = self.runtime_env
