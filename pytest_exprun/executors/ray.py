@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 PENDING_TIMEOUT_S = 600.0
 #: After a cancel: how long the task gets to end its trainer's group before its worker is killed.
 CANCEL_GRACE_S = 15.0
+#: How long past its time-out ``wait`` goes on reading what a task has already sent.
+DRAIN_S = 0.5
 #: Folders never shipped in a working_dir (besides what .gitignore leaves out).
 NOT_SHIPPED = (".git", ".venv", "venv", ".ci-venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache")
 
@@ -190,6 +192,8 @@ class _RayRun(RunHandle):
             ready, _ = ray.wait([self._task], timeout=max(min(deadline - time.monotonic(), 0.5), 0.0))
             if ready:
                 self._take_next()
+                if time.monotonic() < deadline + DRAIN_S:
+                    continue  # what is ready is read at once, so a chatty run never falls behind
             elif self._started is None and not self._cancelled:
                 self._check_queued()
             if self._result is None and time.monotonic() >= deadline:

@@ -136,7 +136,12 @@ class Cluster:
             # In this thread: Ray starts its daemons to die with the thread that started them. Ray's
             # SIGTERM handler is put back to pytest's, which ends the runs before the session stops.
             previous = signal.getsignal(signal.SIGTERM)
-            init()
+            try:
+                init()
+            except BaseException:  # Ctrl-C while starting: what had started is ended too
+                self.ours = {pid: start for pid, start in descendants(os.getpid()).items() if pid not in before}
+                self.disconnect()
+                raise
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, previous)
             timed_out = False
