@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, normalised_report
+from conftest import Project, normalised_report, wait_for
 
 WINNER = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.89}}
 RAY = ("--exprun-executor=ray", "--exprun-gpus=0,1")  # a local cluster with two logical GPUs
@@ -130,6 +130,24 @@ def test_more_gpus_per_run_than_any_node_has_fails_at_once_instead_of_waiting(
             "(the most GPUs on one node: 2); lower --exprun-ray-gpus-per-run") in out
     assert time.monotonic() - started < 150 and project.started() == []
     assert_all_ended(seen)
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_every_task_and_ends_every_process(project: Project, ray_installed: None) -> None:
+    project.plan(behaviour={"42": "hang", "137": "hang", "256": "hang"})
+    proc = project.popen("-q", "-m", "baseline", "--exprun-baseline-seeds=42,137,256", *RAY)
+    seen: dict[int, str] = {}
+
+    def two_trainers_running() -> bool:
+        seen.update(_descendants(proc.pid))
+        return len(project.started()) >= 2
+
+    wait_for(two_trainers_running, timeout=180, what="two trainers started by Ray tasks")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == pytest.ExitCode.INTERRUPTED
+    assert "KeyboardInterrupt" in (project.path / "pytest_out.txt").read_text()
+    assert {s["seed"] for s in project.started()} <= {42, 137, 256} and project.calls() == []
+    assert_all_ended(seen)  # the trainers, the tasks' workers, and Ray's own daemons
 
 
 # ------------------------------------------------------------------ without Ray
