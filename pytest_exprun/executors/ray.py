@@ -146,8 +146,9 @@ class RayExecutor(Executor):
             run.kill()
         self.cluster.disconnect()
         if self.cluster.started_here:
-            for run in self.runs:  # the same machine: a trainer whose worker was killed, ended too
-                end_leftovers(run.marker)
+            for run in self.runs:  # the same machine: a trainer whose worker died, ended for sure
+                for marker in run.abandoned:
+                    end_leftovers(marker)
 
 
 class _RayRun(RunHandle):
@@ -156,7 +157,9 @@ class _RayRun(RunHandle):
     def __init__(self, executor: RayExecutor, spec: RunSpec, parse_line: LineParser) -> None:
         self.executor = executor
         self.spec = spec
-        self.marker = uuid.uuid4().hex
+        self.marker = ""  # the current attempt's (see ray_node.RUN_MARKER_ENV)
+        #: Markers of attempts whose worker died or was killed: what they started may still run.
+        self.abandoned: list[str] = []
         self._parse_line = parse_line
         self._submitted = time.time()
         self._queued_since = time.monotonic()
@@ -182,6 +185,7 @@ class _RayRun(RunHandle):
         self._started = None
         self._lines = RunLines(None, self._parse_line)
         self._queued_since = time.monotonic()
+        self.marker = uuid.uuid4().hex
         env = {**self.spec.env, RUN_MARKER_ENV: self.marker}
         self._task = self.executor.start(replace(self.spec, env=env))
 
@@ -231,6 +235,7 @@ class _RayRun(RunHandle):
 
     def _lost(self, exc: BaseException) -> None:
         what = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        self.abandoned.append(self.marker)
         if self._started is not None and self._started.node_id:
             self._end_leftovers_on(self._started.node_id)
         if self._cancelled:
@@ -319,6 +324,7 @@ class _RayRun(RunHandle):
             self.executor.ray.cancel(self._task, force=True)
         except Exception:  # noqa: BLE001 - a task that already ended cannot be cancelled
             pass
+        self.abandoned.append(self.marker)
         if self._started is not None and self._started.node_id:
             self._end_leftovers_on(self._started.node_id)
         self._result = self._failed(Failure.CANCELLED, "Ray task cancelled")

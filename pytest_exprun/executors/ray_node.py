@@ -29,8 +29,8 @@ from pathlib import Path
 from ..trainer.procgroup import strays
 from ..trainer.runner import RunResult, RunSpec, run_trainer
 
-#: Set in every Ray run's environment: a task attempt (or the driver) ends leftovers of an
-#: earlier attempt whose worker died, which took the trainer's process group with it unseen.
+#: Set in every Ray run attempt's environment, so that a trainer whose worker died (and which
+#: lives on in its own process group, unseen) can be found and ended on its node.
 RUN_MARKER_ENV = "EXPRUN_RAY_RUN"
 #: How often the task sends what the trainer printed meanwhile.
 BATCH_S = 0.2
@@ -108,7 +108,7 @@ def small_files(folder: Path) -> dict[str, bytes]:
 
 
 def end_leftovers(marker: str) -> None:
-    """End processes of this run's earlier attempt still running here (their worker died)."""
+    """End the processes of one run attempt still running here (its worker died or was killed)."""
     entry = f"{RUN_MARKER_ENV}={marker}".encode()
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = strays(entry)
@@ -129,8 +129,6 @@ def run_task(spec: RunSpec, ship: bool, driver_python: str) -> Iterator[object]:
     ray = sys.modules.get("ray")  # imported by the Ray worker running this; never started from here
     node_id = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
     yield Started(node_id, socket.gethostname(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if marker:
-        end_leftovers(marker)
     here = Path.cwd()
     run = moved_spec(spec, here, here / ".exprun-ray" / marker, driver_python) if ship else spec
     if ship:
