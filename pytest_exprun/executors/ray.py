@@ -104,10 +104,14 @@ class RayExecutor(Executor):
         self.cluster = cluster
         self.ship = ship
         self.ray = cluster.connect()
-        has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
-        self.gpus_per_run = gpus_per_run if gpus_per_run is not None else (1.0 if has_gpus else 0.0)
-        self._task = self.ray.remote(run_task).options(
-            num_cpus=1, num_gpus=self.gpus_per_run, max_retries=0)
+        try:
+            has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
+            self.gpus_per_run = gpus_per_run if gpus_per_run is not None else (1.0 if has_gpus else 0.0)
+            # No retry by Ray: a streaming task's retry would skip the lines already read; see _lost.
+            self._task = self.ray.remote(run_task).options(num_cpus=1, num_gpus=self.gpus_per_run, max_retries=0)
+        except BaseException:
+            cluster.disconnect()  # the session never saw this executor, so it would never close it
+            raise
         self.runs: list[_RayRun] = []
         self._checked_at = -math.inf
         self._unfit: str | None = None
