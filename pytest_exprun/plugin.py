@@ -30,8 +30,6 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
         pluginmanager.register(builtin, f"exprun-executor-{builtin.name}")
 
 
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("exprun", "exprun: training experiments as tests with statistical evidence")
     group.addoption(

@@ -83,7 +83,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "false-discovery rate (e.g. 0.05; LOND, see docs/program.md; default: no program-wide control)"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (start-up "
-     "paid once: the trainer's worker protocol or a fork server), gpus, slurm, or one a plugin adds"),
+     "paid once: the trainer's worker protocol or a fork server), gpus, slurm, ray, or one a plugin adds"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
     ("fingerprint_include", "exprun_fingerprint_include", "",
