@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..decide import evidence, protocol, rates, stats
+from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
@@ -141,6 +141,7 @@ class Publisher:
              "exp_val": e[seed].val_loss if seed in e else None, "exp_wall": e[seed].wall_time if seed in e else None}
             for seed in sorted(set(b) | set(e))
         ]
+        wall = wall_time.compare_records(decided.baseline, decided.runs)
         paired_rows = [{"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
                        for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
         return {
@@ -150,7 +151,8 @@ class Publisher:
             "train_tokens": self.settings.train_tokens,
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
-            "speed": speed_text(cmp),
+            "speed": wall.headline(),
+            "wall_clock": wall_clock_context(decided, wall),
             "explanation": explanation(decided.decision, cmp, ev.note),
             "sequential": sequential_context(decided.decision.sequential),
             "seed_rows": seed_rows,
@@ -288,11 +290,20 @@ def _same_text(path: Path, text: str) -> bool:
         return False
 
 
-def speed_text(cmp: Comparison) -> str:
-    if cmp.percent_faster is None:
-        return "n/a"
-    pct = cmp.percent_faster
-    return f"{abs(pct):.1f}% {'faster' if pct >= 0 else 'slower'}"
+def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[str, Any]:
+    """The wall-clock section's numbers: each group's times, CPU use and throughput, and the test."""
+    def group(records: Sequence[RunRecord]) -> dict[str, Any]:
+        cpu = [r.cpu_time for r in records if r.cpu_time is not None]
+        speed = [r.tokens_per_second for r in records if r.tokens_per_second is not None]
+        usage = [r.cpu_time / r.wall_time for r in records if r.cpu_time is not None and r.wall_time > 0]
+        gpu = [r.gpu_time for r in records if r.gpu_time is not None]
+        return {"wall": stats.summarize([r.wall_time for r in records]),
+                "cpu": stats.summarize(cpu) if len(cpu) == len(records) and cpu else None,
+                "gpu": stats.summarize(gpu) if len(gpu) == len(records) and gpu else None,
+                "speed": stats.summarize(speed) if len(speed) == len(records) and speed else None,
+                "usage": stats.summarize(usage) if len(usage) == len(records) and usage else None}
+    return {"baseline": group(decided.baseline), "experiment": group(decided.runs), "test": test,
+            "finding": test.finding(), "distrust": test.distrust(), "loaded_fraction": wall_time.LOADED_FRACTION}
 
 
 def explanation(decision: Decision, cmp: Comparison, note: str | None) -> str:
