@@ -34,6 +34,8 @@ class Outcome:
     report: Path | None
     message: str
     accepted: bool = False
+    #: Why its wall-clock comparison cannot be trusted (a loaded machine), or None.
+    wall_clock_distrust: str | None = None
 
 
 class RunCounter:
@@ -166,4 +168,6 @@ def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], 
             f"{outcome.experiment.name}: {cmp.verdict.value} (Δ val_loss {cmp.val_loss.delta:+.4f}, "
             f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {rel(outcome.report)}"
         )
+        if outcome.wall_clock_distrust:
+            lines.append(f"  {outcome.experiment.name}: {outcome.wall_clock_distrust}")
     return lines

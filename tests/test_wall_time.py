@@ -133,3 +133,13 @@ def test_junit_has_the_measurements_of_runs_reused_from_the_store(project: Proje
     for name in ("val_loss", "wall_time", "cpu_time", "tokens_per_second"):
         assert xml.count(f'<property name="{name}"') == 8, name
     assert '<property name="val_loss" value="1.910000"' in xml
+
+
+def test_a_loaded_machine_is_named_in_the_report_and_the_terminal(project: Project) -> None:
+    # Seed 256's run sleeps 3x as long as the others: the load another job would cause.
+    project.plan(WINNER, behaviour={"--use_x 256": "slow"}, sleep=0.2)
+    result = project.run("--experiment=use_x")
+    result.stdout.fnmatch_lines(["*use_x: WINNER*", "  use_x: the wall-clock comparison cannot be trusted: the "
+                                 "machine looks loaded (*use_x[[]seed256] ran at 0.*x its group's median throughput*"])
+    text = (project.research / "experiment_use_x_1M.md").read_text()
+    assert "**Not to be trusted: the machine looks loaded (" in text and "use_x[seed256] ran at 0." in text
