@@ -143,3 +143,19 @@ def test_a_loaded_machine_is_named_in_the_report_and_the_terminal(project: Proje
                                  "machine looks loaded (*use_x[[]seed256] ran at 0.*x its group's median throughput*"])
     text = (project.research / "experiment_use_x_1M.md").read_text()
     assert "**Not to be trusted: the machine looks loaded (" in text and "use_x[seed256] ran at 0." in text
+
+
+def test_measured_with_shows_the_argv_the_trainer_received(project: Project) -> None:
+    project.pytester.makeini("[pytest]\nexprun_command = python fake_trainer.py\n"
+                             "exprun_argv = --seed {seed} --train_tokens {train_tokens} --output_dir {output_dir}\n")
+    project.plan({"--note a<b": {"42": 1.90, "137": 1.91, "256": 1.89}})
+    project.run("--experiment=--note 'a<b'")
+    report = next(project.research.glob("experiment_note*_1M.md")).read_text()
+    measured = report.split("## Measured With")[1]
+    call = next(c for c in project.calls() if c["flags"] == ["--note", "a<b"] and c["seed"] == 42)
+    assert "--seed S" not in measured and "DIR" not in measured and "&lt;" not in measured
+    assert "- Trainer command: `python fake_trainer.py`; trainer I/O settings `argv: --seed '{seed}'" in measured
+    shown = next(line for line in measured.splitlines() if line.startswith("- argv note"))
+    assert shown.endswith(f"--seed 42 --train_tokens 1000000 --output_dir {call['output_dir']} --note 'a<b'`")
+    baseline = (project.research / "baseline_variance_1M.md").read_text().split("## Measured With")[1]
+    assert "- argv baseline[seed42] received: `" in baseline and "--seed S" not in baseline

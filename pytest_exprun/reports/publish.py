@@ -73,6 +73,7 @@ class Publisher:
             "seeds": [r.seed for r in records],
             "runs": records,
             "setup": setup,
+            "measured_with": measured_with(setup.get("command", ()), records),
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
@@ -151,6 +152,7 @@ class Publisher:
             "train_tokens": self.settings.train_tokens,
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
+            "measured_with": measured_with(decided.decision.setup.command, decided.baseline, decided.runs),
             "speed": wall.headline(),
             "wall_clock": wall_clock_context(decided, wall),
             "explanation": explanation(decided.decision, cmp, ev.note),
@@ -288,6 +290,23 @@ def _same_text(path: Path, text: str) -> bool:
         return not path.is_symlink() and path.read_text(encoding="utf-8") == text
     except (OSError, UnicodeDecodeError):
         return False
+
+
+#: How ``TrainerIO.identity`` marks the trainer I/O settings it appends to a setup's command.
+_IO_MARKS = ("argv:", "tokens_per_step:", "line_pattern:", "result:")
+
+
+def measured_with(setup_command: Sequence[str], *groups: Sequence[RunRecord]) -> dict[str, Any]:
+    """What "Measured With" shows: the argv each group's first seed received (from its record),
+    and the trainer I/O settings, which the setup keeps after its command, as settings."""
+    command = list(setup_command)
+    cut = next((i for i, part in enumerate(command) if part.startswith(_IO_MARKS)), len(command))
+    argvs = []
+    for records in groups:
+        first = min(records, key=lambda r: r.seed, default=None)
+        if first is not None and first.argv:
+            argvs.append({"label": f"{first.group}[seed{first.seed}]", "argv": first.argv})
+    return {"command": command[:cut], "io": command[cut:], "argvs": argvs}
 
 
 def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[str, Any]:
