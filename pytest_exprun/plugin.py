@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import signal
 import threading
-from typing import Generator
+from typing import Generator, Sequence
 
 import pytest
 
@@ -161,6 +161,7 @@ class ProtocolPlugin:
         from .verdicts import FixedRule, SequentialRule
 
         self.protocol = ProtocolSession(config, settings)
+        self.deselected: list[pytest.Item] = []
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
@@ -230,10 +231,33 @@ class ProtocolPlugin:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        """Keep the protocol's deselected items (``-k``), to print the command that measures them."""
+        from .items import SeedRun, VerdictItem
+
+        self.deselected += [item for item in items if isinstance(item, (SeedRun, VerdictItem))]
+
+    def _unmeasured_line(self) -> list[str]:
+        from .items import SeedRun
+        from .names import BASELINE
+        from .terminal import rerun_command
+
+        missing = [i.name for i in self.deselected if isinstance(i, SeedRun) and not i.conditional
+                   and not self.protocol.collected(i.group, [i.seed])]
+        if not missing or self.config.option.collectonly:
+            return []
+        groups = {i.group for i in self.deselected if isinstance(i, SeedRun) and i.name in missing}
+        verdicts = [f"{e.name}[verdict]" for e in self.settings.experiments if BASELINE in groups or e.name in groups]
+        verdicts += [i.name for i in self.deselected if not isinstance(i, SeedRun) and i.name not in verdicts]
+        select = [*missing, *verdicts]  # and the verdicts that wait for them
+        return [f"{len(missing)} deselected seed{'s' if len(missing) > 1 else ''} not measured "
+                f"({', '.join(missing)}); to measure {'them' if len(missing) > 1 else 'it'} (stored runs are reused): "
+                f"{rerun_command(self.config.invocation_params.args, select)}"]
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run
             return
-        lines = self.protocol.summary_lines()
+        lines = self.protocol.summary_lines() + self._unmeasured_line()
         if lines:
             terminalreporter.write_sep("=", "exprun")
             for line in lines:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
 
 import pytest
 from scipy import stats as sps
@@ -159,3 +160,20 @@ def test_measured_with_shows_the_argv_the_trainer_received(project: Project) -> 
     assert shown.endswith(f"--seed 42 --train_tokens 1000000 --output_dir {call['output_dir']} --note 'a<b'`")
     baseline = (project.research / "baseline_variance_1M.md").read_text().split("## Measured With")[1]
     assert "- argv baseline[seed42] received: `" in baseline and "--seed S" not in baseline
+
+
+# ------------------------------------------------------------------ the exact command
+def test_after_k_the_closing_summary_gives_the_command_that_measures_the_missing_seeds(project: Project) -> None:
+    project.plan(WINNER)
+    result = project.run("--experiment=--use_x", "--experiment=--note 'a b'", "-k", "not seed256")
+    line = next(line for line in result.stdout.lines if "deselected seeds not measured" in line)
+    command = line.split("(stored runs are reused): ")[1]
+    assert command.startswith("pytest ") and " -k " in command and "not seed256" not in command
+    assert "'--experiment=--note '\"'\"'a b'\"'\"''" in command  # shell-quoted as the shell gave it
+    args = shlex.split(command)[1:]
+    before = len(project.calls())
+    project.run(*args)
+    measured = [(c["flags"], c["seed"]) for c in project.calls()[before:]]
+    assert sorted(measured) == sorted([([], 256), (["--use_x"], 256), (["--note", "a b"], 256)])
+    assert (project.research / "experiment_use_x_1M.md").exists()
+    assert "deselected seeds not measured" not in project.run(*args).stdout.str()
