@@ -82,14 +82,14 @@ def test_a_change_that_truly_halves_the_speed_is_not_a_loaded_machine() -> None:
     assert found.loaded == () and found.trusted and found.ratio == pytest.approx(2.0, rel=0.02)
 
 
-@pytest.mark.parametrize("spread", [0.02, 0.05, 0.10])
-def test_quiet_runs_almost_never_look_loaded(spread: float) -> None:
+@pytest.mark.parametrize(("spread", "limit"), [(0.02, 0.002), (0.05, 0.002), (0.10, 0.01)])
+def test_quiet_runs_almost_never_look_loaded(spread: float, limit: float) -> None:
     rng = random.Random(11)
     trials = 3000
     alarms = sum(bool(wall_time.compare(timings([100 * math.exp(rng.gauss(0, spread)) for _ in range(5)]),
                                         timings([100 * math.exp(rng.gauss(0, spread)) for _ in range(3)])).loaded)
                  for _ in range(trials))
-    assert alarms / trials < 0.005
+    assert alarms / trials < limit  # bench/bench_wall_time.py: 0%, 0% and about 0.3%
 
 
 # ---------------------------------------------------------------- records and reports
@@ -177,3 +177,12 @@ def test_after_k_the_closing_summary_gives_the_command_that_measures_the_missing
     assert sorted(measured) == sorted([([], 256), (["--use_x"], 256), (["--note", "a b"], 256)])
     assert (project.research / "experiment_use_x_1M.md").exists()
     assert "deselected seeds not measured" not in project.run(*args).stdout.str()
+
+
+def test_a_baseline_measured_on_a_loaded_machine_says_so(project: Project) -> None:
+    project.plan(behaviour={"137": "slow"}, sleep=0.2)
+    project.run("-m", "baseline")
+    text = (project.research / "baseline_variance_1M.md").read_text()
+    section = text.split("## Wall Clock")[1].split("## Measured With")[0]
+    assert "CPU time of the trainer's process tree:" in section and "tokens/s." in section
+    assert "**The machine looked loaded while this baseline ran (seed 137 ran at 0." in section

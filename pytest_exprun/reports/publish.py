@@ -74,6 +74,7 @@ class Publisher:
             "runs": records,
             "setup": setup,
             "measured_with": measured_with(setup.get("command", ()), records),
+            "wall_clock": baseline_wall_clock(records),
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
@@ -309,19 +310,29 @@ def measured_with(setup_command: Sequence[str], *groups: Sequence[RunRecord]) ->
     return {"command": command[:cut], "io": command[cut:], "argvs": argvs}
 
 
+def baseline_wall_clock(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """The baseline's CPU time and throughput, and its runs the loaded-machine rule flags."""
+    loaded = wall_time.loaded_runs("baseline", [wall_time.timing_of(r) for r in records])
+    return {**_group_timing(records), "loaded": [f"seed {r.seed} {r.why}" for r in loaded],
+            "loaded_fraction": wall_time.LOADED_FRACTION}
+
+
+def _group_timing(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """One group's wall time, CPU time, GPU time, throughput and CPU use (None where a run lacks it)."""
+    def summary(values: list[float | None]) -> stats.Summary | None:
+        known = [v for v in values if v is not None]
+        return stats.summarize(known) if known and len(known) == len(values) else None
+
+    return {"wall": stats.summarize([r.wall_time for r in records]),
+            "cpu": summary([r.cpu_time for r in records]), "gpu": summary([r.gpu_time for r in records]),
+            "speed": summary([r.tokens_per_second for r in records]),
+            "usage": summary([None if r.cpu_time is None or r.wall_time <= 0 else r.cpu_time / r.wall_time
+                              for r in records])}
+
+
 def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[str, Any]:
     """The wall-clock section's numbers: each group's times, CPU use and throughput, and the test."""
-    def group(records: Sequence[RunRecord]) -> dict[str, Any]:
-        cpu = [r.cpu_time for r in records if r.cpu_time is not None]
-        speed = [r.tokens_per_second for r in records if r.tokens_per_second is not None]
-        usage = [r.cpu_time / r.wall_time for r in records if r.cpu_time is not None and r.wall_time > 0]
-        gpu = [r.gpu_time for r in records if r.gpu_time is not None]
-        return {"wall": stats.summarize([r.wall_time for r in records]),
-                "cpu": stats.summarize(cpu) if len(cpu) == len(records) and cpu else None,
-                "gpu": stats.summarize(gpu) if len(gpu) == len(records) and gpu else None,
-                "speed": stats.summarize(speed) if len(speed) == len(records) and speed else None,
-                "usage": stats.summarize(usage) if len(usage) == len(records) and usage else None}
-    return {"baseline": group(decided.baseline), "experiment": group(decided.runs), "test": test,
+    return {"baseline": _group_timing(decided.baseline), "experiment": _group_timing(decided.runs), "test": test,
             "finding": test.finding(), "distrust": test.distrust(), "loaded_fraction": wall_time.LOADED_FRACTION}
 
 
