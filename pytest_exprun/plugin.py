@@ -162,6 +162,7 @@ class ProtocolPlugin:
 
         self.protocol = ProtocolSession(config, settings)
         self.deselected: list[pytest.Item] = []
+        self.items: list[pytest.Item] = []
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
@@ -199,6 +200,7 @@ class ProtocolPlugin:
 
         _, with_baseline = protocol_requested(config)
         ours = build_items(session, self.protocol, self.settings, include_baseline=with_baseline)
+        self.items = ours
         if ours:
             # Report our collection like any collector's, so counts and --co add up.
             config.hook.pytest_collectreport(report=pytest.CollectReport(ours[0].parent.nodeid, "passed", None, ours))
@@ -238,21 +240,32 @@ class ProtocolPlugin:
         self.deselected += [item for item in items if isinstance(item, (SeedRun, VerdictItem))]
 
     def _unmeasured_line(self) -> list[str]:
+        """The exact command that measures the seeds this session left unmeasured (failed or deselected)."""
         from .items import SeedRun
         from .names import BASELINE
         from .terminal import rerun_command
 
-        missing = [i.name for i in self.deselected if isinstance(i, SeedRun) and not i.conditional
-                   and not self.protocol.collected(i.group, [i.seed])]
-        if not missing or self.config.option.collectonly:
+        if self.config.option.collectonly:
             return []
-        groups = {i.group for i in self.deselected if isinstance(i, SeedRun) and i.name in missing}
-        verdicts = [f"{e.name}[verdict]" for e in self.settings.experiments if BASELINE in groups or e.name in groups]
-        verdicts += [i.name for i in self.deselected if not isinstance(i, SeedRun) and i.name not in verdicts]
-        select = [*missing, *verdicts]  # and the verdicts that wait for them
-        return [f"{len(missing)} deselected seed{'s' if len(missing) > 1 else ''} not measured "
-                f"({', '.join(missing)}); to measure {'them' if len(missing) > 1 else 'it'} (stored runs are reused): "
-                f"{rerun_command(self.config.invocation_params.args, select)}"]
+        missing = [i for i in self.items if isinstance(i, SeedRun) and not i.conditional
+                   and not self.protocol.collected(i.group, [i.seed])]
+        if not missing:
+            return []
+        deselected = [i for i in missing if i in self.deselected]
+        names = ", ".join(i.name for i in missing)
+        what = f"{len(missing)} seed{'s' if len(missing) > 1 else ''} not measured ({names})"
+        if not deselected:
+            return [f"{what}; to run {'them' if len(missing) > 1 else 'it'} (stored runs are reused): "
+                    f"{rerun_command(self.config.invocation_params.args, [], keep_selection=True)}"]
+        groups = {i.group for i in missing}
+        affected = [e.name for e in self.settings.experiments if BASELINE in groups or e.name in groups]
+        # Their seeds not yet stored (extension seeds too: they run only if needed), and their verdicts.
+        select = [i.name for i in self.items if isinstance(i, SeedRun) and (i.group in groups or i.group in affected)
+                  and not self.protocol.collected(i.group, [i.seed])]
+        select += [f"{name}[verdict]" for name in affected]
+        select += [i.name for i in self.deselected if not isinstance(i, SeedRun) and i.name not in select]
+        return [f"{what}, {len(deselected)} of them deselected; to measure {'them' if len(missing) > 1 else 'it'} "
+                f"(stored runs are reused): {rerun_command(self.config.invocation_params.args, select)}"]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run

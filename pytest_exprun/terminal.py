@@ -178,9 +178,14 @@ def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], 
 _DESELECTING = {"-k": True, "--deselect": True, "--lf": False, "--last-failed": False}
 
 
-def rerun_command(args: Sequence[str], select: Sequence[str]) -> str:
+def rerun_command(args: Sequence[str], select: Sequence[str], keep_selection: bool = False) -> str:
     """This session's own command, shell-quoted, with ``-k``/``--deselect`` replaced by a ``-k``
-    that selects ``select`` (item names), so a seed ``-k`` left out is measured; stored runs are reused."""
+    that selects ``select`` (item names), so a seed ``-k`` left out is measured; stored runs are reused.
+
+    With ``keep_selection`` the command is the session's own, as given.
+    """
+    if keep_selection:
+        return shlex.join(["pytest", *args])
     kept: list[str] = []
     skip_next = False
     for arg in args:

@@ -166,7 +166,7 @@ def test_measured_with_shows_the_argv_the_trainer_received(project: Project) -> 
 def test_after_k_the_closing_summary_gives_the_command_that_measures_the_missing_seeds(project: Project) -> None:
     project.plan(WINNER)
     result = project.run("--experiment=--use_x", "--experiment=--note 'a b'", "-k", "not seed256")
-    line = next(line for line in result.stdout.lines if "deselected seeds not measured" in line)
+    line = next(line for line in result.stdout.lines if "3 of them deselected" in line)
     command = line.split("(stored runs are reused): ")[1]
     assert command.startswith("pytest ") and " -k " in command and "not seed256" not in command
     assert "'--experiment=--note '\"'\"'a b'\"'\"''" in command  # shell-quoted as the shell gave it
@@ -174,9 +174,18 @@ def test_after_k_the_closing_summary_gives_the_command_that_measures_the_missing
     before = len(project.calls())
     project.run(*args)
     measured = [(c["flags"], c["seed"]) for c in project.calls()[before:]]
-    assert sorted(measured) == sorted([([], 256), (["--use_x"], 256), (["--note", "a b"], 256)])
+    # seed 256 of each group, and the NEUTRAL experiment's extension seeds, which -k had left out too
+    assert sorted(measured) == sorted([([], 256), (["--use_x"], 256), (["--note", "a b"], 256),
+                                       (["--note", "a b"], 512), (["--note", "a b"], 1024)])
     assert (project.research / "experiment_use_x_1M.md").exists()
-    assert "deselected seeds not measured" not in project.run(*args).stdout.str()
+    assert "not measured" not in project.run(*args).stdout.str()
+
+
+def test_after_a_failed_seed_the_closing_summary_gives_the_same_command_to_run_it(project: Project) -> None:
+    project.plan(WINNER, behaviour={"--use_x 137": "exit3"})
+    result = project.run("--experiment=use_x", "-k", "seed")
+    result.stdout.fnmatch_lines(["1 seed not measured (use_x[[]seed137]); to run it (stored runs are reused): "
+                                 "pytest * --experiment=use_x -k seed *"])
 
 
 def test_a_baseline_measured_on_a_loaded_machine_says_so(project: Project) -> None:
