@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from .reports import render as report
 from .decide.protocol import BASELINE
-from .store import RunStore, Setup, set_aside
+from . import runs
+from .store import RunStore, Setup
 
 #: The kind under which the baseline snapshot is stored (see ``RunStore.save_result``).
 SNAPSHOT = "baseline"
@@ -61,22 +62,21 @@ def save_snapshot(store: RunStore, snapshot: Snapshot) -> None:
 
 
 def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: Path, rerun: bool,
-            measuring: bool, say: Callable[[str], None]) -> Snapshot | None:
+            measuring: bool, say: Callable[[str], None], rootdir: Path) -> Snapshot | None:
     """The snapshot to reuse, or None when the baseline is (still) to be measured.
 
     ``measuring``: baseline seeds are selected to run in this session; ``--exprun-rerun-baseline``
-    sets the old baseline aside only then, so ``-k verdict`` never discards a valid one.
+    re-measures only then, so ``-k verdict`` never discards a valid one; the old baseline is set
+    aside only once the new one is complete (``remeasure``).
     """
     snapshot = load_snapshot(store)
     if rerun:
         if not measuring:
             say("--exprun-rerun-baseline ignored: no baseline seed is selected to run in this session")
         else:
-            if report_path.exists() or report_path.is_symlink():
-                kept = set_aside(report_path, "replaced" if report.is_ours_unedited(report_path) else "bak")
-                say(f"re-measuring the baseline; the previous report is kept as {kept.name}")
-            store.discard(BASELINE, setup.key())
-            store.discard_result(SNAPSHOT, BASELINE)
+            # provenance: the old baseline stays in force until the new one is complete (see remeasure.py)
+            if snapshot is not None:
+                say("re-measuring the baseline; the current one stays in force until every seed is measured")
             return None
     if snapshot is None:
         if report_path.exists():
@@ -84,6 +84,8 @@ def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: 
         return None
     stored = Setup.from_json(snapshot.setup)
     changes = setup.differences(stored)
+    if not changes:  # provenance: what the baseline's runs read while they ran, checked again now
+        changes = runs.traced_changes(snapshot.setup, rootdir)
     if changes:
         raise BaselineRefused(
             f"{report_path} was measured with a different setup ({'; '.join(changes)}); "

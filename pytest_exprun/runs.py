@@ -3,19 +3,25 @@ made from a finished ``RunResult`` (with what the trainer's ``metrics.json`` say
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .decide import protocol
 from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
-from .trainer.runner import RunResult
 from .settings import Settings
 from .store import RunRecord
+from .trainer import provenance
+from .trainer.provenance import Provenance
+from .trainer.runner import RunResult
 
 
 def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
@@ -57,7 +63,7 @@ def output_dir(settings: Settings, group: str, seed: int) -> Path:
     return settings.checkpoints_dir / research_tag(settings.research_dir) / f"{group}_{settings.scale}_seed{seed}"
 
 
-def record_of(result: RunResult, setup_key: str, timing: str, log: str) -> RunRecord:
+def record_of(result: RunResult, setup_key: str, timing: str, log: str, settings: Settings) -> RunRecord:
     """The stored form of one successful run; one-time work is not counted in its wall time."""
     assert result.val_loss is not None
     environment, one_time = read_metrics(result.spec.output_dir)
@@ -73,7 +79,7 @@ def record_of(result: RunResult, setup_key: str, timing: str, log: str) -> RunRe
         argv=list(result.spec.argv),
         log=log,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
-        extra={"environment": environment, "one_time_s": one_time},
+        extra={"environment": environment, "one_time_s": one_time, **traced_extra(result.spec.log_path, settings)},
     )
 
 
@@ -96,3 +102,54 @@ def check_trainer(settings: Settings) -> None:
                     f"trainer file {path} does not exist; fix --exprun-command "
                     f"(currently {' '.join(settings.command)!r})"
                 )
+
+
+# ------------------------------------------------------------ run-time provenance
+def provenance_env(settings: Settings, output_dir: Path, log_path: Path) -> dict[str, str]:
+    """The environment that traces what a run's Python processes read (see ``trainer.provenance``)."""
+    skip = (output_dir, settings.checkpoints_dir, settings.research_dir)
+    return provenance.environment(provenance.trace_path(log_path), settings.rootdir, skip, os.environ)
+
+
+def clear_trace(log_path: Path) -> None:
+    """Before a run: a trace left by an earlier attempt at the same seed must not be appended to."""
+    with contextlib.suppress(FileNotFoundError):
+        provenance.trace_path(log_path).unlink()
+
+
+def traced_extra(log_path: Path, settings: Settings) -> dict[str, Any]:
+    """The ``extra`` entry of a record that says what its run read; empty when nothing was traced.
+
+    ``exprun_fingerprint_exclude`` applies here too: a file the trainer reads that is not part of
+    its setup (its own earlier results, a notes file) can be left out by name.
+    """
+    found = provenance.read_trace(provenance.trace_path(log_path), settings.rootdir, settings.fingerprint_exclude)
+    return {} if found is None else {provenance.SETUP_KEY: found.to_json()}
+
+
+def traced_of(record: RunRecord) -> Provenance | None:
+    return provenance.of_setup(record.extra)
+
+
+def stale(record: RunRecord, rootdir: Path) -> list[str]:
+    """What a stored run read that is different now: such a run is not reused (empty: still valid)."""
+    traced = traced_of(record)
+    return [] if traced is None else provenance.changes(traced, rootdir)
+
+
+def traced_setup(setup: dict[str, Any], records: Iterable[RunRecord], rootdir: Path) -> tuple[dict[str, Any], str | None]:
+    """A baseline's setup with what its runs read, and one line naming what only the runs revealed."""
+    traced = provenance.merge(traced_of(r) for r in records)
+    if traced is None:
+        return setup, None
+    static = dict(setup.get("fingerprint", {}).get("files", {}))
+    extra = provenance.runtime_only(traced, static)
+    line = (f"traced at run time: {provenance.describe(traced)}"
+            + (f"; found only at run time (not by the static scan): {', '.join(extra)}" if extra else ""))
+    return provenance.with_setup(setup, traced), line
+
+
+def traced_changes(setup: dict[str, Any], rootdir: Path) -> list[str]:
+    """What a stored baseline's runs read that differs now (files, listed folders, packages)."""
+    traced = provenance.of_setup(setup)
+    return [] if traced is None else provenance.changes(traced, rootdir)

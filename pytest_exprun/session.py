@@ -15,6 +15,8 @@ import pytest
 
 from .reports import aside
 from . import baseline, newhooks, runs
+from . import runs as runs_module
+from .remeasure import Remeasure
 from .trainer import fingerprint
 from .decide import looks, protocol, stats
 from .executors import Executor, ExecutorError, RunHandle
@@ -69,6 +71,8 @@ class ProtocolSession:
         self._setups: dict[str, Setup] = {}
         self._fingerprints: dict[str, fingerprint.Fingerprint] = {}
         self._commit: str | None = None
+        #: provenance: a baseline being re-measured, stored apart until every seed is in (remeasure.py).
+        self.remeasure: Remeasure | None = None
         self.judge = Judge(settings, self.store, self.publisher, self._values, self.setup, self._work,
                            self.terminal.say, lambda: self.failed.get((CONTROL, protocol.CONTROL_SEED)))
 
@@ -99,7 +103,9 @@ class ProtocolSession:
         try:
             self.snapshot = baseline.prepare(
                 self.store, self.setup(BASELINE), self.settings.baseline_seeds, self.settings.baseline_report,
-                self.settings.rerun_baseline, measuring, self.terminal.say)
+                self.settings.rerun_baseline, measuring, self.terminal.say, self.settings.rootdir)
+            if self.settings.rerun_baseline and measuring:  # provenance: the old baseline stays in force
+                self.remeasure = Remeasure(self.store, self.setup(BASELINE).key())
         except (baseline.BaselineRefused, OSError) as exc:
             raise pytest.UsageError(str(exc)) from None
         if self.snapshot is not None:
@@ -149,7 +155,8 @@ class ProtocolSession:
         if group not in self._setups:
             s = self.settings
             flags = () if group in (BASELINE, CONTROL) else self.experiment(group).flags
-            found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
+            found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude,
+                                            env_names=s.fingerprint_env)
             self._fingerprints[group] = found
             # Non-default trainer I/O settings change what a run measures: part of the setup.
             self._setups[group] = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens,
@@ -169,10 +176,19 @@ class ProtocolSession:
         """A result for this seed from this session or an earlier one (the store)."""
         found = self.records.get(group, {}).get(seed)
         if found is None and group != CONTROL:
-            found = self.store.load(group, self.setup(group).key(), seed)
+            found = self._store_for(group).load(group, self.setup(group).key(), seed)
+            stale = [] if found is None else runs.stale(found, self.settings.rootdir)  # provenance
+            if stale:
+                self.terminal.say(f"{group}[seed{seed}]: the stored run is not reused, what it read changed "
+                                  f"({'; '.join(stale)}); it runs again")
+                found = None
             if found is not None:
                 self.records.setdefault(group, {})[seed] = found
         return found
+
+    def _store_for(self, group: str) -> RunStore:
+        """provenance: a re-measured baseline's runs are stored apart until it is complete."""
+        return self.remeasure.staging if self.remeasure is not None and group == BASELINE else self.store
 
     def collected(self, group: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
         return {s: r for s in seeds if (r := self._known(group, s)) is not None}
@@ -193,16 +209,17 @@ class ProtocolSession:
         if custom is not None:
             argv = [str(a) for a in custom]
         key = self.setup(group).key()
+        log_path = self._store_for(group).log_path(group, key, seed)
         return RunSpec(
             label=f"{group}[seed{seed}]",
             group=group,
             seed=seed,
             argv=tuple(argv),
             output_dir=output_dir,
-            log_path=self.store.log_path(group, key, seed),
+            log_path=log_path,
             timeout=s.timeout,
             env={**run_environment(seed, s.train_tokens, output_dir, template.steps(s.train_tokens)),
-                 **runs.bytecode_cache_env(s)},
+                 **runs.bytecode_cache_env(s), **runs.provenance_env(s, output_dir, log_path)},
             cwd=s.rootdir,
         )
 
@@ -228,6 +245,7 @@ class ProtocolSession:
                 fresh_dir(spec.output_dir, self.settings.checkpoints_dir)
                 refuse_links(spec.log_path, self.settings.state_dir)
                 spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+                runs.clear_trace(spec.log_path)  # provenance
             except OSError as exc:
                 raise ProtocolFailure(f"{spec.label}: cannot prepare its output dir or log ({exc})") from None
             sink = self.terminal.echo if self.executor.streams_output else None
@@ -303,9 +321,9 @@ class ProtocolSession:
             self.failed[(group, seed)] = message
             raise ProtocolFailure(message)
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
-                                self.terminal.rel(result.spec.log_path))
+                                self.terminal.rel(result.spec.log_path), self.settings)
         try:
-            self.store.save(record)  # a control run is stored too, but never reused (see ``_known``)
+            self._store_for(group).save(record)  # a control run is stored too, but never reused (see ``_known``)
         except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
@@ -333,12 +351,21 @@ class ProtocolSession:
         setup = self.setup(BASELINE)
         if self.snapshot is None:
             measured = max((r.finished_at for r in runs.values()), default="") or now()
-            self.snapshot = baseline.Snapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
+            # provenance: the snapshot's setup holds what the runs read; one line names what only they revealed
+            setup_json, traced = runs_module.traced_setup(setup.to_json(), runs.values(), self.settings.rootdir)
+            self.snapshot = baseline.Snapshot(setup_json, setup.key(), tuple(seeds), self._commit, measured)
             try:
+                if self.remeasure is not None:  # provenance: only now is the old baseline set aside
+                    self.terminal.say(self.remeasure.commit(self.settings.baseline_report, self.terminal.rel))
+                    self.remeasure = None
+                    self.records[BASELINE] = self.store.records(BASELINE, setup.key(), seeds)
+                    runs = self.collected(BASELINE, seeds)
                 baseline.save_snapshot(self.store, self.snapshot)
             except OSError as exc:
                 raise ProtocolFailure(f"could not store the baseline snapshot ({exc}); its runs are stored, "
                                       "run the same command again") from None
+            if traced is not None:
+                self.terminal.say(traced)
         self.publisher.baseline([runs[s] for s in seeds], self.snapshot.setup, self.snapshot.git_commit,
                                 self.snapshot.measured_at)
 
@@ -410,5 +437,9 @@ class ProtocolSession:
         base, missing = self._values(BASELINE, self.settings.baseline_seeds)
         summary = stats.summarize([r.val_loss for r in base]) if base else None
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
-        return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.judge.outcomes,
-                             self.terminal.rel)
+        lines = summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, self.judge.outcomes,
+                              self.terminal.rel)
+        if self.remeasure is not None:  # provenance: a re-measure that did not complete says so
+            lines.append(self.remeasure.unfinished(len(base), len(self.settings.baseline_seeds),
+                                                   self.settings.baseline_report, self.terminal.rel))
+        return lines
