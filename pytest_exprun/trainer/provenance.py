@@ -224,7 +224,7 @@ def _top_levels(site: str) -> dict[str, tuple[str, str]]:
     """Top-level names in one site-packages folder -> (distribution, version), from its metadata."""
     found: dict[str, tuple[str, str]] = {}
     for dist in metadata.distributions(path=[site]):
-        name, version = dist.metadata.get("Name") or "", dist.version or ""
+        name, version = _name(dist), dist.version or ""
         if not name:
             continue
         tops = set((dist.read_text("top_level.txt") or "").split())
@@ -235,6 +235,14 @@ def _top_levels(site: str) -> dict[str, tuple[str, str]]:
         for top in tops:
             found.setdefault(top, (name, version))
     return found
+
+
+def _name(dist: metadata.Distribution) -> str:
+    """A distribution's name, or "" when its metadata is missing or broken."""
+    try:
+        return str(dist.metadata["Name"] or "")
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 def _distributions(tops: Iterable[tuple[str, str]]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
@@ -257,7 +265,7 @@ def _distributions(tops: Iterable[tuple[str, str]]) -> tuple[tuple[tuple[str, st
 def _dist_of_folder(site: str, folder: str) -> list[tuple[str, str]]:
     try:
         dist = metadata.PathDistribution(Path(site) / folder)
-        return [(dist.metadata["Name"], dist.version)] if dist.metadata.get("Name") else []
+        return [(_name(dist), dist.version)] if _name(dist) else []
     except (OSError, KeyError, ValueError):
         return []
 
@@ -336,7 +344,7 @@ def _canonical(name: str) -> str:
 def _installed(sites: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for dist in metadata.distributions(path=list(sites)):
-        name = dist.metadata.get("Name")
+        name = _name(dist)
         if name:
             found.setdefault(_canonical(name), dist.version)
     return found
