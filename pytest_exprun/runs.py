@@ -153,3 +153,24 @@ def traced_changes(setup: dict[str, Any], rootdir: Path) -> list[str]:
     """What a stored baseline's runs read that differs now (files, listed folders, packages)."""
     traced = provenance.of_setup(setup)
     return [] if traced is None else provenance.changes(traced, rootdir)
+
+
+def read_otherwise(record: RunRecord, others: Iterable[RunRecord]) -> list[str]:
+    """Files this run read in another version than ``others`` (the baseline's runs) read them.
+
+    A file edited during a session, between two runs, would otherwise mix two setups in one
+    comparison; the static files are checked around every run, these only after it.
+    """
+    mine = traced_of(record)
+    if mine is None:
+        return []
+    found: dict[str, None] = {}
+    for other in others:
+        theirs = traced_of(other)
+        if other.seed == record.seed and other.group == record.group or theirs is None:
+            continue
+        digests = {f.name: f.sha256 for f in theirs.files}
+        for f in mine.files:
+            if digests.get(f.name, f.sha256) != f.sha256:
+                found[f"{f.name} (sha256 {digests[f.name][:12]} → {f.sha256[:12]})"] = None
+    return list(found)

@@ -322,6 +322,13 @@ class ProtocolSession:
             raise ProtocolFailure(message)
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
                                 self.terminal.rel(result.spec.log_path), self.settings)
+        mixed = runs.read_otherwise(record, self.records.get(BASELINE, {}).values())  # provenance
+        if mixed:
+            message = (f"{result.spec.label}: it read {'; '.join(mixed)} in another version than the baseline's "
+                       "runs (changed during the session?); its result is not recorded, as runs of two versions "
+                       "are never mixed: re-measure the baseline with --exprun-rerun-baseline")
+            self.failed[(group, seed)] = message
+            raise ProtocolFailure(message)
         try:
             self._store_for(group).save(record)  # a control run is stored too, but never reused (see ``_known``)
         except (OSError, ValueError) as exc:

@@ -122,6 +122,22 @@ def test_an_environment_variable_in_fingerprint_env_joins_the_setup(project: Pro
     _winner(project.run("--experiment=better", "--exprun-rerun-baseline"))
 
 
+def test_a_file_changed_between_two_runs_of_one_session_is_never_mixed_in(project: Project) -> None:
+    level = 'import json; offset = json.load(open(os.path.join(here, "conf", "run" + ".json")))["offset"]'
+    _trainer(project, level, {"conf/run.json": '{"offset": 0.0}'})
+    project.pytester.makeconftest("""
+        from pathlib import Path
+
+        def pytest_exprun_run_finished(record):
+            if record.group == "baseline" and record.seed == 137:  # someone edits the config mid-session
+                (Path(__file__).parent / "conf" / "run.json").write_text('{"offset": 0.2}')
+    """)
+    result = project.run("-m", "baseline")
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(["*baseline[[]seed256[]]: it read conf/run.json (sha256 * → *) in another version "
+                                 "than the baseline's runs*never mixed*--exprun-rerun-baseline*"])
+
+
 def test_a_bad_fingerprint_env_name_is_refused_in_one_line(project: Project) -> None:
     result = project.run("-m", "baseline", "--exprun-fingerprint-env=BAD-NAME")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -177,15 +193,20 @@ def test_writes_outputs_and_the_standard_library_are_not_inputs(tmp_path: Path) 
     (tmp_path / "out").mkdir()
     (tmp_path / "in.json").write_text("{}")
     (tmp_path / "out" / "prev.txt").write_text("x")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("X = 1\n")
     found = _traced(tmp_path, """
-        import json, csv, os
+        import json, csv, os, sys
+        sys.path.insert(0, "lib")
+        import helper  # the import system lists lib/: not a folder the trainer listed
         json.load(open("in.json"))
         open("written.txt", "w").write("1")
         open("written.txt").read()
         open("out/prev.txt").read()
     """)
-    assert [f.name for f in found.files] == ["in.json", "main.py"]
+    assert [f.name for f in found.files] == ["in.json", "lib/helper.py", "main.py"]
     assert found.grouped()["config"] == ["in.json"]
+    assert found.dirs == ()
 
 
 def test_the_users_own_sitecustomize_still_runs(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ for a path seen before. Then the user's own ``sitecustomize``, if there is one f
 ``sys.path``, is imported as it would have been without exprun.
 """
 
+import _thread
 import os
 import sys
 
@@ -50,12 +51,14 @@ def _install(trace):
     skipped += (_folder(here),)
     outside_t = tuple(_folder(p) for p in outside if p)
     seen = set()
-    state = {"fd": None, "off": False, "busy": False}
+    # ``busy``: the thread writing a line, whose own ``open`` of the trace must not be traced.
+    state = {"fd": None, "off": False, "busy": None}
+    ident = _thread.get_ident
 
     def emit(line):
         if state["off"]:
             return
-        state["busy"] = True
+        state["busy"] = ident()
         try:
             if state["fd"] is None:
                 state["fd"] = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -67,7 +70,7 @@ def _install(trace):
         except OSError:
             state["off"] = True
         finally:
-            state["busy"] = False
+            state["busy"] = None
 
     def note(kind, path):
         try:
@@ -94,8 +97,14 @@ def _install(trace):
         emit(kind + "\t" + path + "\n")
 
     def hook(event, args):
-        if state["busy"]:
+        if state["busy"] is not None and state["busy"] == ident():
             return
+        try:
+            trace_event(event, args)
+        except Exception:  # noqa: BLE001 - tracing must never break the trainer's own call
+            pass
+
+    def trace_event(event, args):
         if event == "open":
             path = args[0]
             if isinstance(path, int):
@@ -116,7 +125,7 @@ def _install(trace):
             if len(args) > 1 and isinstance(args[1], str):
                 note("r", args[1])  # an extension module (.so): loaded without an ``open`` event
         elif event == "os.listdir" or event == "os.scandir":
-            caller = sys._getframe(1)
+            caller = sys._getframe(2)  # past this function and ``hook``
             if caller.f_code.co_filename.startswith("<frozen"):
                 return  # the import system looking for modules
             path = args[0]
