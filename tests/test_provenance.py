@@ -209,6 +209,16 @@ def test_writes_outputs_and_the_standard_library_are_not_inputs(tmp_path: Path) 
     assert found.dirs == ()
 
 
+def test_a_path_with_a_newline_or_an_odd_byte_is_traced_whole(tmp_path: Path) -> None:
+    odd = tmp_path / "two\nlines\t\udcff.json"
+    odd.write_text("{}")
+    found = _traced(tmp_path, r"""
+        import os
+        open(os.fsdecode(b"two\nlines\t\xff.json")).read()
+    """)
+    assert [f.name for f in found.files] == ["main.py", "two\nlines\t\udcff.json"]
+
+
 def test_the_users_own_sitecustomize_still_runs(tmp_path: Path) -> None:
     own = tmp_path / "own"
     own.mkdir()

@@ -144,8 +144,10 @@ def read_trace(trace: Path, rootdir: Path, exclude: Sequence[str] = ()) -> Prove
     listed: dict[str, None] = {}
     packages: dict[tuple[str, str], None] = {}
     notes: list[str] = []
-    for line in raw.decode("utf-8", "surrogateescape").splitlines():
+    for line in raw.decode("utf-8", "surrogateescape").split("\n"):
         kind, _, rest = line.partition("\t")
+        if kind in ("R", "W", "D"):  # a path with a newline or tab in it, written escaped
+            kind, rest = kind.lower(), rest.encode("ascii", "backslashreplace").decode("unicode_escape")
         if kind == "r":
             reads[rest] = None
         elif kind == "w":
@@ -219,19 +221,23 @@ def listing_digest(path: Path) -> str | None:
     return hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-@functools.lru_cache(maxsize=64)
-def _top_levels(site: str) -> dict[str, tuple[str, str]]:
-    """Top-level names in one site-packages folder -> (distribution, version), from its metadata."""
+@functools.lru_cache(maxsize=128)
+def _top_levels(site: str, deep: bool) -> dict[str, tuple[str, str]]:
+    """Top-level names in one site-packages folder -> (distribution, version), from its metadata.
+
+    ``top_level.txt`` first (a few bytes per package); ``deep`` also reads each package's file
+    list (RECORD), which wheels without ``top_level.txt`` need, at about a second for a large venv.
+    """
     found: dict[str, tuple[str, str]] = {}
     for dist in metadata.distributions(path=[site]):
         name, version = _name(dist), dist.version or ""
         if not name:
             continue
         tops = set((dist.read_text("top_level.txt") or "").split())
-        for entry in dist.files or ():
+        for entry in (dist.files or ()) if deep else ():
             top = entry.parts[0] if entry.parts else ""
             if top and top != ".." and not top.endswith(".pth"):
-                tops.add(top.removesuffix(".py"))
+                tops.add(top[:-3] if top.endswith(".py") else top)
         for top in tops:
             found.setdefault(top, (name, version))
     return found
@@ -245,13 +251,25 @@ def _name(dist: metadata.Distribution) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=256)
+def _named(site: str, top: str) -> tuple[str, str] | None:
+    """The usual case, found without reading every package's file list: the import name is the distribution's."""
+    if top.startswith(("_", ".")) or top.endswith((".dist-info", ".egg-info")):
+        return None
+    for dist in metadata.distributions(path=[site], name=top):
+        if _name(dist):
+            return _name(dist), dist.version
+    return None
+
+
 def _distributions(tops: Iterable[tuple[str, str]]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     versions: dict[str, str] = {}
     sites: dict[str, None] = {}
     for site, top in tops:
         sites[site] = None
         plain = top.removesuffix(".py")
-        known = _top_levels(site).get(plain) or _top_levels(site).get(top)
+        known = (_named(site, plain) or _top_levels(site, False).get(plain)
+                 or _top_levels(site, True).get(plain) or _top_levels(site, True).get(top))
         if known is None and top.endswith((".dist-info", ".egg-info")):
             known = next(iter(_dist_of_folder(site, top)), None)
         if known is None:
@@ -326,27 +344,12 @@ def changes(traced: Provenance, rootdir: Path) -> list[str]:
     for name, digest in traced.dirs:
         if listing_digest(path_of(name, rootdir)) != digest:
             found.append(f"{name}/ (listed by the trainer at run time) has other entries now")
-    if traced.packages:
-        installed = _installed(traced.sites)
-        for name, version in traced.packages:
-            now_version = installed.get(_canonical(name))
-            if version.startswith("unknown"):
-                continue
-            if now_version != version:
-                found.append(f"{name} {version} → {now_version or 'not installed'} (imported by the trainer)")
-    return found
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def _installed(sites: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for dist in metadata.distributions(path=list(sites)):
-        name = _name(dist)
-        if name:
-            found.setdefault(_canonical(name), dist.version)
+    for name, version in traced.packages:
+        if version.startswith("unknown"):
+            continue
+        now_version = next((d.version for d in metadata.distributions(path=list(traced.sites), name=name)), None)
+        if now_version != version:
+            found.append(f"{name} {version} → {now_version or 'not installed'} (imported by the trainer)")
     return found
 
 

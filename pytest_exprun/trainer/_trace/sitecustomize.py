@@ -14,6 +14,9 @@ by ``EXPRUN_TRACE_FILE`` one line per path, the first time a process sees it:
   exprun maps to the distribution and its version afterwards;
 - ``!<TAB>reason``: the trace stopped early (it is bounded in size).
 
+A path holding a newline, carriage return or tab is written escaped (``unicode_escape``), its
+kind in capitals (``R``, ``W``, ``D``).
+
 The interpreter's own library, system and cache folders outside the project, and the folders
 in ``EXPRUN_TRACE_SKIP`` (the run's output, checkpoints and research dirs) are left out here,
 so a run pays for a few hundred lines at most. The hook does as little as it can: a set lookup
@@ -94,6 +97,8 @@ def _install(trace):
                 return
         if not path.startswith(roots) and path.startswith(outside_t):
             return
+        if "\n" in path or "\r" in path or "\t" in path:  # one line per path: escaped, the kind in capitals
+            kind, path = kind.upper(), path.encode("unicode_escape").decode("ascii")
         emit(kind + "\t" + path + "\n")
 
     def hook(event, args):
