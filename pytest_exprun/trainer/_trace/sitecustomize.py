@@ -76,14 +76,23 @@ def _install(trace):
             state["busy"] = None
 
     def note(kind, path):
-        try:
-            path = os.path.abspath(os.fsdecode(path))
-        except (TypeError, ValueError):
-            return
-        key = kind + path
-        if key in seen:
-            return
-        seen.add(key)
+        # The hot path (thousands of module sources while torch imports): an absolute path seen before.
+        if type(path) is str and path[:1] == "/":
+            key = kind + path
+            if key in seen:
+                return
+            seen.add(key)
+            if "/." in path or "//" in path:
+                path = os.path.normpath(path)
+        else:
+            try:
+                path = os.path.abspath(os.fsdecode(path))  # relative to the cwd of this moment
+            except (TypeError, ValueError):
+                return
+            key = kind + path
+            if key in seen:
+                return
+            seen.add(key)
         if path == trace or path.startswith(skipped):
             return
         for marker in ("/site-packages/", "/dist-packages/"):
@@ -101,8 +110,10 @@ def _install(trace):
             kind, path = kind.upper(), path.encode("unicode_escape").decode("ascii")
         emit(kind + "\t" + path + "\n")
 
+    wanted = frozenset(("open", "exec", "import", "os.listdir", "os.scandir"))
+
     def hook(event, args):
-        if state["busy"] is not None and state["busy"] == ident():
+        if event not in wanted or (state["busy"] is not None and state["busy"] == ident()):
             return
         try:
             trace_event(event, args)
