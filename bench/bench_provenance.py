@@ -152,9 +152,11 @@ def train(repeat: int) -> None:
         cwd, trace = Path(tmp), Path(tmp) / "run.trace"
         shutil.copy(ROOT / "train_llm.py", cwd / "train_llm.py")
         argv = [sys.executable, "train_llm.py", "--seed", "42", "--train_tokens", "1000000", "--output_dir", "out"]
-        for _ in range(repeat):
+        for rep in range(1, repeat + 1):
             untraced.append(_process(argv, cwd, None))
             traced.append(_process(argv, cwd, trace))
+            print(f"  train_llm.py run pair {rep}: untraced wall {untraced[-1].wall:.1f} s cpu {untraced[-1].cpu:.1f} s, "
+                  f"traced wall {traced[-1].wall:.1f} s cpu {traced[-1].cpu:.1f} s", flush=True)
         found = provenance.read_trace(trace, cwd)
     _report("train_llm.py at its default settings (1M tokens), one whole process", traced, untraced, "runs")
     if found is not None:

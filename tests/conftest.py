@@ -94,7 +94,8 @@ class Project:
 
     def popen(self, *args: str, output: str = "pytest_out.txt") -> subprocess.Popen[bytes]:
         """Start pytest in a process of its own, to signal it or race it against another."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        # PYTEST_ADDOPTS is the project fixture's own (it leaves the fake trainer's plan out of the setup).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") or k == "PYTEST_ADDOPTS"}
         with open(self.path / output, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
