@@ -368,7 +368,8 @@ def test_hand_written_or_damaged_baseline_is_refused_then_kept_aside_on_rerun(
     assert report.read_bytes() == raw
     result = project.run("-m", "baseline", "--exprun-rerun-baseline")
     result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["exprun: re-measuring the baseline; the previous report is kept as baseline_variance_1M.md.bak-*"])
+    result.stdout.fnmatch_lines(["exprun: the re-measured baseline is complete and now in force; the previous report "
+                                 "is kept as baseline_variance_1M.md.bak-*"])
     (kept,) = project.research.glob("baseline_variance_1M.md.bak-*")
     assert kept.read_bytes() == raw
     assert "<!-- exprun-data:" in report.read_text()
