@@ -305,3 +305,14 @@ def test_merge_names_a_file_read_in_two_versions() -> None:
                                                    "(it changed between them)",)
     assert provenance.merge([None]) is None
     assert provenance.Provenance.from_json(json.loads(json.dumps(merged.to_json()))) == merged
+
+
+def test_a_trainer_that_is_not_python_keeps_the_static_setup_and_its_report(project: Project) -> None:
+    trainer = project.path / "train.sh"
+    trainer.write_text('#!/bin/sh\nseed=0\nwhile [ $# -gt 0 ]; do [ "$1" = --seed ] && seed=$2; shift; done\n'
+                       'echo "Step 20 | val_loss: 2.$((seed % 7 + 10))"\n')
+    trainer.chmod(0o755)
+    project.run("-m", "baseline", "--exprun-command=./train.sh").assert_outcomes(passed=5)
+    report = (project.research / "baseline_variance_1M.md").read_text()
+    assert "`train.sh` sha256" in report and "Read by the trainer while it ran" not in report
+    assert not list(project.research.rglob("seed*.trace"))
