@@ -85,7 +85,6 @@ def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
         painter(ax, data)
         _style(ax)
         ax.set_title(f"{data.name} · {data.scale} · {title}", fontsize=11, loc="left")
-        _fit_inside(fig, ax)
         file = f"{stem}_{suffix}.png"
         _save(fig, folder / file)
         plots.append(Plot(title, file))
@@ -116,23 +115,6 @@ def _save(fig: Any, path: Path) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _fit_inside(fig: Any, ax: Any, pad: float = 0.08) -> None:
-    """Shrink the axes until what is drawn around them (a legend beside the plot, tick labels,
-    axis labels) lies on the canvas: fixed margins cannot know how wide a legend's labels are,
-    and savefig crops whatever sticks out."""
-    renderer = fig.canvas.get_renderer()
-    width, height = fig.get_size_inches()
-    for _ in range(4):  # a shrunken axes may re-wrap its ticks: measure again
-        box = fig.get_tightbbox(renderer)  # in inches
-        left, right = max(0.0, pad - box.x0), max(0.0, box.x1 - (width - pad))
-        bottom, top = max(0.0, pad - box.y0), max(0.0, box.y1 - (height - pad))
-        if not (left or right or bottom or top):
-            return
-        pos = ax.get_position()
-        ax.set_position([pos.x0 + left / width, pos.y0 + bottom / height,
-                         pos.width - (left + right) / width, pos.height - (bottom + top) / height])
 
 
 def _style(ax: Any) -> None:
