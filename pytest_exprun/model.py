@@ -180,6 +180,8 @@ class RunRecord:
     log: str = ""
     finished_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What it read as it ran (``Provenance.to_json()``); None, and not written, when untraced.
+    traced: dict[str, Any] | None = None
     version: int = SCHEMA_VERSION
 
     @property
@@ -187,7 +189,7 @@ class RunRecord:
         return Environment(dict(self.extra.get("environment", {})))
 
     def to_json(self) -> str:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "traced" or self.traced}
         return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
     @classmethod
@@ -206,6 +208,7 @@ class RunRecord:
             log=str(data.get("log", "")),
             finished_at=str(data.get("finished_at", "")),
             extra=_extra(data.get("extra", {})),
+            traced=None if data.get("traced") is None else dict(data["traced"]),
         )
         if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
             raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
@@ -222,15 +225,18 @@ class BaselineSnapshot:
     seeds: tuple[int, ...]
     git_commit: str | None
     measured_at: str
+    traced: dict[str, Any] | None = None  #: what its runs read, merged; reused only while unchanged
 
     def to_json(self) -> dict[str, Any]:
-        return {"setup": self.setup, "setup_key": self.setup_key, "seeds": list(self.seeds),
+        data = {"setup": self.setup, "setup_key": self.setup_key, "seeds": list(self.seeds),
                 "git_commit": self.git_commit, "measured_at": self.measured_at}
+        return {**data, "traced": self.traced} if self.traced else data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "BaselineSnapshot":
         return cls(dict(data["setup"]), str(data["setup_key"]), tuple(int(s) for s in data["seeds"]),
-                   None if data.get("git_commit") is None else str(data["git_commit"]), str(data["measured_at"]))
+                   None if data.get("git_commit") is None else str(data["git_commit"]), str(data["measured_at"]),
+                   None if data.get("traced") is None else dict(data["traced"]))
 
 
 @dataclass(frozen=True)

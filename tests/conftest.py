@@ -94,7 +94,8 @@ class Project:
 
     def popen(self, *args: str, output: str = "pytest_out.txt") -> subprocess.Popen[bytes]:
         """Start pytest in a process of its own, to signal it or race it against another."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        # PYTEST_ADDOPTS is the project fixture's own (it leaves the fake trainer's plan out of the setup).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") or k == "PYTEST_ADDOPTS"}
         with open(self.path / output, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
@@ -133,8 +134,11 @@ class Project:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Iterator[Project]:
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     shutil.copy(FAKE_TRAINER, pytester.path / "fake_trainer.py")
+    # The fake trainer reads its plan at run time, so the plan would be traced as part of the setup;
+    # it steers the test, it is not the trainer's setup (a test changing it expects the baseline reused).
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--exprun-fingerprint-exclude=fake_plan.json")
     pytester.makeini("[pytest]\nexprun_command = python fake_trainer.py\n")
     proj = Project(pytester)
     proj.plan()

@@ -64,7 +64,7 @@ class Publisher:
 
     # ------------------------------------------------------------ baseline
     def baseline(self, records: list[RunRecord], setup: dict[str, Any], git_commit: str | None,
-                 measured_at: str) -> None:
+                 measured_at: str, traced: dict[str, Any] | None = None) -> None:
         s = self.settings
         context = {
             "scale": s.scale,
@@ -73,6 +73,7 @@ class Publisher:
             "seeds": [r.seed for r in records],
             "runs": records,
             "setup": setup,
+            "traced": traced,
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
