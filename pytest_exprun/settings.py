@@ -199,9 +199,9 @@ def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
     return bool(config.getoption(f"exprun_{dest}", default=False)) or bool(config.getini(ini))
 
 
-def _number(text: str, what: str, kind: type, unit: str = "") -> float:
+def _number(text: str, what: str, kind: type[int] | type[float], unit: str = "") -> float:
     try:
-        value = kind(text)
+        value: float = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
     if not math.isfinite(value):
@@ -233,7 +233,9 @@ def _env_names(text: str, what: str) -> tuple[str, ...]:
 
 def load(config: pytest.Config) -> Settings:
     """Read and check every exprun option; raise ``pytest.UsageError`` naming the first problem."""
-    get = lambda dest: option_value(config, dest, f"exprun_{dest}")  # noqa: E731
+    def get(dest: str) -> str:
+        return option_value(config, dest, f"exprun_{dest}")
+
     rootdir = config.rootpath
     refuse_nul(get("command"), "--exprun-command")
     try:
