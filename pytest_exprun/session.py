@@ -228,7 +228,7 @@ class ProtocolSession:
         label = f"{group}[seed{seed}]"
         counter = self.counter.next()
         self.terminal.run_started(counter, label)
-        note = self.executor.readiness()
+        note = None if self.executor is None else self.executor.readiness()  # ``_submit`` had one
         if note is not None:
             self.terminal.say(note)
         with self.terminal.uncaptured():

@@ -211,6 +211,7 @@ def _versions(scan: TrainerScan) -> tuple[tuple[str, str], ...]:
         same = os.path.samefile(interpreter, sys.executable)
     except OSError:
         same = False
+    found: dict[str, str] | None
     if same:
         found = _versions_here()
     else:
