@@ -159,6 +159,15 @@ def provenance_env(settings: Settings, output_dir: Path, log_path: Path) -> dict
     return provenance.environment(provenance.trace_path(log_path), settings.rootdir, skip, os.environ)
 
 
+def untraced(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a process that outlives its runs (a warm worker, a fork server): untraced.
+
+    Started with the first run's trace file, it would write every later run's reads into that
+    one trace; its runs are not traced per run instead (docs/reliability.md).
+    """
+    return {k: v for k, v in env.items() if k != provenance.TRACE_ENV}
+
+
 def clear_trace(log_path: Path) -> None:
     """Before a run: a trace left by an earlier attempt at the same seed must not be appended to."""
     with contextlib.suppress(FileNotFoundError):

@@ -118,7 +118,7 @@ class ProtocolSession:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
         if pending:  # a warm worker or fork server imports torch while the session goes on
             first = self.spec(pending[0].group, pending[0].seed)
-            self.executor.prestart(first.env, first.cwd)
+            self.executor.prestart(runs.untraced(first.env), first.cwd)
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:

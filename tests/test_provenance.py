@@ -177,6 +177,14 @@ def test_a_failed_re_measure_keeps_the_old_baseline_in_force(project: Project) -
     project.run("-m", "baseline").stdout.fnmatch_lines(["*baseline: 5/5 seeds, val_loss 3.0000*"])
 
 
+def test_runs_of_a_warm_worker_are_not_traced_into_the_first_runs_trace(project: Project) -> None:
+    """The worker outlives its runs: started traced, it would write every run's reads into the first one's trace."""
+    project.run("-m", "baseline", "--exprun-executor=warm").assert_outcomes(passed=5)
+    records = list((project.research / ".exprun" / "runs").rglob("seed*.json"))
+    assert len(records) == 5
+    assert not [r.name for r in records if "traced" in json.loads(r.read_text())]
+
+
 # ---------------------------------------------------------------- the tracer alone
 def _traced(tmp_path: Path, code: str, pythonpath: str = "", **env: str) -> provenance.Provenance:
     trace = tmp_path / "run.trace"
