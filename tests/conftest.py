@@ -155,9 +155,14 @@ def normalised_report(path: Path) -> str:
 
     read = report.read_report(path)
     assert read.data is not None, f"{path} has no data block"
-    lines = []
+    lines: list[str] = []
+    traced = False
     for line in read.body.splitlines():
         if line.startswith(("- Measured:", "Updated ")) or "wall_time" in line or "faster" in line or "slower" in line:
+            continue
+        # What the runs read while they ran: traced per run by local-style executors, not by a warm worker.
+        traced = line.startswith("- Read by the trainer while it ran") or (traced and line[:4] in ("  - ", ""))
+        if traced:
             continue
         line = re.sub(r",? ?timing `[^`]*`", "", line)  # how the wall time was taken, in the environment line
         if re.match(r"^\| \d+ \|", line):  # per-seed rows: keep the seed and val_loss columns only
