@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from .reports import render as report
-from .names import BASELINE
 from .model import BaselineSnapshot, Setup
-from .store import RunStore, set_aside
+from .store import RunStore
+from .trainer import provenance
 
 RERUN = "re-measure with --exprun-rerun-baseline (the current file is kept aside)"
 
@@ -25,22 +25,21 @@ class BaselineRefused(Exception):
 
 
 def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: Path, rerun: bool,
-            measuring: bool, say: Callable[[str], None]) -> BaselineSnapshot | None:
+            measuring: bool, say: Callable[[str], None], rootdir: Path) -> BaselineSnapshot | None:
     """The snapshot to reuse, or None when the baseline is (still) to be measured.
 
     ``measuring``: baseline seeds are selected to run in this session; ``--exprun-rerun-baseline``
-    sets the old baseline aside only then, so ``-k verdict`` never discards a valid one.
+    re-measures only then, so ``-k verdict`` never discards a valid one; the old baseline is set
+    aside only once the new one is complete (``remeasure``).
     """
     snapshot = store.snapshot()
     if rerun:
         if not measuring:
             say("--exprun-rerun-baseline ignored: no baseline seed is selected to run in this session")
         else:
-            if report_path.exists() or report_path.is_symlink():
-                kept = set_aside(report_path, "replaced" if report.is_ours_unedited(report_path) else "bak")
-                say(f"re-measuring the baseline; the previous report is kept as {kept.name}")
-            store.discard_records(BASELINE, setup.key())
-            store.discard_snapshot()
+            # The old baseline stays in force until the new one is complete (see remeasure.py).
+            if snapshot is not None:
+                say("re-measuring the baseline; the current one stays in force until every seed is measured")
             return None
     if snapshot is None:
         if report_path.exists():
@@ -48,6 +47,8 @@ def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: 
         return None
     stored = Setup.from_json(snapshot.setup)
     changes = setup.differences(stored)
+    if not changes:  # what the baseline's runs read while they ran, checked again now
+        changes = provenance.stored_changes(snapshot.traced, rootdir)
     if changes:
         raise BaselineRefused(
             f"{report_path} was measured with a different setup ({'; '.join(changes)}); "

@@ -181,6 +181,8 @@ class RunRecord:
     log: str = ""
     finished_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What it read as it ran (``Provenance.to_json()``); None, and not written, when untraced.
+    traced: dict[str, Any] | None = None
     version: int = SCHEMA_VERSION
     #: CPU seconds of the trainer's process tree, GPU seconds, tokens/s: where known (absent in old files).
     cpu_time: float | None = None
@@ -192,7 +194,7 @@ class RunRecord:
         return Environment(dict(self.extra.get("environment", {})))
 
     def to_json(self) -> str:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "traced" or self.traced}
         data = {k: v for k, v in data.items() if v is not None or k not in MEASURES}  # old files stay byte for byte
         return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
@@ -213,6 +215,7 @@ class RunRecord:
             finished_at=str(data.get("finished_at", "")),
             extra=_extra(data.get("extra", {})),
             **{k: None if data.get(k) is None else float(data[k]) for k in MEASURES},  # type: ignore[arg-type]
+            traced=None if data.get("traced") is None else dict(data["traced"]),
         )
         if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0
                 and all(0 <= (getattr(record, k) or 0) < math.inf for k in MEASURES)):
@@ -230,15 +233,18 @@ class BaselineSnapshot:
     seeds: tuple[int, ...]
     git_commit: str | None
     measured_at: str
+    traced: dict[str, Any] | None = None  #: what its runs read, merged; reused only while unchanged
 
     def to_json(self) -> dict[str, Any]:
-        return {"setup": self.setup, "setup_key": self.setup_key, "seeds": list(self.seeds),
+        data = {"setup": self.setup, "setup_key": self.setup_key, "seeds": list(self.seeds),
                 "git_commit": self.git_commit, "measured_at": self.measured_at}
+        return {**data, "traced": self.traced} if self.traced else data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "BaselineSnapshot":
         return cls(dict(data["setup"]), str(data["setup_key"]), tuple(int(s) for s in data["seeds"]),
-                   None if data.get("git_commit") is None else str(data["git_commit"]), str(data["measured_at"]))
+                   None if data.get("git_commit") is None else str(data["git_commit"]), str(data["measured_at"]),
+                   None if data.get("traced") is None else dict(data["traced"]))
 
 
 @dataclass(frozen=True)

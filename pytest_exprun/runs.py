@@ -3,10 +3,13 @@ made from a finished ``RunResult`` (with what the trainer's ``metrics.json`` say
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,12 +17,13 @@ import pytest
 
 from . import names
 from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
-from .trainer.runner import RunResult, RunSpec
-from .settings import Settings
 from .executors import Executor, ExecutorError
-from .model import RunRecord, Setup
-from .trainer import fingerprint
+from .model import BaselineSnapshot, RunRecord, Setup
+from .settings import Settings
+from .trainer import fingerprint, provenance
 from .trainer.interface import run_environment
+from .trainer.provenance import Provenance
+from .trainer.runner import RunResult, RunSpec
 
 
 def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
@@ -106,7 +110,7 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def record_of(result: RunResult, setup_key: str, timing: str, log: str) -> RunRecord:
+def record_of(result: RunResult, setup_key: str, timing: str, log: str, settings: Settings) -> RunRecord:
     """The stored form of one successful run; one-time work is not counted in its wall time."""
     assert result.val_loss is not None
     environment, one_time = read_metrics(result.spec.output_dir)
@@ -126,6 +130,7 @@ def record_of(result: RunResult, setup_key: str, timing: str, log: str) -> RunRe
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
         extra={"environment": environment, "one_time_s": one_time},
         cpu_time=cpu_time, gpu_time=gpu_time, tokens_per_second=tokens_per_second,
+        traced=traced_json(result.spec.log_path, settings),
     )
 
 
@@ -153,7 +158,8 @@ def check_trainer(settings: Settings) -> None:
 def setup_of(settings: Settings, flags: tuple[str, ...]) -> tuple[Setup, fingerprint.Fingerprint]:
     """What defines a group's runs: the command, its trainer I/O, the tokens, the flags and the files' hashes."""
     s = settings
-    found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude)
+    found = fingerprint.setup_files(s.command, flags, s.rootdir, s.fingerprint_include, s.fingerprint_exclude,
+                                    env_names=s.fingerprint_env)
     # Non-default trainer I/O settings change what a run measures: part of the setup.
     setup = Setup(command=(*s.command, *s.trainer_io.identity()), train_tokens=s.train_tokens, flags=flags,
                   fingerprint=found.to_json())
@@ -162,7 +168,10 @@ def setup_of(settings: Settings, flags: tuple[str, ...]) -> tuple[Setup, fingerp
 
 def spec_of(settings: Settings, group: str, seed: int, flags: tuple[str, ...],
             build_argv: Callable[..., Any], log_path: Path) -> RunSpec:
-    """What one seed's run is given: its argv (``pytest_exprun_build_argv`` may rewrite it), dirs and env."""
+    """What one seed's run is given: its argv (``pytest_exprun_build_argv`` may rewrite it), dirs and env.
+
+    The env includes the tracer's (``provenance_env``): what the run's Python processes read joins its record.
+    """
     s = settings
     out = output_dir(s, group, seed)
     template = s.trainer_io.argv
@@ -173,7 +182,8 @@ def spec_of(settings: Settings, group: str, seed: int, flags: tuple[str, ...],
     return RunSpec(
         label=f"{group}[seed{seed}]", group=group, seed=seed, argv=tuple(argv), output_dir=out, log_path=log_path,
         timeout=s.timeout, cwd=s.rootdir,
-        env={**run_environment(seed, s.train_tokens, out, template.steps(s.train_tokens)), **bytecode_cache_env(s)},
+        env={**run_environment(seed, s.train_tokens, out, template.steps(s.train_tokens)), **bytecode_cache_env(s),
+             **provenance_env(s, out, log_path)},
     )
 
 
@@ -187,3 +197,90 @@ def make_executor(config: pytest.Config, settings: Settings) -> Executor:
         raise pytest.UsageError(f"no executor is called {settings.executor!r}; one comes from a plugin or "
                                 "conftest.py implementing pytest_exprun_make_executor")
     return executor  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------ run-time provenance
+def provenance_env(settings: Settings, output_dir: Path, log_path: Path) -> dict[str, str]:
+    """The environment that traces what a run's Python processes read (see ``trainer.provenance``)."""
+    skip = (output_dir, settings.checkpoints_dir, settings.research_dir)
+    return provenance.environment(provenance.trace_path(log_path), settings.rootdir, skip, os.environ)
+
+
+def untraced(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a process that outlives its runs (a warm worker, a fork server): untraced.
+
+    Started with the first run's trace file, it would write every later run's reads into that
+    one trace; its runs are not traced per run instead (docs/reliability.md).
+    """
+    return {k: v for k, v in env.items() if k != provenance.TRACE_ENV}
+
+
+def clear_trace(log_path: Path) -> None:
+    """Before a run: a trace left by an earlier attempt at the same seed must not be appended to."""
+    with contextlib.suppress(FileNotFoundError):
+        provenance.trace_path(log_path).unlink()
+
+
+def traced_json(log_path: Path, settings: Settings) -> dict[str, Any] | None:
+    """A record's ``traced`` field: what its run read; None when nothing was traced.
+
+    ``exprun_fingerprint_exclude`` applies here too: a file the trainer reads that is not part of
+    its setup (its own earlier results, a notes file) can be left out by name.
+    """
+    found = provenance.read_trace(provenance.trace_path(log_path), settings.rootdir, settings.fingerprint_exclude)
+    return None if found is None else found.to_json()
+
+
+def traced_of(record: RunRecord) -> Provenance | None:
+    return provenance.of_json(record.traced)
+
+
+def unless_stale(record: RunRecord | None, rootdir: Path, say: Callable[[str], None]) -> RunRecord | None:
+    """A stored run to reuse, or None (saying why) when what it read while it ran is different now."""
+    traced = None if record is None else traced_of(record)
+    changed = [] if traced is None else provenance.changes(traced, rootdir)
+    if record is None or not changed:
+        return record
+    say(f"{record.group}[seed{record.seed}]: the stored run is not reused, what it read changed "
+        f"({'; '.join(changed)}); it runs again")
+    return None
+
+
+def new_snapshot(setup: Setup, records: Iterable[RunRecord], git_commit: str | None,
+                 measured_at: str) -> tuple[BaselineSnapshot, str | None]:
+    """A finished baseline's snapshot with what its runs read, and one line naming what only the runs revealed."""
+    records = list(records)
+    traced = provenance.merge(traced_of(r) for r in records)
+    snapshot = BaselineSnapshot(setup.to_json(), setup.key(), tuple(r.seed for r in records), git_commit,
+                                measured_at, None if traced is None else traced.to_json())
+    if traced is None:
+        return snapshot, None
+    extra = provenance.runtime_only(traced, dict(setup.fingerprint.get("files", {})))
+    line = (f"traced at run time: {provenance.describe(traced)}"
+            + (f"; found only at run time (not by the static scan): {', '.join(extra)}" if extra else ""))
+    return snapshot, line
+
+
+def read_otherwise(label: str, record: RunRecord, others: Iterable[RunRecord]) -> str | None:
+    """Why a run is not recorded: it read files in another version than ``others`` (the baseline's runs).
+
+    A file edited during a session, between two runs, would otherwise mix two setups in one
+    comparison; the static files are checked around every run, these only after it.
+    """
+    mine = traced_of(record)
+    if mine is None:
+        return None
+    found: dict[str, None] = {}
+    for other in others:
+        theirs = traced_of(other)
+        if other.seed == record.seed and other.group == record.group or theirs is None:
+            continue
+        digests = {f.name: f.sha256 for f in theirs.files}
+        for f in mine.files:
+            if digests.get(f.name, f.sha256) != f.sha256:
+                found[f"{f.name} (sha256 {digests[f.name][:12]} → {f.sha256[:12]})"] = None
+    if not found:
+        return None
+    return (f"{label}: it read {'; '.join(found)} in another version than the baseline's runs (changed during "
+            "the session?); its result is not recorded, as runs of two versions are never mixed: re-measure "
+            "the baseline with --exprun-rerun-baseline")

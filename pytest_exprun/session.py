@@ -16,6 +16,7 @@ import pytest
 
 from .reports import aside
 from . import baseline, newhooks, runs
+from .remeasure import Remeasure
 from .trainer import fingerprint
 from .decide import looks, stats
 from .executors import Executor, RunHandle
@@ -29,15 +30,7 @@ from .experiments import Experiment
 from .settings import Settings
 from .trainer.interface import expected_lines, with_result_file
 from .model import BaselineSnapshot, RunRecord, Setup
-from .store import (
-    RunStore,
-    SessionLock,
-    fresh_dir,
-    git_commit,
-    now,
-    refuse_links,
-    remove_tree,
-)
+from .store import RunStore, SessionLock, fresh_dir, git_commit, now, refuse_links, remove_tree
 from .terminal import Outcome, RunCounter, Terminal, summary_lines
 from .verdicts import Judge
 
@@ -74,6 +67,8 @@ class ProtocolSession:
         #: The control run's check against the stored baseline, part of this session's decisions.
         self.control: ControlCheck | None = None
         self.judge: Judge | None = None
+        #: A baseline being re-measured, stored apart until every seed is in (remeasure.py).
+        self.remeasure: Remeasure | None = None
 
     # ----------------------------------------------------------------- set-up
     def start(self, items: Iterable["SeedRun"]) -> None:
@@ -105,7 +100,10 @@ class ProtocolSession:
         try:
             self.snapshot = baseline.prepare(
                 self.store, self.setup(BASELINE), self.settings.baseline_seeds, self.settings.baseline_report,
-                self.settings.rerun_baseline, measuring, self.terminal.say)
+                self.settings.rerun_baseline, measuring, self.terminal.say, self.settings.rootdir)
+            if self.settings.rerun_baseline and measuring:  # the old baseline stays in force until then
+                self.remeasure = Remeasure(self.store, self.setup(BASELINE).key(), self.settings.baseline_report,
+                                           self.terminal.rel)
         except (baseline.BaselineRefused, OSError) as exc:
             raise pytest.UsageError(str(exc)) from None
         if self.snapshot is not None:
@@ -120,7 +118,7 @@ class ProtocolSession:
             self.aside = aside.start()  # imports the statistics and plotting while the runs go on
         if pending:  # a warm worker or fork server imports torch while the session goes on
             first = self.spec(pending[0].group, pending[0].seed)
-            self.executor.prestart(first.env, first.cwd)
+            self.executor.prestart(runs.untraced(first.env), first.cwd)
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:
@@ -159,10 +157,14 @@ class ProtocolSession:
         """A result for this seed from this session or an earlier one (the store)."""
         found = self.records.get(group, {}).get(seed)
         if found is None and group != CONTROL:
-            found = self.store.record(group, self.setup(group).key(), seed)
+            found = runs.unless_stale(self._store_for(group).record(group, self.setup(group).key(), seed),
+                                      self.settings.rootdir, self.terminal.say)
             if found is not None:
                 self.records.setdefault(group, {})[seed] = found
         return found
+
+    def _store_for(self, group: str) -> RunStore:
+        return self.store if self.remeasure is None else self.remeasure.store_for(group)
 
     def collected(self, group: str, seeds: Iterable[int]) -> dict[int, RunRecord]:
         return {s: r for s in seeds if (r := self._known(group, s)) is not None}
@@ -175,7 +177,7 @@ class ProtocolSession:
     def spec(self, group: str, seed: int) -> RunSpec:
         custom = functools.partial(self._hook, "pytest_exprun_build_argv", group=group, seed=seed)
         return runs.spec_of(self.settings, group, seed, self._flags(group), custom,
-                            self.store.log_path(group, self.setup(group).key(), seed))
+                            self._store_for(group).log_path(group, self.setup(group).key(), seed))
 
     def _hook(self, name: str, **kwargs: Any) -> Any:
         return newhooks.call(self.config, name, **kwargs)
@@ -199,6 +201,7 @@ class ProtocolSession:
                 fresh_dir(spec.output_dir, self.settings.checkpoints_dir)
                 refuse_links(spec.log_path, self.settings.state_dir)
                 spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+                runs.clear_trace(spec.log_path)
             except OSError as exc:
                 raise ProtocolFailure(f"{spec.label}: cannot prepare its output dir or log ({exc})") from None
             sink = self.terminal.echo if self.executor.streams_output else None
@@ -225,7 +228,7 @@ class ProtocolSession:
         label = f"{group}[seed{seed}]"
         counter = self.counter.next()
         self.terminal.run_started(counter, label)
-        note = self.executor.readiness()
+        note = None if self.executor is None else self.executor.readiness()  # ``_submit`` had one
         if note is not None:
             self.terminal.say(note)
         with self.terminal.uncaptured():
@@ -275,9 +278,12 @@ class ProtocolSession:
             self.failed[(group, seed)] = message
             raise ProtocolFailure(message)
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
-                                self.terminal.rel(result.spec.log_path))
+                                self.terminal.rel(result.spec.log_path), self.settings)
+        if (mixed := runs.read_otherwise(result.spec.label, record, self.records.get(BASELINE, {}).values())):
+            self.failed[(group, seed)] = mixed
+            raise ProtocolFailure(mixed)
         try:
-            self.store.save_record(record)  # a control run is stored too, but never reused (see ``_known``)
+            self._store_for(group).save_record(record)  # a control run is stored too, but never reused (``_known``)
         except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
@@ -299,20 +305,25 @@ class ProtocolSession:
     def _maybe_publish_baseline(self) -> None:
         """Once every baseline seed is stored: the snapshot (if new) and the report, from the store."""
         seeds = self.settings.baseline_seeds
-        runs = self.collected(BASELINE, seeds)
-        if len(runs) < len(seeds):
+        have = self.collected(BASELINE, seeds)
+        if len(have) < len(seeds):
             return
         setup = self.setup(BASELINE)
         if self.snapshot is None:
-            measured = max((r.finished_at for r in runs.values()), default="") or now()
-            self.snapshot = BaselineSnapshot(setup.to_json(), setup.key(), tuple(seeds), self._commit, measured)
+            measured = max((r.finished_at for r in have.values()), default="") or now()
+            self.snapshot, traced = runs.new_snapshot(setup, [have[s] for s in seeds], self._commit, measured)
             try:
+                if self.remeasure is not None:  # only now is the old baseline set aside
+                    have = self.records[BASELINE] = self.remeasure.commit(seeds, self.terminal.say)
+                    self.remeasure = None
                 self.store.save_snapshot(self.snapshot)
             except OSError as exc:
                 raise ProtocolFailure(f"could not store the baseline snapshot ({exc}); its runs are stored, "
                                       "run the same command again") from None
-        self.publisher.baseline([runs[s] for s in seeds], self.snapshot.setup, self.snapshot.git_commit,
-                                self.snapshot.measured_at)
+            if traced is not None:
+                self.terminal.say(traced)
+        self.publisher.baseline([have[s] for s in seeds], self.snapshot.setup, self.snapshot.git_commit,
+                                self.snapshot.measured_at, self.snapshot.traced)
 
     def run_control(self, seed: int) -> RunRecord:
         """Run the baseline's setup afresh and fail when it no longer matches the stored baseline."""
@@ -384,5 +395,6 @@ class ProtocolSession:
         summary = stats.summarize([r.val_loss for r in base]) if base else None
         reused = self.terminal.rel(self.settings.baseline_report) if self.reused else None
         outcomes = [] if self.judge is None else self.judge.outcomes
+        unfinished = [] if self.remeasure is None else [self.remeasure.unfinished(len(base), len(base) + len(missing))]
         return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, outcomes,
-                             self.terminal.rel)
+                             self.terminal.rel) + unfinished

@@ -91,6 +91,10 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "e.g. 'data/prepare.py configs/*.yaml'; the trainer and the project modules it imports are found by themselves"),
     ("fingerprint_exclude", "exprun_fingerprint_exclude", "",
      "paths or globs left out of the setup's fingerprint (relative to the rootdir), e.g. 'vendor/ scratch_*.py'"),
+    ("fingerprint_env", "exprun_fingerprint_env", "",
+     "environment variables whose values define the setup (names or globs, comma- or space-separated), "
+     "e.g. 'DATA_VERSION HF_*'; a changed value re-measures the baseline (values of names holding KEY, TOKEN, "
+     "SECRET or PASSWORD are recorded as a hash)"),
     *TRAINER_IO_OPTIONS,
     *executor_options.OPTIONS,
 )
@@ -134,6 +138,8 @@ class Settings:
     #: Extra files or globs, and excluded paths, for the setup's fingerprint (see fingerprint.py).
     fingerprint_include: tuple[str, ...] = ()
     fingerprint_exclude: tuple[str, ...] = ()
+    #: Environment variables (names or globs) whose values are part of the setup.
+    fingerprint_env: tuple[str, ...] = ()
     allow_small_baseline: bool = False
     bytecode_cache: bool = False
     decide: str = FIXED
@@ -212,6 +218,17 @@ def _patterns(text: str, what: str) -> tuple[str, ...]:
             raise pytest.UsageError(f"{what}: {pattern!r} must be a path or glob inside the rootdir "
                                     "(relative, without '..')")
     return patterns
+
+
+def _env_names(text: str, what: str) -> tuple[str, ...]:
+    """Comma- or space-separated environment variable names or globs (``*``, ``?``, ``[...]``)."""
+    refuse_nul(text, what)
+    names = tuple(dict.fromkeys(n for n in re.split(r"[,\s]+", text.strip()) if n))
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_*?\[\]!]+", name):
+            raise pytest.UsageError(f"{what}: {name!r} is not an environment variable name or glob "
+                                    "(letters, digits, _ and the glob characters * ? [ ])")
+    return names
 
 
 def load(config: pytest.Config) -> Settings:
@@ -312,6 +329,7 @@ def load(config: pytest.Config) -> Settings:
         trainer_io=io,
         fingerprint_include=_patterns(get("fingerprint_include"), "--exprun-fingerprint-include"),
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
+        fingerprint_env=_env_names(get("fingerprint_env"), "--exprun-fingerprint-env"),
         allow_small_baseline=allow_small_baseline,
         bytecode_cache=flag_value(config, "bytecode_cache", "exprun_bytecode_cache"),
         decide=decide,

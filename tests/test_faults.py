@@ -218,9 +218,10 @@ def test_full_disk_during_a_session_fails_the_seed_clearly_and_keeps_the_report(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*baseline[[]seed42[]]: could not store the result (*No space left on device*)*"])
     assert "Traceback" not in result.stdout.str()
-    # The report was set aside for re-measuring, never torn or lost.
-    (kept,) = project.research.glob("baseline_variance_1M.md.replaced-*")
-    assert kept.read_text() == before
+    # The re-measure did not complete, so the old baseline stays in force: its report untouched, never torn.
+    result.stdout.fnmatch_lines(["*re-measure of the baseline not completed (0 of 5 seeds measured)*stays in force*"])
+    assert report.read_text() == before
+    assert not list(project.research.glob("baseline_variance_1M.md.replaced-*"))
     assert not list(project.research.rglob("*.tmp"))
 
 
@@ -367,7 +368,8 @@ def test_hand_written_or_damaged_baseline_is_refused_then_kept_aside_on_rerun(
     assert report.read_bytes() == raw
     result = project.run("-m", "baseline", "--exprun-rerun-baseline")
     result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["exprun: re-measuring the baseline; the previous report is kept as baseline_variance_1M.md.bak-*"])
+    result.stdout.fnmatch_lines(["exprun: the re-measured baseline is complete and now in force; the previous report "
+                                 "is kept as baseline_variance_1M.md.bak-*"])
     (kept,) = project.research.glob("baseline_variance_1M.md.bak-*")
     assert kept.read_bytes() == raw
     assert "<!-- exprun-data:" in report.read_text()

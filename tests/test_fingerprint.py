@@ -225,3 +225,17 @@ def test_the_repositorys_own_trainer_is_found() -> None:
     fp = setup_files(["python", "train_llm.py"], ["--use_qk_norm"], root)
     assert files(fp) == ["train_llm.py"]
     assert os.path.basename(sys.executable).startswith("python") and dict(fp.versions)["python"]
+
+
+def test_environment_values_join_the_setup_by_name_or_glob() -> None:
+    env = {"DATA_VERSION": "v2", "HF_HOME": "/h", "HF_TOKEN": "hunter2", "OTHER": "x"}
+    found = dict(fingerprint.environment_values(["DATA_VERSION", "HF_*", "NOT_SET"], env))
+    assert found["env DATA_VERSION"] == "v2" and found["env HF_HOME"] == "/h"
+    assert found["env NOT_SET"] == "(unset)"  # setting it later is a change
+    assert found["env HF_TOKEN"].startswith("sha256:") and "hunter2" not in found["env HF_TOKEN"]
+    assert "env OTHER" not in found
+    before = Fingerprint(versions=tuple(sorted(found.items())))
+    after = Fingerprint(versions=fingerprint.environment_values(["DATA_VERSION", "HF_*", "NOT_SET"],
+                                                                {**env, "DATA_VERSION": "v3", "HF_NEW": "1"}))
+    assert after.differences(before) == ["env DATA_VERSION v2 → v3", "env HF_NEW absent → 1"]
+    assert after.digest() != before.digest()

@@ -4,6 +4,7 @@ what is loaded is written back byte for byte."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,34 @@ def test_the_decision_rule_takes_its_time_from_a_stored_decision_of_the_same_fac
     from dataclasses import replace
 
     assert not replace(fresh, verdict=Verdict.WINNER).same_facts(stored)
+
+
+def test_an_untraced_record_and_snapshot_are_written_without_a_traced_field(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "1M")
+    path = store.save_record(RunRecord("baseline", 42, 2.0, 1.5, "abc"))
+    assert '"traced"' not in path.read_text()
+    snapshot = _store_with(tmp_path / "s", Kind.SNAPSHOT, "baseline", "snapshot.json").snapshot()
+    assert snapshot is not None and snapshot.traced is None and "traced" not in snapshot.to_json()
+
+
+def test_what_a_run_read_round_trips_in_its_record_and_the_snapshot(tmp_path: Path) -> None:
+    traced = {"files": {"conf/run.json": [12, 1_700_000_000_000_000_000, "ab" * 32]}, "dirs": {}, "packages": {},
+              "sites": [], "notes": [], "grouped": {"code": [], "config": ["conf/run.json"], "data": [],
+                                                    "packages": []}}
+    store = RunStore(tmp_path, "1M")
+    record = RunRecord("baseline", 42, 2.0, 1.5, "abc", traced=traced)
+    store.save_record(record)
+    assert store.record("baseline", "abc", 42) == record
+    old = _store_with(tmp_path / "s", Kind.SNAPSHOT, "baseline", "snapshot.json").snapshot()
+    assert old is not None
+    store.save_snapshot(replace(old, traced=traced))
+    again = store.snapshot()
+    assert again is not None and again.traced == traced and again.setup == old.setup
+
+
+def test_a_record_whose_traced_field_is_not_an_object_is_set_aside(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "1M")
+    path = store.save_record(RunRecord("baseline", 42, 2.0, 1.5, "abc"))
+    path.write_text(path.read_text().replace('"version"', '"traced": 7, "version"'))
+    with pytest.warns(StoreWarning, match="not a valid run record"):
+        assert store.record("baseline", "abc", 42) is None

@@ -64,7 +64,7 @@ class Publisher:
 
     # ------------------------------------------------------------ baseline
     def baseline(self, records: list[RunRecord], setup: dict[str, Any], git_commit: str | None,
-                 measured_at: str) -> None:
+                 measured_at: str, traced: dict[str, Any] | None = None) -> None:
         s = self.settings
         context = {
             "scale": s.scale,
@@ -75,6 +75,7 @@ class Publisher:
             "setup": setup,
             "measured_with": measured_with(setup.get("command", ()), records),
             "wall_clock": baseline_wall_clock(records),
+            "traced": traced,
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,

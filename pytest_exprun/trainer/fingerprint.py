@@ -23,6 +23,7 @@ session says so.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import json
@@ -155,16 +156,48 @@ def setup_files(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    env_names: Sequence[str] = (),
 ) -> Fingerprint:
     """The fingerprint of a trainer command plus an experiment's flags, run from ``rootdir``.
 
     ``command`` is the trainer command as the user wrote it (a leading ``python`` is
-    pytest's own interpreter); ``env`` the environment it runs with (default: this one).
+    pytest's own interpreter); ``env`` the environment it runs with (default: this one);
+    ``env_names`` the variables (names or globs, ``exprun_fingerprint_env``) whose values
+    join the setup.
     """
     scan = scan_trainer(command, flags, rootdir, include, exclude, env, file_digest)
-    versions = _versions(scan)
+    versions = _versions(scan) + environment_values(env_names, os.environ if env is None else env)
     files = tuple(sorted((scan.name(path), digest) for path, digest in scan.files.items()))
     return Fingerprint(files=files, versions=versions, notes=tuple(dict.fromkeys(scan.notes)))
+
+
+# ------------------------------------------------------------ environment values
+#: A variable whose name holds one of these is recorded by a hash of its value, never the value itself.
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+ENV_PREFIX = "env "
+
+
+def environment_values(patterns: Sequence[str], env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``("env NAME", value)`` for every variable a pattern names, so a changed value changes the setup.
+
+    A plain name that is not set is recorded as unset (setting it later is a change); a glob
+    records the variables it matches, so one appearing or going away is a change too.
+    """
+    found: dict[str, str] = {}
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            found[ENV_PREFIX + pattern] = _shown(pattern, env[pattern]) if pattern in env else "(unset)"
+            continue
+        for name in sorted(env):
+            if fnmatch.fnmatchcase(name, pattern):
+                found[ENV_PREFIX + name] = _shown(name, env[name])
+    return tuple(sorted(found.items()))
+
+
+def _shown(name: str, value: str) -> str:
+    if any(word in name.upper() for word in SECRET_WORDS):
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return value
 
 
 # ---------------------------------------------------------------------- versions
@@ -178,6 +211,7 @@ def _versions(scan: TrainerScan) -> tuple[tuple[str, str], ...]:
         same = os.path.samefile(interpreter, sys.executable)
     except OSError:
         same = False
+    found: dict[str, str] | None
     if same:
         found = _versions_here()
     else:

@@ -1,0 +1,177 @@
+"""pytest-exprun's run-time tracer: which files a trainer's Python processes read.
+
+exprun puts this folder first on a run's ``PYTHONPATH``, so every Python process of the run
+(the trainer as a script, with ``-m``, by a shebang or from a shell wrapper, and its Python
+children) imports it at start-up. It adds a PEP 578 audit hook that appends to the file named
+by ``EXPRUN_TRACE_FILE`` one line per path, the first time a process sees it:
+
+- ``r<TAB>path``: a file opened for reading, or a module's source executed (``exec`` gives
+  the source path even when Python read a cached ``.pyc``);
+- ``w<TAB>path``: a file opened for writing (what a run writes is not one of its inputs);
+- ``d<TAB>path``: a directory listed by the trainer's code (a glob over a data folder), not
+  by the import system;
+- ``p<TAB>site-dir<TAB>top-level name``: something read from an installed package, which
+  exprun maps to the distribution and its version afterwards;
+- ``!<TAB>reason``: the trace stopped early (it is bounded in size).
+
+A path holding a newline, carriage return or tab is written escaped (``unicode_escape``), its
+kind in capitals (``R``, ``W``, ``D``).
+
+The interpreter's own library, system and cache folders outside the project, and the folders
+in ``EXPRUN_TRACE_SKIP`` (the run's output, checkpoints and research dirs) are left out here,
+so a run pays for a few hundred lines at most. The hook does as little as it can: a set lookup
+for a path seen before. Then the user's own ``sitecustomize``, if there is one further along
+``sys.path``, is imported as it would have been without exprun.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing would slow every run's start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+_TRACE_ENV = "EXPRUN_TRACE_FILE"
+_SKIP_ENV = "EXPRUN_TRACE_SKIP"
+_ROOT_ENV = "EXPRUN_TRACE_ROOT"
+_LIMIT = 4 * 1024 * 1024
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | getattr(os, "O_CREAT", 0) | getattr(os, "O_TRUNC", 0)
+
+
+def _folder(path: str) -> str:
+    return os.path.join(os.path.abspath(path), "")
+
+
+def _install(trace: str) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    home = os.path.expanduser("~")
+    root = os.environ.get(_ROOT_ENV)
+    roots = (_folder(root),) if root else ()
+    # Outside the project these are the interpreter's, the system's, or rebuilt caches.
+    outside = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/proc", "/sys", "/dev",
+               "/run", "/etc", "/usr/share", "/tmp", "/var/tmp", os.environ.get("TMPDIR", "/tmp"),
+               os.path.join(home, ".cache"), os.path.join(home, ".triton"),
+               os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")}
+    outside.add(os.path.dirname(os.__file__))  # the standard library, without importing sysconfig
+    skipped = tuple(_folder(p) for p in os.environ.get(_SKIP_ENV, "").split(os.pathsep) if p)
+    skipped += (_folder(here),)
+    outside_t = tuple(_folder(p) for p in outside if p)
+    seen: set[str] = set()
+    # ``busy``: the thread writing a line, whose own ``open`` of the trace must not be traced.
+    state: dict[str, Any] = {"fd": None, "off": False, "busy": None}
+    ident = _thread.get_ident
+
+    def emit(line: str) -> None:
+        if state["off"]:
+            return
+        state["busy"] = ident()
+        try:
+            if state["fd"] is None:
+                state["fd"] = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = state["fd"]
+            if os.fstat(fd).st_size > _LIMIT:
+                state["off"] = True
+                line = "!\tthe trace reached its size limit; later files were not traced\n"
+            os.write(fd, line.encode("utf-8", "surrogateescape"))
+        except OSError:
+            state["off"] = True
+        finally:
+            state["busy"] = None
+
+    def note(kind: str, path: Any) -> None:
+        # The hot path (thousands of module sources while torch imports): an absolute path seen before.
+        if type(path) is str and path[:1] == "/":
+            key = kind + path
+            if key in seen:
+                return
+            seen.add(key)
+            if "/." in path or "//" in path:
+                path = os.path.normpath(path)
+        else:
+            try:
+                path = os.path.abspath(os.fsdecode(path))  # relative to the cwd of this moment
+            except (TypeError, ValueError):
+                return
+            key = kind + path
+            if key in seen:
+                return
+            seen.add(key)
+        if path == trace or path.startswith(skipped):
+            return
+        for marker in ("/site-packages/", "/dist-packages/"):
+            at = path.find(marker)
+            if at >= 0:
+                if kind == "r":
+                    line = "p\t" + path[:at + len(marker) - 1] + "\t" + path[at + len(marker):].split("/", 1)[0] + "\n"
+                    if line not in seen:
+                        seen.add(line)
+                        emit(line)
+                return
+        if not path.startswith(roots) and path.startswith(outside_t):
+            return
+        if "\n" in path or "\r" in path or "\t" in path:  # one line per path: escaped, the kind in capitals
+            kind, path = kind.upper(), path.encode("unicode_escape").decode("ascii")
+        emit(kind + "\t" + path + "\n")
+
+    wanted = frozenset(("open", "exec", "import", "os.listdir", "os.scandir"))
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event not in wanted or (state["busy"] is not None and state["busy"] == ident()):
+            return
+        try:
+            trace_event(event, args)
+        except Exception:  # noqa: BLE001 - tracing must never break the trainer's own call
+            pass
+
+    def trace_event(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open":
+            path = args[0]
+            if isinstance(path, int):
+                return
+            mode, flags = args[1], args[2]
+            if mode is None:
+                writing = bool(flags & _WRITE_FLAGS)
+            else:
+                writing = "w" in mode or "a" in mode or "x" in mode or "+" in mode
+            if not writing and str(path).endswith(".pyc"):
+                return  # the module's source is traced by its ``exec``
+            note("w" if writing else "r", path)
+        elif event == "exec":
+            filename = getattr(args[0], "co_filename", "")
+            if filename and filename[0] != "<":
+                note("r", filename)
+        elif event == "import":
+            if len(args) > 1 and isinstance(args[1], str):
+                note("r", args[1])  # an extension module (.so): loaded without an ``open`` event
+        elif event == "os.listdir" or event == "os.scandir":
+            caller = sys._getframe(2)  # past this function and ``hook``
+            if caller.f_code.co_filename.startswith("<frozen"):
+                return  # the import system looking for modules
+            path = args[0]
+            if path is None or isinstance(path, int):
+                path = "."
+            note("d", path)
+
+    sys.addaudithook(hook)
+
+
+def _chain() -> None:
+    """Import the user's own ``sitecustomize``, the one Python would have found without exprun."""
+    # importlib's frozen halves are loaded already: nothing more is imported at start-up.
+    bootstrap, external = sys.modules["_frozen_importlib"], sys.modules["_frozen_importlib_external"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = external.PathFinder.find_spec("sitecustomize", rest)
+    if spec is None or spec.loader is None:
+        return
+    module = bootstrap.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    spec.loader.exec_module(module)
+
+
+if os.environ.get(_TRACE_ENV):
+    _install(os.environ[_TRACE_ENV])
+_chain()
