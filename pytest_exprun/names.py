@@ -143,3 +143,7 @@ def parse_seeds(text: str, what: str) -> tuple[int, ...]:
     if duplicates:
         raise ProtocolError(f"{what} lists seed(s) {duplicates} more than once")
     return seeds
+
+
+class TrainerIOError(ValueError):
+    """A trainer I/O setting that cannot work; the message names the ini option and the fix."""

@@ -28,7 +28,8 @@ from .trainer.runner import Failure, RunResult, RunSpec
 from .decide.sequential import Decision
 from .experiments import Experiment
 from .settings import Settings
-from .trainer.interface import expected_lines, with_result_file
+from .trainer.interface import expected_lines
+from .trainer.result_file import with_result_file
 from .model import BaselineSnapshot, RunRecord, Setup
 from .store import RunStore, SessionLock, fresh_dir, git_commit, now, refuse_links, remove_tree
 from .terminal import Outcome, RunCounter, Terminal, summary_lines

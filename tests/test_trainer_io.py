@@ -13,17 +13,16 @@ from conftest import QUIET_REWRITE
 from pytest_exprun.trainer.interface import (
     DEFAULT_ARGV,
     ArgvTemplate,
-    ResultSource,
     TrainerIO,
     TrainerIOError,
     experiment_flags,
     line_parser,
     parse_flag_style,
     parse_tokens_per_step,
-    read_result,
     run_environment,
     steps_for,
 )
+from pytest_exprun.trainer.result_file import ResultSource, read_result
 
 
 def ini(**values: str):  # noqa: ANN201 - a stand-in for config.getini
@@ -264,7 +263,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
 
 
 def test_a_huge_file_is_refused_without_reading_it_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pytest_exprun.trainer.interface.MAX_RESULT_BYTES", 1000)
+    monkeypatch.setattr("pytest_exprun.trainer.result_file.MAX_RESULT_BYTES", 1000)
     write(tmp_path / "r.json", json.dumps({"eval_loss": 1.0, "pad": "x" * 5000}))
     with pytest.raises(TrainerIOError, match="larger than"):
         read_result(ResultSource.parse("r.json:eval_loss"), tmp_path)

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from conftest import BASELINE_LOSSES, Project
-from pytest_exprun.trainer import interface
+from pytest_exprun.trainer import result_file
 from pytest_exprun.trainer.interface import (
-    ResultSource,
     TrainerIO,
     expected_lines,
     line_parser,
-    with_result_file,
 )
+from pytest_exprun.trainer.result_file import ResultSource, with_result_file
 from pytest_exprun.trainer.lines import (
     LineParser,
     _LineSplitter,
@@ -341,7 +340,7 @@ def test_a_hugging_face_result_is_dated_by_the_trainer_state_beside_it(tmp_path:
 def test_a_result_file_without_a_step_written_long_before_the_last_step_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(interface, "RESULT_MTIME_SLACK_S", 0.3)
+    monkeypatch.setattr(result_file, "RESULT_MTIME_SLACK_S", 0.3)
     body = WRITE + """
 import time
 print("Step 10 | train_loss: 2.3", flush=True)
