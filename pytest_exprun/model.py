@@ -19,9 +19,12 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .program_records import MarginRecord, ProgramRecord
+
 if TYPE_CHECKING:
     from .decide.protocol import Comparison, ControlCheck
     from .decide.sequential_design import Design as SequentialDesign
+    from .decide.equivalence import Margin
     from .decide.sequential_rates import ReportRow
 
 #: The version every stored record, snapshot and decision carries; another version is not read.
@@ -32,6 +35,8 @@ class Verdict(str, Enum):
     WINNER = "WINNER"
     NEUTRAL = "NEUTRAL"
     LOSER = "LOSER"
+    EQUIVALENT = "EQUIVALENT"  # with --exprun-margin: NEUTRAL split into within the margin ...
+    INCONCLUSIVE = "INCONCLUSIVE"  # ... and not enough evidence either way
 
 
 class DecisionMode(str, Enum):
@@ -285,6 +290,9 @@ class ExperimentDesign:
     #: The sequential mode's looks and bounds, and its simulated operating characteristics.
     sequential: "SequentialDesign | None" = None
     operating: "tuple[ReportRow, ...]" = ()
+    margin: "Margin | None" = None  # --exprun-margin; ``spec`` is the --experiment value, for commands
+    spec: str = ""
+    program: ProgramRecord | None = None  # its step in the program under --exprun-program-alpha
 
 
 @dataclass(frozen=True)
@@ -312,6 +320,8 @@ class Decision:
     sequential: LookRecord | None = None
     git_commit: str | None = None
     decided_at: str = ""
+    margin: MarginRecord | None = None
+    program: ProgramRecord | None = None
     comparison: "Comparison | None" = field(default=None, compare=False)
     control: "ControlCheck | None" = field(default=None, compare=False)
 
@@ -353,14 +363,16 @@ class Decision:
         }
         if self.reason is not None:
             data["reason"] = self.reason
-        if self.sequential is not None:
-            data["sequential"] = self.sequential.to_json()
+        for key, part in (("sequential", self.sequential), ("margin", self.margin), ("program", self.program)):
+            if part is not None:
+                data[key] = part.to_json()
         data["git_commit"], data["decided_at"] = self.git_commit, self.decided_at
         return data
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "Decision":
         sequential = data.get("sequential")
+        margin, program = data.get("margin"), data.get("program")
         return cls(
             name=name,
             flags=tuple(str(f) for f in data["flags"]),
@@ -376,6 +388,8 @@ class Decision:
             sequential=LookRecord.from_json(sequential) if isinstance(sequential, dict) else None,
             git_commit=None if data.get("git_commit") is None else str(data["git_commit"]),
             decided_at=str(data.get("decided_at", "")),
+            margin=MarginRecord.from_json(margin) if isinstance(margin, dict) else None,
+            program=ProgramRecord.from_json(program) if isinstance(program, dict) else None,
         )
 
 

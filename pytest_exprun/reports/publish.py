@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..decide import evidence, protocol, rates, stats
-from . import plots, render as report
+from . import plots, program_view, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
 from ..names import ProtocolFailure
@@ -103,6 +103,7 @@ class Publisher:
             curves = learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
                                      self.settings.train_tokens, cmp.val_loss.baseline.mean)
             context = self._context(decided, cmp, found_evidence[name], curves, drawn, holm, holm_p, path)
+            context["program"] = program_view.standing(family, decided, self.work)
             body = self._render("experiment.md.j2", context)
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
