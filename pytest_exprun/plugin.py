@@ -233,7 +233,10 @@ class ProtocolPlugin:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run
             return
+        from .terminal import grep_lines
+
         lines = self.protocol.summary_lines()
+        lines += grep_lines([] if self.protocol.judge is None else self.protocol.judge.outcomes)
         if lines:
             terminalreporter.write_sep("=", "exprun")
             for line in lines:

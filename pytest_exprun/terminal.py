@@ -34,6 +34,8 @@ class Outcome:
     report: Path | None
     message: str
     accepted: bool = False
+    #: The closing line an agent can grep (``program_ledger.Line.grep_line``), once decided.
+    grep: str | None = None
 
 
 class RunCounter:
@@ -167,3 +169,8 @@ def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], 
             f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {rel(outcome.report)}"
         )
     return lines
+
+
+def grep_lines(outcomes: list[Outcome]) -> list[str]:
+    """One ``exprun: NAME VERDICT Δ=… [low, high] d=… seeds B+E Ns → report`` line per decision."""
+    return [o.grep for o in outcomes if o.grep]

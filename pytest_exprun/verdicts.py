@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequenc
 
 import pytest
 
-from . import newhooks, program_steps
+from . import newhooks, program_ledger, program_steps
 from .decide import decision as rules, looks, protocol, sequential_rates, stats
 from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
@@ -244,9 +244,20 @@ class Judge:
             self.terminal.say(problem)
         if control_failure is not None:
             table += f"\n  the control run failed, so this verdict does not pass: {control_failure}"
-        outcome = Outcome(exp, fresh.comparison, path, table, accepted)
+        outcome = Outcome(exp, fresh.comparison, path, table, accepted, self._ledger(family, exp.name, path))
         self.outcomes.append(outcome)
         return outcome
+
+    def _ledger(self, family: Sequence[Decided], name: str, path: Any) -> str:
+        """Add the decision to the ledger beside the reports (written again from the store when missing);
+        its closing grep line."""
+        s = self.settings
+        decided = next(d for d in family if d.name == name)
+        line = program_ledger.line_of(decided, s.scale, path, s.rootdir)
+        program_ledger.record(s.research_dir / "verdicts.jsonl", line,
+                              lambda: program_ledger.stored_lines(s.state_dir, s.research_dir, s.rootdir),
+                              inside=s.research_dir)
+        return line.grep_line()
 
     @staticmethod
     def _unstored(decision: Decision) -> str:
