@@ -60,3 +60,22 @@ def test_a_bad_margin_is_a_one_line_error(project: Project) -> None:
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--exprun-margin*0.5sigma*"])
     assert project.calls() == []
+
+
+def test_the_sequential_mode_judges_equivalence_where_it_stopped_and_says_so(project: Project) -> None:
+    project.plan(SAME)
+    result = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-margin=0.05",
+                         "--exprun-accept=neutral")
+    result.stdout.fnmatch_lines(["use_x: EQUIVALENT*"])
+    stored = json.loads((project.research / ".exprun/results/1M/experiment/use_x.json").read_text())
+    assert stored["verdict"] == "EQUIVALENT" and "sequential" in stored
+    assert stored["margin"]["method"] in {"Welch", "paired"}
+    report = (project.research / "experiment_use_x_1M.md").read_text()
+    assert "EQUIVALENT is judged once" in report and "## Verdict: EQUIVALENT" in report
+
+
+def test_program_alpha_with_the_sequential_mode_is_refused_before_any_run(project: Project) -> None:
+    result = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-program-alpha=0.05")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--exprun-program-alpha*fixed rule*"])
+    assert project.calls() == []
