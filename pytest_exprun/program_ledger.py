@@ -62,11 +62,15 @@ class Line:
 
 
 def _when(stamp: str) -> datetime:
+    """A stored decision's time (``store.now``: local time and its zone's name) as an aware datetime."""
     try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S").astimezone()  # read as local time
     except ValueError:
         return datetime.fromtimestamp(0, timezone.utc)
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def line_of(decided: Decided, scale: str, report: Path, rootdir: Path) -> Line:

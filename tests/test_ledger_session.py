@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from conftest import Project
@@ -33,6 +34,8 @@ def test_each_decision_is_appended_once_across_sessions_and_not_by_a_rerender(pr
     assert abs(entry["delta"] - (1.91 - 2.00)) < 1e-9
     assert entry["ci"]["low"] < entry["delta"] < entry["ci"]["high"] < 0
     assert entry["seconds"] > 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["decided_at"])
+    stamp = datetime.fromisoformat(entry["decided_at"].replace("Z", "+00:00"))
+    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 3600
     again = project.run("--experiment=use_x")  # same decision, re-rendered: no new line
     assert again.ret == 0
     assert lines(project) == first
