@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--exprun-rates", action="store_true", default=False,
                     help="print how often the decision rule calls a false WINNER or LOSER, and the seeds it "
                     "spends, at the configured design; start no run")
+    group.addoption("--exprun-status", action="store_true", default=False,
+                    help="print the research program at this scale: the baseline, every experiment's verdict, "
+                    "Δ and interval, seeds and seconds, and the error budget left; start no run")
     group.addoption("--experiment-name", default=None, metavar="NAME",
                     help="report name for the single --experiment (default: made from its flags)")
     for dest, ini, default, text in settings_mod.OPTIONS:
@@ -107,6 +110,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """``--exprun-rates``: the rule's simulated error rates at this design, then exit; nothing runs."""
+    if config.getoption("exprun_status"):
+        from _pytest.main import wrap_session
+
+        settings = settings_mod.load(config)
+        return int(wrap_session(config, lambda config, session: _show_status(config, settings)))
     if not config.getoption("exprun_rates"):
         return None
     from _pytest.main import wrap_session  # as pytest's own --cache-show and --fixtures do
@@ -129,6 +137,13 @@ def _show_rates(config: pytest.Config, settings: settings_mod.Settings) -> int:
     for line in text.splitlines():
         reporter.write_line(line) if reporter is not None else print(line)
     return 0
+
+
+def _show_status(config: pytest.Config, settings: settings_mod.Settings) -> int:
+    from .reports import status
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return status.show(settings, reporter.write_line if reporter is not None else print)
 
 
 def _interrupt(signum: int, frame: object) -> None:

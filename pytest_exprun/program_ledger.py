@@ -46,7 +46,7 @@ class Line:
             margin=None if margin is None else ledger.MarginEntry(margin.value, margin.unit, margin.metric_units),
             baseline=d.baseline_key, report=self.report,
             seconds=float(sum(r.wall_time for r in (*self.decided.baseline, *self.decided.runs))),
-            decided_at=_when(d.decided_at),
+            decided_at=parse_stamp(d.decided_at),
             program=None if program is None else ledger.ProgramEntry(program.index, program.level, program.alpha))
 
     def grep_line(self) -> str:
@@ -61,7 +61,7 @@ class Line:
                 f"seeds {len(d.baseline_seeds)}+{len(d.seeds)} {seconds:.0f}s → {self.report}")
 
 
-def _when(stamp: str) -> datetime:
+def parse_stamp(stamp: str) -> datetime:
     """A stored decision's time (``store.now``: local time and its zone's name) as an aware datetime."""
     try:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
@@ -71,6 +71,11 @@ def _when(stamp: str) -> datetime:
         return datetime.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S").astimezone()  # read as local time
     except ValueError:
         return datetime.fromtimestamp(0, timezone.utc)
+
+
+def utc_stamp(stamp: str) -> str:
+    """A stored decision's time as the ledger writes it (``2026-01-31T12:00:00Z``)."""
+    return parse_stamp(stamp).astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def line_of(decided: Decided, scale: str, report: Path, rootdir: Path) -> Line:
