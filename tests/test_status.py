@@ -57,3 +57,13 @@ def test_status_imports_no_scipy_and_takes_well_under_a_second(project: Project)
 
 def test_the_status_constant_is_lond_s_normaliser() -> None:
     assert abs(status.ZETA_1_5 - 1 / program.gamma(1)) < 1e-12
+
+
+def test_the_summary_draws_every_experiment_s_delta_in_one_forest_plot(project: Project, with_plots: None) -> None:
+    project.plan({**WIN, **SAME})
+    project.run("--experiment=use_x")
+    project.run("--experiment=use_y")
+    summary = (project.research / "summary_1M.md").read_text()
+    assert "## All Experiments at a Glance" in summary and "(summary_1M_forest.png)" in summary
+    png = project.research / "summary_1M_forest.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
