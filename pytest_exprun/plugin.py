@@ -179,6 +179,21 @@ class ProtocolPlugin:
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
+        self._costed = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before the session's first experiment run: what the design expects the experiments to cost."""
+        from .items import SeedRun
+        from .names import BASELINE
+
+        if self._costed or not isinstance(item, SeedRun) or item.group == BASELINE:
+            return
+        self._costed = True
+        from .program_cost import announcement
+
+        self.protocol.terminal.say(announcement(self.settings,
+                                                self.protocol.values(BASELINE, self.settings.baseline_seeds)[0]))
 
     @pytest.hookimpl(trylast=True)
     def pytest_exprun_parse_line(self, config: pytest.Config, line: str) -> tuple[int, float] | None:

@@ -69,3 +69,17 @@ def test_without_the_option_each_report_states_the_uncontrolled_rate_so_far(proj
     assert f"is {one.familywise:.1%}" in first
     assert "decision 2 on this baseline without program-wide control" in second
     assert f"is {two.familywise:.1%}" in second and two.familywise > one.familywise
+
+
+def test_the_session_says_what_the_experiments_will_cost_before_their_first_run(project: Project) -> None:
+    project.plan(WIN)
+    result = project.run("--experiment=use_x")
+    out = result.stdout.lines
+    said = next(i for i, line in enumerate(out) if "the design expects about" in line)
+    first = next(i for i, line in enumerate(out) if "use_x[seed42] started" in line)
+    last_baseline = max(i for i, line in enumerate(out) if "baseline[seed" in line and "done" in line)
+    assert last_baseline < said < first
+    line = out[said]
+    per_run = float(line.split("× ")[1].split(" expected")[0])
+    assert 3.0 < per_run < 5.0  # 3 first seeds, and 2 more whenever the first ones decide neither way
+    assert "at the baseline's" in line and " s a run" in line
