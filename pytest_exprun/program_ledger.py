@@ -32,6 +32,8 @@ class Line:
     report: str  # relative to the rootdir
     low: float | None
     high: float | None
+    index: int = 1  # the n-th decision on its baseline
+    familywise: float | None = None  # without program control: the uncontrolled rate so far
 
     def entry(self) -> ledger.LedgerEntry:
         d = self.decided.decision
@@ -47,7 +49,8 @@ class Line:
             baseline=d.baseline_key, report=self.report,
             seconds=float(sum(r.wall_time for r in (*self.decided.baseline, *self.decided.runs))),
             decided_at=parse_stamp(d.decided_at),
-            program=None if program is None else ledger.ProgramEntry(program.index, program.level, program.alpha))
+            program=ledger.ProgramEntry(self.index, familywise=self.familywise) if program is None else
+            ledger.ProgramEntry(program.index, program.level, program.alpha))
 
     def grep_line(self) -> str:
         """``exprun: NAME VERDICT Δ=… [low, high] d=… seeds B+E Ns → report``: one line an agent can grep."""
@@ -78,16 +81,20 @@ def utc_stamp(stamp: str) -> str:
     return parse_stamp(stamp).astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def line_of(decided: Decided, scale: str, report: Path, rootdir: Path) -> Line:
-    """The ledger's view of a decision with its runs (its interval: Welch's 95% t-interval of Δ)."""
+def line_of(decided: Decided, scale: str, report: Path, rootdir: Path, family: Sequence[Decided]) -> Line:
+    """The ledger's view of a decision with its runs (its interval: Welch's 95% t-interval of Δ), in
+    its ``family`` (every decision on its baseline)."""
     from .decide import stats
+    from .reports.program_view import uncontrolled
 
     interval = stats.welch_interval([r.val_loss for r in decided.baseline], [r.val_loss for r in decided.runs])
     try:
         where = report.relative_to(rootdir).as_posix()
     except ValueError:
         where = report.name
-    return Line(scale, decided, where, interval.low, interval.high)
+    position, rate = uncontrolled(family, decided, lambda f, *a: f(*a))
+    return Line(scale, decided, where, interval.low, interval.high, position,
+                None if decided.decision.program else rate.familywise)
 
 
 def stored_lines(state_dir: Path, research_dir: Path, rootdir: Path) -> list[Line]:
@@ -98,14 +105,18 @@ def stored_lines(state_dir: Path, research_dir: Path, rootdir: Path) -> list[Lin
     results = state_dir / "results"
     for folder in sorted(p for p in results.glob("*") if p.is_dir()) if results.is_dir() else []:
         store = RunStore(state_dir, folder.name)
+        standing = []
         for decision in store.decisions():
             base = store.records(BASELINE, decision.baseline_key, decision.baseline_seeds)
             runs = store.records(decision.name, decision.setup_key, decision.seeds)
             if len(base) != len(decision.baseline_seeds) or len(runs) != len(decision.seeds):
                 continue
-            decided = restore(decision, [base[s] for s in decision.baseline_seeds], [runs[s] for s in decision.seeds])
-            report = research_dir / f"experiment_{decision.name}_{folder.name}.md"
-            lines.append(line_of(decided, folder.name, report, rootdir))
+            standing.append(restore(decision, [base[s] for s in decision.baseline_seeds],
+                                    [runs[s] for s in decision.seeds]))
+        for decided in standing:
+            family = [d for d in standing if d.decision.baseline_key == decided.decision.baseline_key]
+            report = research_dir / f"experiment_{decided.name}_{folder.name}.md"
+            lines.append(line_of(decided, folder.name, report, rootdir, family))
     return sorted(lines, key=lambda ln: (ln.decided.decision.decided_at, ln.report))
 
 

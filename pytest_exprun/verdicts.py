@@ -253,7 +253,7 @@ class Judge:
         its closing grep line."""
         s = self.settings
         decided = next(d for d in family if d.name == name)
-        line = program_ledger.line_of(decided, s.scale, path, s.rootdir)
+        line = program_ledger.line_of(decided, s.scale, path, s.rootdir, family)
         program_ledger.record(s.research_dir / "verdicts.jsonl", line,
                               lambda: program_ledger.stored_lines(s.state_dir, s.research_dir, s.rootdir),
                               inside=s.research_dir)

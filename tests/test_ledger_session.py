@@ -9,6 +9,7 @@ from typing import Any
 
 from conftest import Project
 
+from pytest_exprun.decide import program
 from pytest_exprun.reports import ledger
 
 WIN = {"--use_x": {"42": 1.90, "137": 1.91, "256": 1.92}}
@@ -44,6 +45,11 @@ def test_each_decision_is_appended_once_across_sessions_and_not_by_a_rerender(pr
     assert [e["experiment"] for e in both] == ["use_x", "use_y"] and both[0] == first[0]
     assert both[1]["verdict"] == "EQUIVALENT" and both[1]["margin"]["metric_units"] == 0.05
     assert both[1]["baseline"] == both[0]["baseline"]
+    # without program control: the n-th decision on the baseline and the uncontrolled rate so far
+    assert both[0]["program"]["index"] == 1 and both[1]["program"]["index"] == 2
+    assert both[1]["program"]["level"] is None and both[1]["program"]["alpha"] is None
+    assert abs(both[0]["program"]["familywise"] - program.fixed_familywise(1)) < 1e-12
+    assert abs(both[1]["program"]["familywise"] - program.fixed_familywise(2)) < 1e-12
 
 
 def test_a_deleted_ledger_is_written_again_from_the_store(project: Project) -> None:

@@ -30,12 +30,21 @@ def settle_command(args: Sequence[str]) -> str:
     return "pytest " + " ".join(shlex.quote(a) for a in args) if args else ""
 
 
-def standing(family: Sequence[Decided], decided: Decided, work: Callable[..., Any]) -> dict[str, Any]:
-    """The template's ``program``: where this decision stands, and its margin's numbers."""
+def uncontrolled(family: Sequence[Decided], decided: Decided, work: Callable[..., Any]) -> tuple[int, Any]:
+    """The decision's position on its baseline (from 1), and ``program.UncontrolledRate`` up to it."""
     from ..decide import program
 
     order = ordered(family)
     position = next(i for i, d in enumerate(order) if d.name == decided.name) + 1
+    earlier = order[:position]
+    fixed = sum(1 for d in earlier if d.decision.mode is DecisionMode.FIXED)
+    alphas = [float(d.decision.sequential.alpha or 0.0) for d in earlier if d.decision.sequential is not None]
+    return position, work(program.uncontrolled_familywise, fixed, alphas)
+
+
+def standing(family: Sequence[Decided], decided: Decided, work: Callable[..., Any]) -> dict[str, Any]:
+    """The template's ``program``: where this decision stands, and its margin's numbers."""
+    position, rate = uncontrolled(family, decided, work)
     step = decided.decision.program
     text = step and (f"decision {step.index} on this baseline under program control, tested at a false-WINNER "
                      f"level of {step.level:.2g} (LOND, {step.winners_before} WINNER(s) before it"
@@ -44,15 +53,11 @@ def standing(family: Sequence[Decided], decided: Decided, work: Callable[..., An
                      + f"); program-wide false-discovery rate ≤ {step.alpha:g}, and when no experiment has an "
                      f"effect, P(any false WINNER) ≤ {step.alpha:g}")
     if not text:
-        earlier = order[:position]
-        fixed = sum(1 for d in earlier if d.decision.mode is DecisionMode.FIXED)
-        alphas = [float(d.decision.sequential.alpha or 0.0) for d in earlier
-                  if d.decision.sequential is not None]
-        rate = work(program.uncontrolled_familywise, fixed, alphas)
         text = rate.describe()
     margin = decided.decision.margin
     return {
         "position": position,
+        "familywise": None if step else rate.familywise,
         "text": text,
         "seconds": seconds(decided),
         "experiment_seconds": experiment_seconds(decided),
