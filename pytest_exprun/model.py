@@ -1,13 +1,11 @@
 """The typed model every layer shares: setups, run records, environments, baseline snapshots,
 decisions, and their JSON form in one place.
-
 Frozen dataclasses and enums only, and the standard library: the store persists these, the
 decision rules make ``Decision``s, the reports render them. A stored file is read through
 ``from_json`` here and nowhere else, so a format change is made (and migrated) in one module.
 
-Files written before this module existed load unchanged: the format kept its keys, and a
-``Decision``'s comparison, which is not stored, is re-derived from its run records on read
-(``decide.rules.restore``), with the verdict as stored.
+Older files load unchanged; a ``Decision``'s comparison, not stored, is re-derived from its
+records on read (``decide.decision.restore``). Margins and program steps: ``program_records``.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .program_records import MarginRecord, ProgramRecord
-
 if TYPE_CHECKING:
     from .decide.protocol import Comparison, ControlCheck
     from .decide.sequential_design import Design as SequentialDesign
@@ -35,8 +32,7 @@ class Verdict(str, Enum):
     WINNER = "WINNER"
     NEUTRAL = "NEUTRAL"
     LOSER = "LOSER"
-    EQUIVALENT = "EQUIVALENT"  # with --exprun-margin: NEUTRAL split into within the margin ...
-    INCONCLUSIVE = "INCONCLUSIVE"  # ... and not enough evidence either way
+    EQUIVALENT, INCONCLUSIVE = "EQUIVALENT", "INCONCLUSIVE"  # with a margin: NEUTRAL split (TOST)
 
 
 class DecisionMode(str, Enum):
@@ -363,16 +359,14 @@ class Decision:
         }
         if self.reason is not None:
             data["reason"] = self.reason
-        for key, part in (("sequential", self.sequential), ("margin", self.margin), ("program", self.program)):
-            if part is not None:
-                data[key] = part.to_json()
+        data.update((key, part.to_json()) for key, part in (("sequential", self.sequential), ("margin", self.margin),
+                                                            ("program", self.program)) if part is not None)
         data["git_commit"], data["decided_at"] = self.git_commit, self.decided_at
         return data
 
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> "Decision":
         sequential = data.get("sequential")
-        margin, program = data.get("margin"), data.get("program")
         return cls(
             name=name,
             flags=tuple(str(f) for f in data["flags"]),
@@ -388,8 +382,8 @@ class Decision:
             sequential=LookRecord.from_json(sequential) if isinstance(sequential, dict) else None,
             git_commit=None if data.get("git_commit") is None else str(data["git_commit"]),
             decided_at=str(data.get("decided_at", "")),
-            margin=MarginRecord.from_json(margin) if isinstance(margin, dict) else None,
-            program=ProgramRecord.from_json(program) if isinstance(program, dict) else None,
+            margin=MarginRecord.from_json(data["margin"]) if isinstance(data.get("margin"), dict) else None,
+            program=ProgramRecord.from_json(data["program"]) if isinstance(data.get("program"), dict) else None,
         )
 
 
