@@ -22,24 +22,29 @@ def controlled(decisions: Sequence[Decision], baseline_key: str) -> list[Decisio
 
 
 def check(program_alpha: float, stored: Sequence[Decision]) -> None:
-    """Refuse a stored program that this alpha cannot continue (see the module's docstring)."""
+    """Refuse a stored program that this alpha cannot continue (see the module's docstring).
+
+    Indices must increase and each stored level be at most LOND's level at its index after the
+    WINNERs stored before it. An index may be missing (a step handed out to a decision that was
+    never stored, say after a crash): skipping one only spends budget, the guarantee holds.
+    """
     from .decide.program import lond_level
 
-    winners = 0
-    for position, decision in enumerate(stored, start=1):
+    winners, last = 0, 0
+    for decision in stored:
         step = decision.program
         assert step is not None
         if step.alpha != program_alpha:
             raise ProtocolFailure(
                 f"the decisions on this baseline were made at --exprun-program-alpha={step.alpha:g}, not "
                 f"{program_alpha:g}: keep the program's alpha, or start a new program with --exprun-rerun-baseline")
-        allowed = lond_level(program_alpha, position, winners)
-        if step.index != position or step.level > allowed * (1 + 1e-9):
+        if step.index <= last or step.level > lond_level(program_alpha, step.index, winners) * (1 + 1e-9):
             raise ProtocolFailure(
                 f"the stored decision on {decision.name} (step {step.index}, level {step.level:.3g}) does not follow "
                 f"from the decisions before it; the program's order was changed: start a new program with "
                 "--exprun-rerun-baseline")
         winners += decision.verdict is Verdict.WINNER
+        last = step.index
 
 
 def next_step(program_alpha: float, stored: Sequence[Decision], name: str, taken: int,
@@ -52,13 +57,12 @@ def next_step(program_alpha: float, stored: Sequence[Decision], name: str, taken
     """
     from .decide.program import lond_level
 
+    check(program_alpha, stored)
     own = next((d.program for d in stored if d.name == name), None)
     if own is not None:
         return own
-    others = [d for d in stored if d.name != name]
-    check(program_alpha, others)
-    index = len(others) + taken + 1
-    winners = sum(d.verdict is Verdict.WINNER for d in others)
+    index = max((d.program.index for d in stored if d.program is not None), default=0) + taken + 1
+    winners = sum(d.verdict is Verdict.WINNER for d in stored)
     level = lond_level(program_alpha, index, winners)
     threshold = None if threshold_at is None else threshold_at(level)
     return ProgramRecord(index, winners, level, program_alpha, threshold)

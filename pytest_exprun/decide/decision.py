@@ -122,7 +122,11 @@ def with_margin(design: ExperimentDesign, decision: Decision, baseline: Sequence
     try:
         eq = equivalence.tost(design.margin, base, exp, paired=paired)
     except equivalence.MarginError as exc:
-        return dataclasses.replace(Decision.refused(design, str(exc)), comparison=decision.comparison)
+        if decision.verdict is not Verdict.NEUTRAL:
+            return decision  # WINNER and LOSER stand as the rule decided; no test needed to split them
+        return dataclasses.replace(Decision.refused(design, f"{exc}; run at least 2 seeds in each group (a margin in "
+                                                    "sigma needs a baseline that varies) or drop --exprun-margin"),
+                                   comparison=decision.comparison)
     word = equivalence.margin_verdict(decision.verdict.value, eq)
     verdict = Verdict(word.value)
     settle: tuple[str, ...] = ()
