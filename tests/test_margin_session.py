@@ -44,6 +44,7 @@ def test_a_margin_too_tight_for_the_noise_is_inconclusive_with_the_command_to_se
     assert settle[:2] == ["--experiment=use_x", "--exprun-experiment-seeds=42,137,256,512,1024," + ",".join(
         str(2**k) for k in range(11, 23))] and "--exprun-margin=0.05" in settle
     assert "pytest " + " ".join(settle) in report
+    result.stdout.fnmatch_lines(["  to settle it: pytest --experiment=use_x --exprun-experiment-seeds=42,137,*"])
 
 
 def test_without_a_margin_nothing_changes(project: Project) -> None:
