@@ -1,13 +1,11 @@
 """The typed model every layer shares: setups, run records, environments, baseline snapshots,
 decisions, and their JSON form in one place.
-
 Frozen dataclasses and enums only, and the standard library: the store persists these, the
 decision rules make ``Decision``s, the reports render them. A stored file is read through
 ``from_json`` here and nowhere else, so a format change is made (and migrated) in one module.
 
-Files written before this module existed load unchanged: the format kept its keys, and a
-``Decision``'s comparison, which is not stored, is re-derived from its run records on read
-(``decide.rules.restore``), with the verdict as stored.
+Older files load unchanged; a ``Decision``'s comparison, not stored, is re-derived from its
+records on read (``decide.decision.restore``). Margins and program steps: ``program_records``.
 """
 
 from __future__ import annotations
@@ -19,9 +17,11 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .program_records import MarginRecord, ProgramRecord
 if TYPE_CHECKING:
     from .decide.protocol import Comparison, ControlCheck
     from .decide.sequential_design import Design as SequentialDesign
+    from .decide.equivalence import Margin
     from .decide.sequential_rates import ReportRow
 
 #: The version every stored record, snapshot and decision carries; another version is not read.
@@ -32,6 +32,7 @@ class Verdict(str, Enum):
     WINNER = "WINNER"
     NEUTRAL = "NEUTRAL"
     LOSER = "LOSER"
+    EQUIVALENT, INCONCLUSIVE = "EQUIVALENT", "INCONCLUSIVE"  # with a margin: NEUTRAL split (TOST)
 
 
 class DecisionMode(str, Enum):
@@ -299,6 +300,9 @@ class ExperimentDesign:
     #: The sequential mode's looks and bounds, and its simulated operating characteristics.
     sequential: "SequentialDesign | None" = None
     operating: "tuple[ReportRow, ...]" = ()
+    margin: "Margin | None" = None  # --exprun-margin; ``spec`` is the --experiment value, for commands
+    spec: str = ""
+    program: ProgramRecord | None = None  # its step in the program under --exprun-program-alpha
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,8 @@ class Decision:
     sequential: LookRecord | None = None
     git_commit: str | None = None
     decided_at: str = ""
+    margin: MarginRecord | None = None
+    program: ProgramRecord | None = None
     comparison: "Comparison | None" = field(default=None, compare=False)
     control: "ControlCheck | None" = field(default=None, compare=False)
 
@@ -367,8 +373,8 @@ class Decision:
         }
         if self.reason is not None:
             data["reason"] = self.reason
-        if self.sequential is not None:
-            data["sequential"] = self.sequential.to_json()
+        data.update((key, part.to_json()) for key, part in (("sequential", self.sequential), ("margin", self.margin),
+                                                            ("program", self.program)) if part is not None)
         data["git_commit"], data["decided_at"] = self.git_commit, self.decided_at
         return data
 
@@ -390,6 +396,8 @@ class Decision:
             sequential=LookRecord.from_json(sequential) if isinstance(sequential, dict) else None,
             git_commit=None if data.get("git_commit") is None else str(data["git_commit"]),
             decided_at=str(data.get("decided_at", "")),
+            margin=MarginRecord.from_json(data["margin"]) if isinstance(data.get("margin"), dict) else None,
+            program=ProgramRecord.from_json(data["program"]) if isinstance(data.get("program"), dict) else None,
         )
 
 

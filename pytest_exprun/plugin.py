@@ -40,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--exprun-rates", action="store_true", default=False,
                     help="print how often the decision rule calls a false WINNER or LOSER, and the seeds it "
                     "spends, at the configured design; start no run")
+    group.addoption("--exprun-status", action="store_true", default=False,
+                    help="print the research program at this scale: the baseline, every experiment's verdict, "
+                    "Δ and interval, seeds and seconds, and the error budget left; start no run")
     group.addoption("--experiment-name", default=None, metavar="NAME",
                     help="report name for the single --experiment (default: made from its flags)")
     for dest, ini, default, text in settings_mod.OPTIONS:
@@ -105,6 +108,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """``--exprun-rates``: the rule's simulated error rates at this design, then exit; nothing runs."""
+    if config.getoption("exprun_status"):
+        from _pytest.main import wrap_session
+
+        settings = settings_mod.load(config)
+        return int(wrap_session(config, lambda config, session: _show_status(config, settings)))
     if not config.getoption("exprun_rates"):
         return None
     from _pytest.main import wrap_session  # as pytest's own --cache-show and --fixtures do
@@ -127,6 +135,13 @@ def _show_rates(config: pytest.Config, settings: settings_mod.Settings) -> int:
     for line in text.splitlines():
         reporter.write_line(line) if reporter is not None else print(line)
     return 0
+
+
+def _show_status(config: pytest.Config, settings: settings_mod.Settings) -> int:
+    from .reports import status
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return status.show(settings, reporter.write_line if reporter is not None else print)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -164,6 +179,21 @@ class ProtocolPlugin:
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
+        self._costed = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before the session's first experiment run: what the design expects the experiments to cost."""
+        from .items import SeedRun
+        from .names import BASELINE
+
+        if self._costed or not isinstance(item, SeedRun) or item.group == BASELINE:
+            return
+        self._costed = True
+        from .program_cost import announcement
+
+        self.protocol.terminal.say(announcement(self.settings,
+                                                self.protocol.values(BASELINE, self.settings.baseline_seeds)[0]))
 
     @pytest.hookimpl(trylast=True)
     def pytest_exprun_parse_line(self, config: pytest.Config, line: str) -> tuple[int, float] | None:
@@ -268,7 +298,10 @@ class ProtocolPlugin:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run
             return
+        from .terminal import grep_lines
+
         lines = self.protocol.summary_lines() + self._unmeasured_line()
+        lines += grep_lines([] if self.protocol.judge is None else self.protocol.judge.outcomes)
         if lines:
             terminalreporter.write_sep("=", "exprun")
             for line in lines:

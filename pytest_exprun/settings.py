@@ -284,10 +284,15 @@ def load(config: pytest.Config) -> Settings:
     accept_text = get("accept").strip().lower()
     if accept_text not in {"winner", "neutral"}:
         raise pytest.UsageError(f"--exprun-accept must be 'winner' or 'neutral', got {accept_text!r}")
-    accept = frozenset({Verdict.WINNER} if accept_text == "winner" else {Verdict.WINNER, Verdict.NEUTRAL})
+    accept = frozenset({Verdict.WINNER} if accept_text == "winner" else
+                       {Verdict.WINNER, Verdict.NEUTRAL, Verdict.EQUIVALENT})  # never INCONCLUSIVE
 
     decide, alpha, min_effect, max_seeds = _decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
     margin, program_alpha = _program(get)
+    if program_alpha is not None and decide == SEQUENTIAL:
+        raise pytest.UsageError("--exprun-program-alpha controls the fixed rule for now (its WINNER threshold is "
+                                "widened to each decision's level); drop it with --exprun-decide=sequential, whose "
+                                "reports state the program's uncontrolled rate")
 
     templates_text = get("templates").strip()
     template_dir = (rootdir / templates_text) if templates_text else None

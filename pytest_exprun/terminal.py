@@ -37,6 +37,8 @@ class Outcome:
     accepted: bool = False
     #: Why its wall-clock comparison cannot be trusted (a loaded machine), or None.
     wall_clock_distrust: str | None = None
+    #: The closing line an agent can grep (``program_ledger.Line.grep_line``), once decided.
+    grep: str | None = None
 
 
 class RunCounter:
@@ -202,3 +204,8 @@ def rerun_command(args: Sequence[str], select: Sequence[str], keep_selection: bo
     if select:
         kept += ["-k", " or ".join(select)]
     return shlex.join(["pytest", *kept])
+
+
+def grep_lines(outcomes: list[Outcome]) -> list[str]:
+    """One ``exprun: NAME VERDICT Δ=… [low, high] d=… seeds B+E Ns → report`` line per decision."""
+    return [o.grep for o in outcomes if o.grep]

@@ -14,13 +14,14 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequenc
 
 import pytest
 
-from . import newhooks
+from . import newhooks, program_ledger, program_steps
 from .decide import decision as rules, looks, protocol, sequential_rates, stats
 from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
 from .experiments import Experiment
 from .names import BASELINE, SEEDS, ProtocolFailure
 from .model import Decided, Decision, DecisionMode, ExperimentDesign, RunRecord, Setup
+from .program_records import ProgramRecord
 from .reports.publish import Publisher
 from .settings import Settings
 from .store import RunStore, now
@@ -73,6 +74,7 @@ class Judge:
         self.mode = DecisionMode(settings.decide)
         self.outcomes: list[Outcome] = []
         self._operating: tuple[sequential_rates.ReportRow, ...] | None = None
+        self._steps: dict[str, ProgramRecord] = {}
 
     def experiment(self, name: str) -> Experiment:
         return next(e for e in self.settings.experiments if e.name == name)
@@ -98,8 +100,32 @@ class Judge:
         if base_missing or first_missing:
             missing = [f"baseline seed {s}" for s in base_missing] + [f"{name} seed {s}" for s in first_missing]
             return f"cannot decide on extra seeds while {', '.join(missing)} are missing"
+        step = self.step(name)
+        if step is not None and step.threshold is not None:
+            from .decide.program import widened_extension
+
+            extend = widened_extension(stats.summarize([r.val_loss for r in base]),
+                                       stats.summarize([r.val_loss for r in first]), step.threshold)
+            return Extension(extend, f"the first seeds decide {'neither way' if extend else 'already'} at the "
+                             f"program's WINNER threshold of {step.threshold:.2f}σ")
         return protocol.extension(stats.summarize([r.val_loss for r in base]),
                                   stats.summarize([r.val_loss for r in first]))
+
+    def step(self, name: str) -> ProgramRecord | None:
+        """This experiment's step in its program under --exprun-program-alpha (None without it); fixed
+        the first time it is asked for in a session, and kept with the stored decision."""
+        alpha = self.settings.program_alpha
+        if alpha is None:
+            return None
+        if name not in self._steps:
+            s = self.settings
+            stored = program_steps.controlled(self.store.decisions(), self.source.setup(BASELINE).key())
+            taken = sum(1 for n in self._steps if n not in {d.name for d in stored})
+            threshold = program_steps.ThresholdAt(len(s.baseline_seeds), len(s.experiment_seeds),
+                                                  len(s.extension_seeds))
+            self._steps[name] = program_steps.next_step(alpha, stored, name, taken,
+                                                        threshold if self.mode is DecisionMode.FIXED else None)
+        return self._steps[name]
 
     def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
         """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing."""
@@ -119,7 +145,8 @@ class Judge:
                                 baseline_setup=self.source.setup(BASELINE),
                                 family=tuple(e.name for e in self.settings.experiments),
                                 sequential=self.settings.design if sequential else None,
-                                operating=self._operating or ())
+                                operating=self._operating or (), margin=self.settings.margin, spec=exp.spec,
+                                program=self.step(exp.name))
 
     def verdict(self, name: str, control: ControlCheck | None = None, control_failure: str | None = None) -> Outcome:
         """Decide, store the decision, write the reports, and say the verdict; a failed control fails it."""
@@ -136,7 +163,8 @@ class Judge:
             design = s.design
             base = self.source.values(BASELINE, SEEDS[:design.baseline_looks[-1]])[0]
             all_runs = {n: self.source.values(n, SEEDS[:design.looks[-1]])[0] for n in (e.name for e in s.experiments)}
-        decision = self._decide(self.design(exp), base, all_runs)
+        asked = self.design(exp)
+        decision = rules.with_margin(asked, self._decide(asked, base, all_runs), base, all_runs[name])
         if decision.verdict is None:
             self._no_verdict(exp, decision.comparison, decision.problem or "the data cannot support a verdict")
         if not (set(decision.baseline_seeds) <= {r.seed for r in base}
@@ -217,9 +245,20 @@ class Judge:
         if control_failure is not None:
             table += f"\n  the control run failed, so this verdict does not pass: {control_failure}"
         outcome = Outcome(exp, fresh.comparison, path, table, accepted,
-                          contexts[exp.name].get("wall_clock", {}).get("distrust"))
+                          contexts[exp.name].get("wall_clock", {}).get("distrust"), self._ledger(family, exp.name, path))
         self.outcomes.append(outcome)
         return outcome
+
+    def _ledger(self, family: Sequence[Decided], name: str, path: Any) -> str:
+        """Add the decision to the ledger beside the reports (written again from the store when missing);
+        its closing grep line."""
+        s = self.settings
+        decided = next(d for d in family if d.name == name)
+        line = program_ledger.line_of(decided, s.scale, path, s.rootdir, family)
+        program_ledger.record(s.research_dir / "verdicts.jsonl", line,
+                              lambda: program_ledger.stored_lines(s.state_dir, s.research_dir, s.rootdir),
+                              inside=s.research_dir)
+        return line.grep_line()
 
     @staticmethod
     def _unstored(decision: Decision) -> str:

@@ -147,7 +147,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def normalised_report(path: Path) -> str:
-    """A report with every timing removed (wall times, how they were taken, the Measured line, the body hash).
+    """A report with every timing removed (wall times, how they were taken, the Measured and Cost lines, the body hash).
 
     What is left must not depend on the executor that ran the seeds.
     """
@@ -163,7 +163,7 @@ def normalised_report(path: Path) -> str:
             in_wall_clock = line == "## Wall Clock"
         if in_wall_clock or line.startswith("- argv "):  # an argv names its executor's output dir
             continue
-        if line.startswith(("- Measured:", "Updated ")) or "wall_time" in line or "faster" in line or "slower" in line:
+        if line.startswith(("- Measured:", "Updated ", "**Cost:**")) or "wall_time" in line or "faster" in line or "slower" in line:
             continue
         # What the runs read while they ran: traced per run by local-style executors, not by a warm worker.
         traced = line.startswith("- Read by the trainer while it ran") or (traced and line[:4] in ("  - ", ""))

@@ -77,7 +77,8 @@ def test_reports_and_plots_are_the_same_with_and_without_the_helper(
     project.run("--experiment=use_x").assert_outcomes(passed=9, skipped=2)
     helped = {p.name: normalised_report(p) for p in project.research.glob("*.md")}
     pngs = sorted(p.name for p in project.research.glob("*.png"))
-    assert len(pngs) == 3 and all(p.stat().st_size > 10_000 for p in project.research.glob("*.png"))
+    assert len(pngs) == 4 and "summary_1M_forest.png" in pngs  # three for the report, the summary's forest plot
+    assert all(p.stat().st_size > 10_000 for p in project.research.glob("*.png"))
     for path in [*project.research.glob("*.md"), *project.research.glob("*.png")]:
         path.unlink()
     shutil.rmtree(project.research / ".exprun")

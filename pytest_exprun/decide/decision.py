@@ -2,7 +2,10 @@
 
 ``decide(mode, design, baseline, runs)`` is what the default ``pytest_exprun_decide`` hooks
 call; a project's own rule returns a ``Decision`` too (``Decision.made``, with
-``comparison_of`` for the numbers its report shows). ``restore`` re-derives a stored
+``comparison_of`` for the numbers its report shows, ``with_margin`` for the margin's verdict).
+With a margin (``design.margin``) NEUTRAL is split into EQUIVALENT and INCONCLUSIVE by the two
+one-sided tests on the seeds the rule used; under a program's control (``design.program``) the
+fixed rule's WINNER threshold is widened to the decision's level. ``restore`` re-derives a stored
 decision's comparison from its records, keeping the verdict as stored: the reports then
 render decisions and never decide.
 """
@@ -10,11 +13,16 @@ render decisions and never decide.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from . import looks, protocol, sequential, stats
 from ..model import Decided, Decision, DecisionMode, ExperimentDesign, LookRecord, RunRecord, Verdict, plain
+from ..names import SEEDS
+from ..program_records import MarginRecord
 from .protocol import Comparison, ControlCheck
+
+if TYPE_CHECKING:
+    from .equivalence import Equivalence
 
 Runs = Mapping[str, Sequence[RunRecord]]
 
@@ -53,7 +61,14 @@ def fixed(design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Sequenc
     if cmp.verdict is None:
         return dataclasses.replace(Decision.refused(design, cmp.problem or "the data cannot support a verdict"),
                                    comparison=cmp)
-    return Decision.made(design, baseline, runs, cmp.verdict, cmp)
+    step = design.program
+    if step is not None and step.threshold is not None:
+        from .program import widened_verdict
+
+        cmp = dataclasses.replace(cmp, verdict=widened_verdict(cmp.val_loss.baseline, cmp.val_loss.experiment,
+                                                               step.threshold))
+    decision = dataclasses.replace(Decision.made(design, baseline, runs, cmp.verdict, cmp), program=step)
+    return with_margin(design, decision, baseline, runs)
 
 
 def sequential_rule(design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Runs) -> Decision:
@@ -81,8 +96,77 @@ def sequential_rule(design: ExperimentDesign, baseline: Sequence[RunRecord], run
     verdict = Verdict(decided.decision.value)
     record = LookRecord.from_json(plain(looks.decision_data(seq, decided, cmp.val_loss.baseline.std,
                                                             design.family, design.operating)))
-    return Decision.made(design, base_runs, exp_runs, verdict, dataclasses.replace(cmp, verdict=verdict),
+    made = Decision.made(design, base_runs, exp_runs, verdict, dataclasses.replace(cmp, verdict=verdict),
                          mode=DecisionMode.SEQUENTIAL, sequential=record)
+    return with_margin(design, dataclasses.replace(made, program=design.program), base_runs, exp_runs,
+                       paired=seq.paired, note=SEQUENTIAL_EQUIVALENCE)
+
+
+#: What a sequential decision with a margin says of when EQUIVALENT can be reached.
+SEQUENTIAL_EQUIVALENCE = ("the sequential mode stops early only for WINNER, LOSER or futility (its simulated rates "
+                          "cover those bounds); EQUIVALENT is judged once, by the two one-sided tests on the seeds "
+                          "of the look where it stopped")
+
+
+def with_margin(design: ExperimentDesign, decision: Decision, baseline: Sequence[RunRecord],
+                runs: Sequence[RunRecord], paired: bool = False, note: str = "") -> Decision:
+    """The decision with the margin's verdict: WINNER and LOSER as decided, NEUTRAL split by the two
+    one-sided tests (TOST) on the seeds the decision used into EQUIVALENT and INCONCLUSIVE; an
+    INCONCLUSIVE one names the seeds most likely to settle it. Without a margin, unchanged."""
+    if design.margin is None or decision.verdict is None or decision.margin is not None:
+        return decision
+    from . import equivalence
+
+    base = {r.seed: r.val_loss for r in baseline if r.seed in decision.baseline_seeds}
+    exp = {r.seed: r.val_loss for r in runs if r.seed in decision.seeds}
+    try:
+        eq = equivalence.tost(design.margin, base, exp, paired=paired)
+    except equivalence.MarginError as exc:
+        if decision.verdict is not Verdict.NEUTRAL:
+            return decision  # WINNER and LOSER stand as the rule decided; no test needed to split them
+        return dataclasses.replace(Decision.refused(design, f"{exc}; run at least 2 seeds in each group (a margin in "
+                                                    "sigma needs a baseline that varies) or drop --exprun-margin"),
+                                   comparison=decision.comparison)
+    word = equivalence.margin_verdict(decision.verdict.value, eq)
+    verdict = Verdict(word.value)
+    settle: tuple[str, ...] = ()
+    settle_note = ""
+    if verdict is Verdict.INCONCLUSIVE:
+        settle, settle_note = _settle(design, eq, base, exp, paired)
+    record = MarginRecord(design.margin.value, design.margin.unit.value, eq.margin, eq.alpha, eq.method, eq.p_value,
+                          eq.interval[0], eq.interval[1], decision.verdict.value, settle, settle_note, note)
+    reason = decision.reason
+    if verdict in (Verdict.EQUIVALENT, Verdict.INCONCLUSIVE):
+        inside = "inside" if verdict is Verdict.EQUIVALENT else "not inside"
+        reason = (f"{verdict.value}: the rule found no WINNER or LOSER, and the {eq.confidence:.0%} interval of Δ "
+                  f"[{eq.interval[0]:+.4f}, {eq.interval[1]:+.4f}] is {inside} the margin ±{eq.margin:.4f} "
+                  f"({record.describe()}; two one-sided {eq.method} tests, p = {eq.p_value:.3g} against α = "
+                  f"{eq.alpha:g}).")
+    cmp = decision.comparison
+    if cmp is not None and cmp.problem is None:
+        cmp = dataclasses.replace(cmp, verdict=verdict)
+    return dataclasses.replace(decision, verdict=verdict, margin=record, reason=reason, comparison=cmp)
+
+
+def _settle(design: ExperimentDesign, eq: "Equivalence", base: Mapping[int, float], exp: Mapping[int, float],
+            paired: bool) -> tuple[tuple[str, ...], str]:
+    """The command that runs the seeds most likely to settle an INCONCLUSIVE, and why (or why none can)."""
+    from . import equivalence
+
+    if paired:
+        shared = sorted(set(base) & set(exp))
+        spread = stats.summarize([exp[s] - base[s] for s in shared]).std
+    else:
+        spread = stats.summarize(list(exp.values())).std
+    plan = equivalence.seeds_to_settle(eq.estimate, eq.margin, stats.summarize(list(base.values())).std, len(base),
+                                       spread, len(exp), eq.alpha, paired=paired)
+    if not plan.reachable or plan.more_seeds < 1 or not design.spec or design.margin is None:
+        return (), plan.reason
+    more = equivalence.settle_seeds(sorted(exp), plan.more_seeds, SEEDS)
+    margin = f"{design.margin.value:g}" + ("sigma" if design.margin.unit is equivalence.Unit.SIGMA else "")
+    mode = ("--exprun-decide=fixed",) if design.sequential is not None else ()
+    return (*equivalence.settle_arguments(design.spec, sorted(exp), more), f"--exprun-margin={margin}", *mode), \
+        plan.reason
 
 
 def decide(mode: DecisionMode, design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Runs) -> Decision:

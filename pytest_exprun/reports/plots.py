@@ -214,3 +214,48 @@ def _wall_time(ax: Any, data: PlotData) -> None:
     ax.set_xticks(x, [f"seed {s}" for s in seeds])
     ax.set_ylabel("wall time (s)")
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One experiment in the summary's forest plot: its Δ and the interval of Δ."""
+
+    name: str
+    verdict: str
+    delta: float
+    low: float | None
+    high: float | None
+
+
+def forest(folder: Path, stem: str, rows: Sequence[ForestRow], confidence: float = 0.95) -> tuple[str | None, str | None]:
+    """``<stem>_forest.png``: every experiment's Δ val_loss with its interval, one row each, best first.
+
+    Returns (file, None), or (None, why there is no figure and how to get one).
+    """
+    found = _matplotlib()
+    if found is None:
+        return None, f"matplotlib is not installed; `{INSTALL_HINT}` and run again for the forest plot"
+    if not rows:
+        return None, "no experiment is decided yet"
+    figure_cls, canvas_cls = found
+    height = max(2.5, 0.9 + 0.35 * len(rows))
+    fig = figure_cls(figsize=(FIGSIZE[0], height), dpi=DPI)
+    canvas_cls(fig)
+    ax = fig.add_subplot()
+    colours = {"WINNER": "#55A868", "LOSER": "#C44E52", "EQUIVALENT": BASELINE_COLOUR}
+    for y, row in enumerate(reversed(rows)):
+        colour = colours.get(row.verdict, "#8C8C8C")
+        if row.low is not None and row.high is not None:
+            ax.plot([row.low, row.high], [y, y], color=colour, linewidth=2)
+        ax.plot([row.delta], [y], marker="o", color=colour)
+    ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(range(len(rows)), [f"{r.name} ({r.verdict})" for r in reversed(rows)], fontsize=9)
+    ax.set_xlabel(f"Δ val_loss (experiment − baseline) with its {confidence:.0%} Welch interval; left is better",
+                  fontsize=9)
+    ax.set_title("Every experiment on this baseline", fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="x", alpha=0.3)
+    _fit_inside(fig, ax)
+    file = f"{stem}_forest.png"
+    _save(fig, folder / file)
+    return file, None

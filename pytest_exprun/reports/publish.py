@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..decide import evidence, protocol, rates, stats, wall_time
-from . import plots, render as report
+from . import plots, program_view, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
 from ..names import ProtocolFailure
@@ -106,6 +106,7 @@ class Publisher:
             curves = learning_curves([r.curve for r in decided.baseline], [r.curve for r in decided.runs],
                                      self.settings.train_tokens, cmp.val_loss.baseline.mean)
             context = self._context(decided, cmp, found_evidence[name], curves, drawn, holm, holm_p, path)
+            context["program"] = program_view.standing(family, decided, self.work)
             body = self._render("experiment.md.j2", context)
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
@@ -231,11 +232,25 @@ class Publisher:
         latest = max(d.decision.decided_at for d in family)
         families = self.work(rates.family_rates, ranked, len(self.settings.experiment_seeds),
                              len(self.settings.extension_seeds))
-        context = {"scale": self.settings.scale, "ranked": ranked, "families": families, "measured_at": latest}
+        context = {"scale": self.settings.scale, "ranked": ranked, "families": families, "measured_at": latest,
+                   "forest": self._forest(family)}
         body = self._render("summary.md.j2", context)
         text = report.with_data(body, {"kind": "summary", "scale": self.settings.scale})
         if not _same_text(self.settings.summary_report, text):
             self.write_owned(self.settings.summary_report, text)
+
+    def _forest(self, family: Sequence[Decided]) -> dict[str, str | None]:
+        """The summary's forest plot of every experiment's Δ with its Welch interval, best first."""
+        rows = []
+        for decided in family:
+            interval = stats.welch_interval([r.val_loss for r in decided.baseline], [r.val_loss for r in decided.runs])
+            verdict = decided.decision.verdict
+            rows.append(plots.ForestRow(decided.name, "" if verdict is None else verdict.value,
+                                        _cmp(decided).val_loss.delta, interval.low, interval.high))
+        rows.sort(key=lambda r: (r.delta, r.name))
+        summary = self.settings.summary_report
+        file, missing = self.work(plots.forest, summary.parent, summary.stem, rows)
+        return {"file": file, "missing": missing}
 
     def verdict_text(self, context: dict[str, Any], accepted: bool, path: Path) -> str:
         return self._render("verdict.txt.j2", {**context, "accepted": accepted, "report": self.rel(path)})
