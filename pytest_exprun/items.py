@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from .decide.protocol import BASELINE, CONTROL, CONTROL_SEED, ProtocolFailure
-from .decide.sequential_design import SEEDS
+from .names import BASELINE, CONTROL, CONTROL_SEED, SEEDS, ProtocolFailure
 from .settings import SEQUENTIAL
 
 if TYPE_CHECKING:

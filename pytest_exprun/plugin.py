@@ -9,7 +9,8 @@ from __future__ import annotations
 import ast
 import signal
 import threading
-from typing import Generator, Sequence
+from types import FrameType
+from typing import Any, Callable, Generator, Sequence
 
 import pytest
 
@@ -148,13 +149,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
-def _stop_on_termination() -> dict[int, object]:
+def _stop_on_termination() -> dict[signal.Signals, signal.Handlers | int | Callable[[int, FrameType | None], Any] | None]:
     """Treat SIGTERM and SIGHUP like Ctrl-C, so the running trainer's group is ended too.
 
     Trainers run in their own process group: if pytest died of a plain SIGTERM (a job
     scheduler, ``kill``, a closed terminal), they would keep running, unseen.
     """
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, signal.Handlers | int | Callable[[int, FrameType | None], Any] | None] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -231,7 +232,10 @@ class ProtocolPlugin:
         self.items = ours
         if ours:
             # Report our collection like any collector's, so counts and --co add up.
-            config.hook.pytest_collectreport(report=pytest.CollectReport(ours[0].parent.nodeid, "passed", None, ours))
+            collector = ours[0].parent
+            assert collector is not None  # every protocol item sits under the exprun collector
+            config.hook.pytest_collectreport(
+                report=pytest.CollectReport(collector.nodeid, "passed", None, list[pytest.Item | pytest.Collector](ours)))
         if self.settings.experiments:
             # An experiment session runs the protocol, not the project's unit tests.
             if items:
