@@ -17,14 +17,8 @@ import pytest
 
 from conftest import pid_alive, wait_for
 from pytest_exprun.trainer.lines import _LineSplitter, log_lines, parse_step_line
-from pytest_exprun.trainer.runner import (
-    MAX_CURVE_POINTS,
-    Evaluations,
-    Failure,
-    RunSpec,
-    parse_lines,
-    run_trainer,
-)
+from pytest_exprun.trainer.evaluations import MAX_CURVE_POINTS, Evaluations, Failure, parse_lines
+from pytest_exprun.trainer.runner import RunSpec, run_trainer
 
 
 def run_script(tmp_path: Path, body: str, timeout: float | None = None):  # type: ignore[no-untyped-def]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from ..names import TrainerIOError
-from .runner import EVALUATION_FAILURES, FINAL_STEP_TOLERANCE, Failure, RunResult
+from .evaluations import EVALUATION_FAILURES, FINAL_STEP_TOLERANCE, Failure
+from .runner import RunResult
 
 #: A result file is a few metrics; anything far larger is not one, and is not read whole.
 MAX_RESULT_BYTES = 16 * 1024 * 1024

@@ -1,0 +1,192 @@
+"""A run's evaluations, read from its output lines: the final one, how far training went, a curve.
+
+The value recorded for a run is its final evaluation: the val_loss at the highest step printed,
+which must be at (or within 1% of) the last step the trainer reports; a line that names the
+val_loss at a later step than the one recorded but cannot be parsed fails the run. Why a run
+failed is one ``Failure``, shared by everything that runs trainers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from enum import Enum
+
+from .lines import LineParser, mentions_metric, parse_step_line, progress_epoch, progress_step
+
+#: Evaluations kept for the learning curve; past this the curve is thinned evenly.
+MAX_CURVE_POINTS = 1000
+#: The final evaluation may lie this fraction of the final step before it (at least 1 step).
+FINAL_STEP_TOLERANCE = 0.01
+#: How much of a line a failure message quotes.
+QUOTE_CHARS = 200
+
+
+class Failure(str, Enum):
+    """Why a run produced no usable val_loss; each has its own message for the user."""
+
+    EXIT_CODE = "exited with a non-zero code"
+    SIGNAL = "was killed by a signal"
+    TIMEOUT = "timed out"
+    NO_VAL_LOSS = "printed no val_loss"
+    NO_RESULT = "left no usable result file"
+    NON_FINITE = "printed a non-finite val_loss"
+    NOT_FINAL = "did not evaluate at its final step"
+    ONLY_STEP_ZERO = "evaluated only at step 0, before any training"
+    UNPARSED = "printed a val_loss exprun could not read"
+    STALE_RESULT = "left a result file from before its last step"
+    LOG_CUT_SHORT = "had its log cut short"
+    CANCELLED = "was cancelled"
+    NOT_STARTED = "could not be started"
+    WORKER_LOST = "worker exited in the middle of the run"
+
+
+#: Failures decided by what the trainer printed, rather than by how its process ended.
+EVALUATION_FAILURES = frozenset({Failure.NO_VAL_LOSS, Failure.NON_FINITE, Failure.NOT_FINAL, Failure.ONLY_STEP_ZERO,
+                                 Failure.UNPARSED})
+
+
+class Evaluations:
+    """A run's evaluations: the final one, how far training went, and a bounded learning curve.
+
+    The recorded value is the one at the highest step (the last printed at that step), not
+    the last printed: a trainer may print a summary line or evaluate out of order. Up to
+    ``cap`` finite points are kept as they come; past that every other point is dropped
+    and only every 2nd, 4th, ... later one is taken, so the curve stays evenly thinned.
+    Non-finite intermediate values are left out of the curve (they cannot be stored as
+    JSON); only a non-finite *final* value fails the run. With ``timed``, the wall-clock
+    time at which the output reached its final step is kept, to tell a stale result file by.
+    """
+
+    def __init__(self, cap: int = MAX_CURVE_POINTS, timed: bool = False) -> None:
+        self.cap = max(cap, 2)
+        self.final: tuple[int, float] | None = None
+        self.final_step: int | None = None
+        self.final_epoch: float | None = None
+        self.count = 0
+        #: The line at the highest step that names a val_loss no parser read, and that step.
+        self.unparsed: tuple[int | None, str] | None = None
+        self._points: list[tuple[int, float]] = []
+        self._stride = 1
+        self._timed = timed
+        # Each new highest step and when it was first seen, the ones below the final window dropped.
+        self._reached: deque[tuple[int, float]] = deque()
+
+    def add(self, step: int, value: float) -> None:
+        """One evaluation line."""
+        if self.final is None or step >= self.final[0]:
+            self.final = (step, value)
+        self.saw_step(step)
+        index, self.count = self.count, self.count + 1
+        if not math.isfinite(value) or index % self._stride:
+            return
+        self._points.append((step, value))
+        if len(self._points) > self.cap:
+            self._points = self._points[::2]
+            self._stride *= 2
+
+    def saw_step(self, step: int) -> None:
+        """Any line that says training reached ``step``."""
+        if self.final_step is None or step > self.final_step:
+            self.final_step = step
+            if self._timed:
+                self._reached.append((step, time.time()))
+                while self._reached[0][0] < step - _tolerance(step):
+                    self._reached.popleft()
+
+    def saw_epoch(self, epoch: float) -> None:
+        if self.final_epoch is None or epoch > self.final_epoch:
+            self.final_epoch = epoch
+
+    def saw_unparsed(self, line: str, step: int | None) -> None:
+        """A line that names a val_loss with a number, which no parser read; ``step``: its own or the last seen."""
+        if self.unparsed is None or (step is not None and (self.unparsed[0] is None or step >= self.unparsed[0])):
+            quoted = line.strip()
+            if len(quoted) > QUOTE_CHARS:
+                quoted = quoted[:QUOTE_CHARS] + "..."
+            self.unparsed = (step, quoted)
+
+    def note(self, line: str, parse_line: LineParser) -> None:
+        """One line of output: an evaluation, a step or epoch reached, or a val_loss no parser read."""
+        parsed = parse_line(line)
+        if parsed is not None:
+            self.add(*parsed)
+        step = progress_step(line)
+        if step is not None:
+            self.saw_step(step)
+        epoch = progress_epoch(line)
+        if epoch is not None:
+            self.saw_epoch(epoch)
+        if parsed is None and mentions_metric(line):
+            self.saw_unparsed(line, step if step is not None else self.final_step)
+
+    @property
+    def val_loss(self) -> float | None:
+        return None if self.final is None else self.final[1]
+
+    @property
+    def eval_step(self) -> int | None:
+        return None if self.final is None else self.final[0]
+
+    @property
+    def final_step_at(self) -> float | None:
+        """When the output first reported a step within the tolerance of the final one."""
+        return self._reached[0][1] if self._reached else None
+
+    @property
+    def curve(self) -> tuple[tuple[int, float], ...]:
+        """The kept points, ending with the final evaluation when it is finite."""
+        points = list(self._points)
+        if self.final is not None and math.isfinite(self.final[1]) and (not points or points[-1] != self.final):
+            points.append(self.final)
+        return tuple(points)
+
+    def problem(self) -> Failure | None:
+        """Why this run's evaluations cannot stand for the trained model, or None."""
+        if self._unparsed_later():
+            return Failure.UNPARSED
+        if self.final is None:
+            return Failure.NO_VAL_LOSS
+        step, value = self.final
+        if not math.isfinite(value):
+            return Failure.NON_FINITE
+        if step == 0:
+            return Failure.ONLY_STEP_ZERO
+        assert self.final_step is not None
+        if self.final_step - step > _tolerance(self.final_step):
+            return Failure.NOT_FINAL
+        return None
+
+    def _unparsed_later(self) -> bool:
+        if self.unparsed is None:
+            return False
+        if self.final is None:
+            return True
+        step = self.unparsed[0]
+        return step is not None and step > self.final[0]
+
+    def detail(self) -> str:
+        """What the message of an ``UNPARSED`` failure adds: the line, quoted, and what to do."""
+        if self.unparsed is None:
+            return ""
+        step, line = self.unparsed
+        at = f"at step {step} " if step is not None else ""
+        after = (f", so the last val_loss read would be the one at step {self.final[0]}"
+                 if self.final is not None else "")
+        return (f"{at}it printed {line!r}, which names a val_loss but did not parse{after}; print it as "
+                "'Step N | val_loss: X' or make exprun_line_pattern match it")
+
+
+def _tolerance(final_step: int) -> int:
+    """How many steps before the final one the final evaluation may lie."""
+    return max(1, math.floor(final_step * FINAL_STEP_TOLERANCE))
+
+
+def parse_lines(lines: Iterable[str], parse_line: LineParser = parse_step_line) -> Evaluations:
+    """The evaluations in a finished run's lines (its log read again, e.g. on a cluster)."""
+    evals = Evaluations()
+    for line in lines:
+        evals.note(line, parse_line)
+    return evals
