@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUIET_REWRITE, Project
+from test_decide_hook import WELCH_RULE, WIDE
 
 # About 1.2σ better: the sequential rule says CONTINUE until its last look (6 + 6 seeds) and then
 # WINNER, while the 2σ rule on the same runs says NEUTRAL and Welch's test rejects.
@@ -73,6 +74,23 @@ def test_a_fixed_report_states_its_noise_assumption_and_says_what_each_test_says
     assert data["comparison"]["val_loss"]["sigma_distance"] == "1σ to 2σ"
     summary = (project.research / "summary_1M.md").read_text()
     assert "decided by the 2σ rule against one baseline of 5 seeds" in summary
+
+
+def test_a_projects_own_rule_is_not_dressed_in_the_2_sigma_rules_figures(project: Project) -> None:
+    project.plan(WIDE)  # 3.2σ better: the 2σ rule would say WINNER, the project's Welch rule says NEUTRAL
+    project.pytester.makeconftest(WELCH_RULE)
+    project.run("--experiment=use_x")
+    text = report(project)
+    assert "## Verdict: NEUTRAL" in text and "Welch's t-test gives p = 0.2" in text
+    for said in TWO_SIGMA_ONLY:
+        assert said not in text, said
+    assert "Neither test is the verdict, which is the project's own rule's." in text
+    assert "its error rates are the project's to state" in text
+    data = twin(project)
+    assert data["rule"] == "own" and data["verdict"] == data["comparison"]["verdict"] == "NEUTRAL"
+    assert data["evidence"]["two_sigma_verdict"] == "WINNER"
+    summary = (project.research / "summary_1M.md").read_text()
+    assert "the 2σ rule calls" not in summary and "decided by the project's own rule" in summary
 
 
 def test_a_sequential_decision_is_not_redecided_by_the_fixed_rule(project: Project) -> None:

@@ -34,8 +34,12 @@ def sequential_design(decision: Decision) -> "SequentialDesign | None":
     if rule_of(decision) != "sequential" or decision.sequential is None:
         return None
     from ..decide.sequential_figures import design_of
+    from ..names import ProtocolError
 
-    return design_of(decision.sequential.design)
+    try:
+        return design_of(decision.sequential.design)
+    except (ProtocolError, KeyError, TypeError, ValueError):
+        return None  # a design this version cannot plan: the report says its figures are missing
 
 
 def digits_of(cmp: "Comparison", ev: "Evidence | None") -> int:
@@ -94,6 +98,7 @@ def family_statements(ranked: Sequence["Ranked"], rules: Mapping[str, str], look
     """
     from ..decide import rates
     from ..decide.sequential_figures import design_of, familywise_false_winner
+    from ..names import ProtocolError
 
     by_name = {r.name: (rules[r.name], looks.get(r.name)) for r in ranked}
     out = []
@@ -112,7 +117,11 @@ def family_statements(ranked: Sequence["Ranked"], rules: Mapping[str, str], look
             if rule == "sequential" and look is not None:
                 groups.setdefault(look.family, look)
         for names, look in sorted(groups.items()):
-            found = familywise_false_winner(design_of(look.design), len(names))
+            try:
+                design = design_of(look.design)
+            except (ProtocolError, KeyError, TypeError, ValueError):
+                continue  # a design this version cannot plan: no rate is stated rather than a wrong one
+            found = familywise_false_winner(design, len(names))
             statements.append({"rule": "sequential", "size": len(names), "names": list(names),
                                "trials": found.trials, "false_winner": found.false_winner,
                                "mc_error": found.mc_error, "alpha": look.design["alpha"]})
