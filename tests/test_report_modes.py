@@ -49,6 +49,7 @@ def test_a_sequential_winner_the_2_sigma_rule_calls_neutral_speaks_only_of_the_s
     assert data["verdict"] == data["comparison"]["verdict"] == "WINNER" and data["rule"] == "sequential"
     assert "verdict" not in data["evidence"] and data["evidence"]["two_sigma_verdict"] == "NEUTRAL"
     assert data["evidence"]["rates"] == [] and data["evidence"]["false_winner"] is None
+    assert data["evidence"]["design"] is None and data["evidence"]["coverage"]["low"] < 0.95
     assert "significance" not in data["comparison"]["val_loss"]
 
     summary = (project.research / "summary_1M.md").read_text()
@@ -137,8 +138,8 @@ def test_a_tiny_sigma_prints_significant_digits_and_never_minus_zero(pytester: p
         text = path.read_text()
         assert not re.search(r"[-−+]0\.0+(?![0-9])", text), path.name
     text = (research / "experiment_better_1M.md").read_text()
-    assert "| val_loss | 2.00000100 | 0.00000158 |" in text  # mean and σ to 3 significant digits of σ
-    assert "Δ val_loss = -0.00000050" in text
+    assert "| val_loss | 2.0000010 | 0.0000016 |" in text  # mean and σ to 2 significant digits of σ
+    assert "Δ val_loss = -0.0000005 " in text
 
 
 @pytest.mark.parametrize(("setting", "name"), [

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from .._lazy import LazyModule
-from .protocol import SIGNIFICANT_SIGMAS, Verdict, degenerate_reason, judge
+from ..model import Verdict
+from .protocol import SIGNIFICANT_SIGMAS, degenerate_reason, judge
 from .rates import (
     Design,
     RateRow,
@@ -239,9 +240,9 @@ def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: Sig
                 f"{metric} is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
                 "(a longer --exprun-extension-seeds, and baseline seeds) before reading this as no effect.")
     if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
-        said = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
+        neither = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
         what = "relying on it" if verdict is Verdict.WINNER else "discarding the idea"
-        return (f"The 2σ rule says {verdict.value}, but neither {said} rejects no difference at 5%: the 2σ margin may "
+        return (f"The 2σ rule says {verdict.value}, but neither {neither} rejects no difference at 5%: the 2σ margin may "
                 "come from a baseline whose σ came out small, so re-measure the baseline with more seeds "
                 f"(--exprun-rerun-baseline with a longer --exprun-baseline-seeds) before {what}.")
     return None
@@ -268,15 +269,15 @@ def explain_verdict(verdict: Verdict, baseline: Summary, experiment: Summary, no
 
 
 def decimals_for(*scales: float | None, least: int = 4, most: int = 15) -> int:
-    """Decimals that show the smallest nonzero of ``scales`` (σ, Δ, an interval's width) to 3 significant digits.
+    """Decimals that show the smallest nonzero of ``scales`` (σ, an interval's width) to 2 significant digits.
 
-    Four where values are of the usual size; more as σ shrinks (σ = 1e-6 gets 8), so that a
-    tiny Δ never prints as −0.0000 and two means never read the same when they differ.
+    Four where values are of the usual size (σ from 0.001 up); more as σ shrinks (σ = 1e-6 gets
+    7), so that a Δ of σ's size never prints as −0.0000 and two means σ apart never read the same.
     """
     sizes = [abs(x) for x in scales if x is not None and math.isfinite(x) and x != 0]
     if not sizes:
         return least
-    return max(least, min(most, 2 - math.floor(math.log10(min(sizes)))))
+    return max(least, min(most, 1 - math.floor(math.log10(min(sizes)))))
 
 
 def signed_number(value: float, interval: Interval) -> str:

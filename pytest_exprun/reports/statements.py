@@ -44,7 +44,7 @@ def sequential_design(decision: Decision) -> "SequentialDesign | None":
 
 def digits_of(cmp: "Comparison", ev: "Evidence | None") -> int:
     """Decimals for a report's values of the metric: 4, or enough to show the baseline's σ and the interval's
-    width to 3 significant digits (a Δ far below them is noise at that precision, and prints as 0)."""
+    width to 2 significant digits (a Δ far below them is noise at that precision, and prints as 0)."""
     from ..decide.evidence import decimals_for
 
     m = cmp.val_loss
@@ -75,6 +75,8 @@ def twin_evidence(ev: "Evidence") -> dict[str, Any]:
     """The evidence for the JSON twin; what the 2σ rule would say is ``two_sigma_verdict``, never ``verdict``."""
     data = asdict(ev)
     data["coverage"] = None if ev.coverage is None else {**asdict(ev.coverage), "mc_error": ev.coverage.mc_error}
+    if ev.rule != "fixed":  # the 2σ rule's design did not decide: not stated as if it had
+        data["design"] = data["power"]["design"] = None
     return data
 
 

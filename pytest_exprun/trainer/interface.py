@@ -224,7 +224,7 @@ def line_parser(pattern: str) -> LineParser:
         raise TrainerIOError(f"exprun_line_pattern {pattern!r} is not a valid regular expression: {exc}") from None
     value = value_group(regex)
     missing = [g for g, found in (("step", "step" in regex.groupindex), ("value", value is not None)) if not found]
-    if missing:
+    if missing or value is None:
         raise TrainerIOError(
             f"exprun_line_pattern {pattern!r} has no named group {' or '.join(repr(g) for g in missing)}; "
             r"mark them with (?P<step>...) and (?P<value>...), e.g. 'step (?P<step>\d+): .*val loss (?P<value>\S+)' "
