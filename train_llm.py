@@ -627,6 +627,7 @@ def main(argv=None, start=START):
         val_loss=val_loss, train_loss=train_loss, train_tokens=steps * tokens_per_step,
         train_tokens_requested=args.train_tokens, steps=steps, wall_time_s=time.perf_counter() - start,
         startup_s=startup, one_time_s=one_time, train_time_s=train_time, tokens_per_s=steps * tokens_per_step / train_time, n_params=n_params,
+        cpu_time=time.process_time(),  # this process's user + system seconds: beside wall time, it shows a loaded machine
         flops_per_token=model.flops_per_token(), config=dict(asdict(cfg), preset=args.config),
         preset_chosen_by=args.config_chosen_by,
         seed=args.seed, device=device_name, torch_version=torch.__version__, data=data_description,

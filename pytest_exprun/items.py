@@ -11,6 +11,7 @@ from .decide.sequential_design import SEEDS
 from .settings import SEQUENTIAL
 
 if TYPE_CHECKING:
+    from .model import RunRecord
     from .session import ProtocolSession
     from .settings import Settings
     from .decide.sequential_design import Design
@@ -61,9 +62,23 @@ class SeedRun(_ProtocolItem):
         else:
             outcome = self.protocol.run_seed(self.group, self.seed)
         if isinstance(outcome, str):
+            # A seed reused from the store still reports what it measured (JUnit XML, other plugins).
+            stored = self.protocol.collected(self.group, [self.seed]).get(self.seed)
+            if stored is not None:
+                self.user_properties.extend(measured_properties(stored))
             raise pytest.skip.Exception(outcome, _use_item_location=True)
-        self.user_properties.append(("val_loss", f"{outcome.val_loss:.6f}"))
-        self.user_properties.append(("wall_time", f"{outcome.wall_time:.3f}"))
+        self.user_properties.extend(measured_properties(outcome))
+
+
+def measured_properties(record: "RunRecord") -> list[tuple[str, str]]:
+    """A run's measurements as test properties: val_loss and wall time, and CPU time, GPU time
+    and throughput where they were recorded."""
+    found = [("val_loss", f"{record.val_loss:.6f}"), ("wall_time", f"{record.wall_time:.3f}")]
+    for name, value, digits in (("cpu_time", record.cpu_time, 3), ("gpu_time", record.gpu_time, 3),
+                                ("tokens_per_second", record.tokens_per_second, 1)):
+        if value is not None:
+            found.append((name, f"{value:.{digits}f}"))
+    return found
 
 
 class ControlRun(SeedRun):
@@ -71,8 +86,7 @@ class ControlRun(SeedRun):
 
     def runtest(self) -> None:
         record = self.protocol.run_control(self.seed)
-        self.user_properties.append(("val_loss", f"{record.val_loss:.6f}"))
-        self.user_properties.append(("wall_time", f"{record.wall_time:.3f}"))
+        self.user_properties.extend(measured_properties(record))
 
 
 class VerdictItem(_ProtocolItem):

@@ -138,6 +138,7 @@ class Setup:
 
 # ---------------------------------------------------------------- run records
 Plain = str | int | float | bool | None
+MEASURES = ("cpu_time", "gpu_time", "tokens_per_second")  # a record's optional numbers beside its wall time
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,10 @@ class RunRecord:
     finished_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
+    #: CPU seconds of the trainer's process tree, GPU seconds, tokens/s: where known (absent in old files).
+    cpu_time: float | None = None
+    gpu_time: float | None = None
+    tokens_per_second: float | None = None
 
     @property
     def environment(self) -> Environment:
@@ -188,6 +193,7 @@ class RunRecord:
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {k: v for k, v in data.items() if v is not None or k not in MEASURES}  # old files stay byte for byte
         return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
     @classmethod
@@ -206,9 +212,11 @@ class RunRecord:
             log=str(data.get("log", "")),
             finished_at=str(data.get("finished_at", "")),
             extra=_extra(data.get("extra", {})),
+            **{k: None if data.get(k) is None else float(data[k]) for k in MEASURES},  # type: ignore[arg-type]
         )
-        if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0):
-            raise ValueError("val_loss or wall_time is not a finite number, or wall_time is negative")
+        if not (math.isfinite(record.val_loss) and math.isfinite(record.wall_time) and record.wall_time >= 0
+                and all(0 <= (getattr(record, k) or 0) < math.inf for k in MEASURES)):
+            raise ValueError("val_loss is not finite, or a time or throughput is negative or not finite")
         return record
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import signal
 import threading
-from typing import Generator
+from typing import Generator, Sequence
 
 import pytest
 
@@ -28,8 +28,6 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(newhooks)
     for builtin in BUILTIN:
         pluginmanager.register(builtin, f"exprun-executor-{builtin.name}")
-
-
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -161,6 +159,8 @@ class ProtocolPlugin:
         from .verdicts import FixedRule, SequentialRule
 
         self.protocol = ProtocolSession(config, settings)
+        self.deselected: list[pytest.Item] = []
+        self.items: list[pytest.Item] = []
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
@@ -198,6 +198,7 @@ class ProtocolPlugin:
 
         _, with_baseline = protocol_requested(config)
         ours = build_items(session, self.protocol, self.settings, include_baseline=with_baseline)
+        self.items = ours
         if ours:
             # Report our collection like any collector's, so counts and --co add up.
             config.hook.pytest_collectreport(report=pytest.CollectReport(ours[0].parent.nodeid, "passed", None, ours))
@@ -230,10 +231,44 @@ class ProtocolPlugin:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def pytest_deselected(self, items: Sequence[pytest.Item]) -> None:
+        """Keep the protocol's deselected items (``-k``), to print the command that measures them."""
+        from .items import SeedRun, VerdictItem
+
+        self.deselected += [item for item in items if isinstance(item, (SeedRun, VerdictItem))]
+
+    def _unmeasured_line(self) -> list[str]:
+        """The exact command that measures the seeds this session left unmeasured (failed or deselected)."""
+        from .items import SeedRun
+        from .names import BASELINE
+        from .terminal import rerun_command
+
+        if self.config.option.collectonly:
+            return []
+        missing = [i for i in self.items if isinstance(i, SeedRun) and not i.conditional
+                   and not self.protocol.collected(i.group, [i.seed])]
+        if not missing:
+            return []
+        deselected = [i for i in missing if i in self.deselected]
+        names = ", ".join(i.name for i in missing)
+        what = f"{len(missing)} seed{'s' if len(missing) > 1 else ''} not measured ({names})"
+        if not deselected:
+            return [f"{what}; to run {'them' if len(missing) > 1 else 'it'} (stored runs are reused): "
+                    f"{rerun_command(self.config.invocation_params.args, [], keep_selection=True)}"]
+        groups = {i.group for i in missing}
+        affected = [e.name for e in self.settings.experiments if BASELINE in groups or e.name in groups]
+        # Their seeds not yet stored (extension seeds too: they run only if needed), and their verdicts.
+        select = [i.name for i in self.items if isinstance(i, SeedRun) and (i.group in groups or i.group in affected)
+                  and not self.protocol.collected(i.group, [i.seed])]
+        select += [f"{name}[verdict]" for name in affected]
+        select += [i.name for i in self.deselected if not isinstance(i, SeedRun) and i.name not in select]
+        return [f"{what}, {len(deselected)} of them deselected; to measure {'them' if len(missing) > 1 else 'it'} "
+                f"(stored runs are reused): {rerun_command(self.config.invocation_params.args, select)}"]
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.protocol.executor is None:  # nothing ran: --co, or stopped before the first run
             return
-        lines = self.protocol.summary_lines()
+        lines = self.protocol.summary_lines() + self._unmeasured_line()
         if lines:
             terminalreporter.write_sep("=", "exprun")
             for line in lines:

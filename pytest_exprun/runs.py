@@ -62,23 +62,70 @@ def output_dir(settings: Settings, group: str, seed: int) -> Path:
     return settings.checkpoints_dir / research_tag(settings.research_dir) / f"{group}_{settings.scale}_seed{seed}"
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        return None
+    return float(value)
+
+
+def read_measures(output_dir: Path) -> dict[str, float]:
+    """CPU time, GPU time and tokens/s as the trainer's ``metrics.json`` reports them (any it has)."""
+    try:
+        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(metrics, dict):
+        return {}
+    found = {}
+    for key, names_ in (("cpu_time", ("cpu_time", "cpu_time_s")), ("gpu_time", ("gpu_time", "gpu_time_s")),
+                        ("tokens_per_second", ("tokens_per_second", "tokens_per_s"))):
+        value = next((v for n in names_ if (v := _number(metrics.get(n))) is not None), None)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def measures_of(result: RunResult, wall_time: float) -> tuple[float | None, float | None, float | None]:
+    """A run's CPU time (its process tree's, else the trainer's own), GPU time and throughput (tokens/s).
+
+    Throughput is what the trainer reports, else the train tokens over the run's wall time.
+    """
+    reported = read_measures(result.spec.output_dir)
+    cpu = result.cpu_time if result.cpu_time is not None else reported.get("cpu_time")
+    speed = reported.get("tokens_per_second")
+    tokens = _number(_int_or_none(result.spec.env.get("EXPRUN_TRAIN_TOKENS")))
+    if speed is None and tokens is not None and wall_time > 0:
+        speed = tokens / wall_time
+    return cpu, reported.get("gpu_time"), speed
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
 def record_of(result: RunResult, setup_key: str, timing: str, log: str) -> RunRecord:
     """The stored form of one successful run; one-time work is not counted in its wall time."""
     assert result.val_loss is not None
     environment, one_time = read_metrics(result.spec.output_dir)
     environment[TIMING_KEY] = timing
+    # One-time work (building a corpus cache the later runs reuse) is not this run's cost.
+    wall_time = max(result.wall_time - min(one_time, result.wall_time), 0.0)
+    cpu_time, gpu_time, tokens_per_second = measures_of(result, wall_time)
     return RunRecord(
         group=result.spec.group,
         seed=result.spec.seed,
         val_loss=result.val_loss,
-        # One-time work (building a corpus cache the later runs reuse) is not this run's cost.
-        wall_time=max(result.wall_time - min(one_time, result.wall_time), 0.0),
+        wall_time=wall_time,
         setup_key=setup_key,
         curve=[tuple(p) for p in result.curve],  # type: ignore[misc]
         argv=list(result.spec.argv),
         log=log,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at + result.wall_time)),
         extra={"environment": environment, "one_time_s": one_time},
+        cpu_time=cpu_time, gpu_time=gpu_time, tokens_per_second=tokens_per_second,
     )
 
 

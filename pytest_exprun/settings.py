@@ -83,7 +83,7 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "false-discovery rate (e.g. 0.05; LOND, see docs/program.md; default: no program-wide control)"),
     ("templates", "exprun_templates", "", "folder of your own Jinja2 report templates (same file names)"),
     ("executor", "exprun_executor", "local", "how runs are started: local (a process per run), warm (start-up "
-     "paid once: the trainer's worker protocol or a fork server), gpus, slurm, or one a plugin adds"),
+     "paid once: the trainer's worker protocol or a fork server), gpus, slurm, ray, or one a plugin adds"),
     ("lock_wait", "exprun_lock_wait", "-1",
      "seconds to wait for another session using the same research dir (-1: wait as long as it takes)"),
     ("fingerprint_include", "exprun_fingerprint_include", "",
@@ -193,9 +193,9 @@ def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
     return bool(config.getoption(f"exprun_{dest}", default=False)) or bool(config.getini(ini))
 
 
-def _number(text: str, what: str, kind: type, unit: str = "") -> float:
+def _number(text: str, what: str, kind: type[int] | type[float], unit: str = "") -> float:
     try:
-        value = kind(text)
+        value: float = kind(text)
     except ValueError:
         raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
     if not math.isfinite(value):
@@ -216,7 +216,9 @@ def _patterns(text: str, what: str) -> tuple[str, ...]:
 
 def load(config: pytest.Config) -> Settings:
     """Read and check every exprun option; raise ``pytest.UsageError`` naming the first problem."""
-    get = lambda dest: option_value(config, dest, f"exprun_{dest}")  # noqa: E731
+    def get(dest: str) -> str:
+        return option_value(config, dest, f"exprun_{dest}")
+
     rootdir = config.rootpath
     refuse_nul(get("command"), "--exprun-command")
     try:

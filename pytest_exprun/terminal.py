@@ -7,10 +7,11 @@ pytest and respects ``-q``; nothing here decides anything.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -34,6 +35,8 @@ class Outcome:
     report: Path | None
     message: str
     accepted: bool = False
+    #: Why its wall-clock comparison cannot be trusted (a loaded machine), or None.
+    wall_clock_distrust: str | None = None
 
 
 class RunCounter:
@@ -166,4 +169,36 @@ def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], 
             f"{outcome.experiment.name}: {cmp.verdict.value} (Δ val_loss {cmp.val_loss.delta:+.4f}, "
             f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {rel(outcome.report)}"
         )
+        if outcome.wall_clock_distrust:
+            lines.append(f"  {outcome.experiment.name}: {outcome.wall_clock_distrust}")
     return lines
+
+
+#: Options that deselect tests: a command to measure the deselected seeds drops them.
+_DESELECTING = {"-k": True, "--deselect": True, "--lf": False, "--last-failed": False}
+
+
+def rerun_command(args: Sequence[str], select: Sequence[str], keep_selection: bool = False) -> str:
+    """This session's own command, shell-quoted, with ``-k``/``--deselect`` replaced by a ``-k``
+    that selects ``select`` (item names), so a seed ``-k`` left out is measured; stored runs are reused.
+
+    With ``keep_selection`` the command is the session's own, as given.
+    """
+    if keep_selection:
+        return shlex.join(["pytest", *args])
+    kept: list[str] = []
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _DESELECTING:
+            skip_next = _DESELECTING[name] and "=" not in arg
+            continue
+        if arg.startswith("-k") and not arg.startswith("--"):
+            continue  # -kEXPR
+        kept.append(arg)
+    if select:
+        kept += ["-k", " or ".join(select)]
+    return shlex.join(["pytest", *kept])

@@ -235,7 +235,8 @@ class Judge:
             self.terminal.say(problem)
         if control_failure is not None:
             table += f"\n  the control run failed, so this verdict does not pass: {control_failure}"
-        outcome = Outcome(exp, fresh.comparison, path, table, accepted)
+        outcome = Outcome(exp, fresh.comparison, path, table, accepted,
+                          contexts[exp.name].get("wall_clock", {}).get("distrust"))
         self.outcomes.append(outcome)
         return outcome
 

@@ -152,7 +152,12 @@ def normalised_report(path: Path) -> str:
     read = report.read_report(path)
     assert read.data is not None, f"{path} has no data block"
     lines = []
+    in_wall_clock = False  # CPU time, throughput and whether the machine looked loaded are timings too
     for line in read.body.splitlines():
+        if line.startswith("## "):
+            in_wall_clock = line == "## Wall Clock"
+        if in_wall_clock or line.startswith("- argv "):  # an argv names its executor's output dir
+            continue
         if line.startswith(("- Measured:", "Updated ")) or "wall_time" in line or "faster" in line or "slower" in line:
             continue
         line = re.sub(r",? ?timing `[^`]*`", "", line)  # how the wall time was taken, in the environment line

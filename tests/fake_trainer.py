@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics))
     print(f"fake trainer: seed {args.seed}, flags {flags}, {args.train_tokens} tokens", flush=True)
     time.sleep(float(plan.get("sleep", 0.0)))
+    if behaviour == "slow":  # as if another job shared the machine: the same work in more wall time
+        time.sleep(1.5)
     gate = plan.get("gate")
     while gate and not Path(gate).exists():
         time.sleep(0.02)

@@ -178,9 +178,10 @@ def test_an_executor_missing_members_of_the_protocol_is_one_line(project: Projec
 
 
 def test_an_unknown_executor_name_is_one_line_listing_the_known_ones(project: Project) -> None:
-    result = project.run("-m", "baseline", "--exprun-executor=ray")
+    result = project.run("-m", "baseline", "--exprun-executor=kubeflow")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: no executor is called 'ray': the built-in ones are local, warm, gpus, slurm; "
+    result.stderr.fnmatch_lines(["ERROR: no executor is called 'kubeflow': the built-in ones are local, warm, gpus, "
+                                 "slurm, ray; "
                                  "another comes from a plugin or conftest.py implementing pytest_exprun_make_executor"])
     assert "Traceback" not in result.stderr.str() and project.calls() == []
 

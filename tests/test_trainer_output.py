@@ -410,9 +410,13 @@ def recorded(project: Project, group: str) -> dict[int, float]:
             for p in (project.path / RECORDS / group).glob("*/seed*.json")}
 
 
-def test_a_session_records_every_final_evaluation_whatever_the_output_looks_like(project: Project) -> None:
+@pytest.mark.parametrize("executor", [(), ("--exprun-executor=warm", "--exprun-warm-start=fork"),
+                                      ("--exprun-executor=warm", "--exprun-warm-start=worker")],
+                         ids=["local", "fork-server", "warm-worker"])
+def test_a_session_records_every_final_evaluation_whatever_the_output_looks_like(
+        project: Project, executor: tuple[str, ...]) -> None:
     project.plan(WINNER, behaviour=STYLED)
-    result = project.run("--experiment=use_x")
+    result = project.run("--experiment=use_x", *executor)
     result.assert_outcomes(passed=9, skipped=2)
     assert recorded(project, "baseline") == {int(seed): loss for seed, loss in BASELINE_LOSSES.items()}
     assert recorded(project, "use_x") == {42: 1.90, 137: 1.91, 256: 1.89}

@@ -53,7 +53,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._lazy import LazyModule
-from .protocol import SIGNIFICANT_SIGMAS, Verdict, judge
+from ..model import Verdict
+from .protocol import SIGNIFICANT_SIGMAS, judge
 from .sequential_design import Design as SequentialDesign
 from .sequential_design import make_design
 from .stats import Summary

@@ -42,8 +42,8 @@ from enum import Enum
 from typing import Iterable, Mapping
 
 from .._lazy import LazyModule
-from .protocol import ProtocolError
-from .sequential_design import SEEDS, Design, at_level
+from ..names import SEEDS, ProtocolError
+from .sequential_design import Design, at_level
 
 # scipy.special alone (the t and normal quantiles) imports in a third of the time of scipy.stats.
 special = LazyModule("scipy.special")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .protocol import ProtocolError
+from ..names import ProtocolError
 from .rates import NOISE_SHAPES, NOISE_TRIALS, RateRow, draw_noise, noise_assumption
 from .sequential_design import Design, look_statistics, simulate_statistics
 

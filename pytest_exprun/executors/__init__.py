@@ -185,7 +185,14 @@ def _slurm(config: pytest.Config, settings: Settings) -> Executor:
 
 
 #: The plugins registered at start-up: one per built-in executor, and the contract around them all.
+def _ray(config: pytest.Config, settings: Settings) -> Executor:
+    from .ray import make_ray
+
+    return make_ray(settings)
+
+
 BUILTIN: tuple[_Builtin | _Contract, ...] = (
-    *(_Builtin(name, make) for name, make in (("local", _local), ("warm", _warm), ("gpus", _gpus), ("slurm", _slurm))),
+    *(_Builtin(name, make) for name, make in (("local", _local), ("warm", _warm), ("gpus", _gpus),
+                                              ("slurm", _slurm), ("ray", _ray))),
     _Contract(),
 )

@@ -78,7 +78,7 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall((json.dumps(message) + "\n").encode())
 
 
-def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[str, Any], int] | None:
+def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[str, Any], int, int] | None:
     """Fork a child per request until the socket closes. In a child, return what it runs."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -88,14 +88,14 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
     selector.register(sock, selectors.EVENT_READ, "request")
     selector.register(wake_r, selectors.EVENT_READ, "child")
     buffer = b""
-    fds: list[int] = []  # pipes received, one per request, in order; a request may span several reads
+    fds: list[int] = []  # pipes received, two per request (stdout, stderr), in order; a request may span reads
     children: set[int] = set()
     while True:
         for key, _ in selector.select():
             if key.data == "child":
                 os.read(wake_r, 4096)
             else:
-                data, received, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+                data, received, _, _ = socket.recv_fds(sock, 1 << 16, 8)
                 fds.extend(received)
                 if not data:
                     for fd in fds:
@@ -104,17 +104,18 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
                 buffer += data
                 if len(buffer) > MAX_MESSAGE:
                     return None
-                while b"\n" in buffer and fds:
+                while b"\n" in buffer and len(fds) >= 2:
                     line, buffer = buffer.split(b"\n", 1)
-                    request, out = json.loads(line), fds.pop(0)
+                    request, out, err = json.loads(line), fds.pop(0), fds.pop(0)
                     pid = os.fork()
                     if pid == 0:
                         selector.close()
                         sock.close()
                         os.close(wake_r)
                         os.close(wake_w)
-                        return target, kind, request, out
+                        return target, kind, request, out, err
                     os.close(out)
+                    os.close(err)
                     children.add(pid)
                     _send(sock, {"started": request["id"], "pid": pid})
         for pid in list(children):
@@ -124,7 +125,7 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
                 _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _run(target: str, kind: str, request: dict[str, Any], out: int) -> int:
+def _run(target: str, kind: str, request: dict[str, Any], out: int, err: int) -> int:
     """Become the run: what a fresh interpreter would set up, then the script as ``__main__``."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -132,9 +133,10 @@ def _run(target: str, kind: str, request: dict[str, Any], out: int) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
-    os.dup2(out, 2)
+    os.dup2(err, 2)  # a stream of its own, as for a local run: a \r bar there never glues onto stdout
     os.close(null)
     os.close(out)
+    os.close(err)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

@@ -145,25 +145,29 @@ class ForkServer:
         return self.state == "ready"
 
     def fork(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None) -> ForkedProcess:
-        """One run as a forked child writing to a new pipe; OSError if the server cannot fork it."""
-        read_end, write_end = os.pipe()
+        """One run as a forked child writing to two new pipes (stdout, stderr); OSError if the server cannot fork it."""
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
         try:
             request = {"id": next(self._ids), "argv": list(argv), "env": dict(env), "cwd": str(cwd or os.getcwd())}
             with self._send_lock:
-                socket.send_fds(self._sock, [(json.dumps(request) + "\n").encode()], [write_end])
+                socket.send_fds(self._sock, [(json.dumps(request) + "\n").encode()], [out_write, err_write])
         except OSError:
-            os.close(read_end)
+            os.close(out_read)
+            os.close(err_read)
             raise
         finally:
-            os.close(write_end)
+            os.close(out_write)
+            os.close(err_write)
         with self._changed:
             while request["id"] not in self._pids:
                 if self.state != "ready":
-                    os.close(read_end)
+                    os.close(out_read)
+                    os.close(err_read)
                     raise OSError(self.state or "the fork server ended")
                 self._changed.wait(0.1)
             pid = self._pids.pop(request["id"])
-        return ForkedProcess(self, pid, read_end)
+        return ForkedProcess(self, pid, out_read, err_read)
 
     def exit_code(self, pid: int) -> int | None:
         with self._changed:
@@ -201,13 +205,14 @@ def _running(pid: int) -> bool:
 
 
 class ForkedProcess:
-    """A forked run as the runner's helpers expect a ``Popen``: ``pid``, ``stdout``, ``poll`` and ``wait``."""
+    """A forked run as the runner's helpers expect a ``Popen``: ``pid``, ``stdout``, ``stderr``, ``poll``, ``wait``."""
 
-    def __init__(self, server: ForkServer, pid: int, read_end: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, out_read: int, err_read: int) -> None:
         self.server = server
         self.pid = pid
         self.args = f"forked run {pid}"
-        self.stdout = os.fdopen(read_end, "rb", buffering=0)
+        self.stdout = os.fdopen(out_read, "rb", buffering=0)
+        self.stderr = os.fdopen(err_read, "rb", buffering=0)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:

@@ -31,9 +31,15 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "more sbatch options for each job, shell-split, long form, e.g. '--qos=high --account=lab'"),
     ("slurm_folder", "exprun_slurm_folder", "",
      "folder for submitit's job files, on storage the nodes share (default: <research dir>/.exprun/slurm)"),
+    ("ray_address", "exprun_ray_address", "",
+     "Ray cluster for --exprun-executor=ray: empty starts a local one for the session (with --exprun-gpus as its "
+     "GPUs) and ends it; 'auto' or HOST:PORT joins a cluster this machine is part of (shared filesystem); "
+     "ray://HOST:10001 joins from outside and ships the project as a working_dir"),
+    ("ray_gpus_per_run", "exprun_ray_gpus_per_run", "",
+     "GPUs each Ray run asks for, fractions allowed (default: 1 where the cluster has GPUs, else 0)"),
 )
 #: The names ``--exprun-executor`` has built in (a plugin may add more).
-BUILTIN_NAMES = ("local", "warm", "gpus", "slurm")
+BUILTIN_NAMES = ("local", "warm", "gpus", "slurm", "ray")
 WARM_STARTS = ("auto", "worker", "fork")
 
 

@@ -38,7 +38,7 @@ class QueuedRun(RunHandle):
                 self._result = RunResult(self.spec, None, 0.0, (), None, Failure.CANCELLED, (), time.time())
             else:
                 self._result = run(self)
-        except Exception as exc:  # e.g. the log folder is not writable: reported in the test, not lost in a thread
+        except Exception as exc:  # noqa: BLE001 - e.g. the log folder is not writable: reported in the test, not lost in a thread
             self._error = exc
         finally:
             self._done.set()

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..decide import evidence, protocol, rates, stats
+from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
@@ -75,6 +75,8 @@ class Publisher:
             "seeds": [r.seed for r in records],
             "runs": records,
             "setup": setup,
+            "measured_with": measured_with(setup.get("command", ()), records),
+            "wall_clock": baseline_wall_clock(records),
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
@@ -155,6 +157,7 @@ class Publisher:
              "exp_val": e[seed].val_loss if seed in e else None, "exp_wall": e[seed].wall_time if seed in e else None}
             for seed in sorted(set(b) | set(e))
         ]
+        wall = wall_time.compare_records(decided.baseline, decided.runs)
         paired_rows = [{"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
                        for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
         return {
@@ -164,7 +167,9 @@ class Publisher:
             "train_tokens": self.settings.train_tokens,
             "baseline_report": self.settings.baseline_report.name,
             "cmp": cmp,
-            "speed": speed_text(cmp),
+            "measured_with": measured_with(decided.decision.setup.command, decided.baseline, decided.runs),
+            "speed": wall.headline(),
+            "wall_clock": wall_clock_context(decided, wall),
             "explanation": explanation(decided.decision, cmp, ev.note, self.metric),
             "rule": rule_of(decided.decision),
             "metric": self.metric,
@@ -316,11 +321,47 @@ def _same_text(path: Path, text: str) -> bool:
         return False
 
 
-def speed_text(cmp: Comparison) -> str:
-    if cmp.percent_faster is None:
-        return "n/a"
-    pct = cmp.percent_faster
-    return f"{abs(pct):.1f}% {'faster' if pct >= 0 else 'slower'}"
+#: How ``TrainerIO.identity`` marks the trainer I/O settings it appends to a setup's command.
+_IO_MARKS = ("argv:", "tokens_per_step:", "line_pattern:", "result:")
+
+
+def measured_with(setup_command: Sequence[str], *groups: Sequence[RunRecord]) -> dict[str, Any]:
+    """What "Measured With" shows: the argv each group's first seed received (from its record),
+    and the trainer I/O settings, which the setup keeps after its command, as settings."""
+    command = list(setup_command)
+    cut = next((i for i, part in enumerate(command) if part.startswith(_IO_MARKS)), len(command))
+    argvs = []
+    for records in groups:
+        first = min(records, key=lambda r: r.seed, default=None)
+        if first is not None and first.argv:
+            argvs.append({"label": f"{first.group}[seed{first.seed}]", "argv": first.argv})
+    return {"command": command[:cut], "io": command[cut:], "argvs": argvs}
+
+
+def baseline_wall_clock(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """The baseline's CPU time and throughput, and its runs the loaded-machine rule flags."""
+    loaded = wall_time.loaded_runs("baseline", [wall_time.timing_of(r) for r in records])
+    return {**_group_timing(records), "loaded": [f"seed {r.seed} {r.why}" for r in loaded],
+            "loaded_fraction": wall_time.LOADED_FRACTION}
+
+
+def _group_timing(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """One group's wall time, CPU time, GPU time, throughput and CPU use (None where a run lacks it)."""
+    def summary(values: list[float | None]) -> stats.Summary | None:
+        known = [v for v in values if v is not None]
+        return stats.summarize(known) if known and len(known) == len(values) else None
+
+    return {"wall": stats.summarize([r.wall_time for r in records]),
+            "cpu": summary([r.cpu_time for r in records]), "gpu": summary([r.gpu_time for r in records]),
+            "speed": summary([r.tokens_per_second for r in records]),
+            "usage": summary([None if r.cpu_time is None or r.wall_time <= 0 else r.cpu_time / r.wall_time
+                              for r in records])}
+
+
+def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[str, Any]:
+    """The wall-clock section's numbers: each group's times, CPU use and throughput, and the test."""
+    return {"baseline": _group_timing(decided.baseline), "experiment": _group_timing(decided.runs), "test": test,
+            "finding": test.finding(), "distrust": test.distrust(), "loaded_fraction": wall_time.LOADED_FRACTION}
 
 
 def explanation(decision: Decision, cmp: Comparison, note: str | None, metric: str = "val_loss") -> str:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,17 @@ def _md(value: Any) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
 
 
+def _code(value: Any) -> str:
+    """A Markdown code span shown exactly as written: a fence longer than any run of backticks
+    inside, and no HTML escapes (``<`` reads as ``<``)."""
+    if isinstance(value, (list, tuple)):
+        value = shlex.join(str(v) for v in value)
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 @functools.lru_cache(maxsize=None)
 def environment(template_dir: Path | None = None) -> jinja2.Environment:
     """Templates from the user's folder first, then the ones shipped with the package.
@@ -112,6 +124,7 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
     env.filters["pct"] = _percent
     env.filters["thousands"] = _thousands
     env.filters["md"] = _md
+    env.filters["code"] = _code
     env.globals["exprun_version"] = __version__
     return env
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
 import uuid
 import weakref
 from pathlib import Path
+from typing import Any
 
 #: Set in every trainer's environment; its descendants inherit it, even those that left the group.
 RUN_TOKEN_ENV = "EXPRUN_RUN_TOKEN"
@@ -24,14 +26,46 @@ TERMINATE_GRACE_S = 5.0
 _run_tokens: weakref.WeakKeyDictionary[subprocess.Popen[bytes], bytes] = weakref.WeakKeyDictionary()
 
 
-def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen[bytes]:
+class TimedPopen(subprocess.Popen[bytes]):
+    """A ``Popen`` that keeps what its child used when it reaps it (``os.wait4``): the CPU time of
+    the child and of every descendant the child itself waited for, which no later call can ask for.
+
+    Both of ``Popen``'s reaping paths are routed through ``os.wait4``; where an interpreter lacks
+    them, the process still works and ``cpu_time`` stays None.
+    """
+
+    rusage: resource.struct_rusage | None = None
+
+    def _wait4(self, pid: int, flags: int) -> tuple[int, int]:
+        found, status, usage = os.wait4(pid, flags)
+        if found == pid:
+            self.rusage = usage
+        return found, status
+
+    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
+        try:
+            return self._wait4(self.pid, wait_flags)
+        except ChildProcessError:  # SIGCHLD ignored: the status is gone (as in Popen itself)
+            return self.pid, 0
+
+    def _internal_poll(self, _deadstate: Any = None, **_: Any) -> int | None:
+        polled: int | None = super()._internal_poll(_deadstate, _waitpid=self._wait4)  # type: ignore[misc]
+        return polled
+
+    @property
+    def cpu_time(self) -> float | None:
+        """User plus system seconds of the reaped child and its waited-for descendants."""
+        return None if self.rusage is None else self.rusage.ru_utime + self.rusage.ru_stime
+
+
+def start_process(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> TimedPopen:
     """Start a trainer in its own process group (so it can be ended with its children).
 
     stdout and stderr are two pipes, read as two streams: merged, a progress bar left open on
     one would glue itself onto the start of an evaluation line printed on the other.
     """
     token = uuid.uuid4().hex
-    proc = subprocess.Popen(
+    proc = TimedPopen(
         argv,
         stdin=stdin,
         stdout=subprocess.PIPE,

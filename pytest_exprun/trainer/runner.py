@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -112,6 +112,9 @@ class RunResult:
     #: tolerance), and the highest epoch it reported: what a result file is checked against.
     final_step_at: float | None = None
     final_epoch: float | None = None
+    #: User plus system CPU seconds of the trainer's process tree (its descendants where they were
+    #: waited for); an executor that runs trainers in its own worker reports the job's own.
+    cpu_time: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -581,5 +584,6 @@ def run_trainer(
     returncode = proc.wait()
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
-    return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
-                     log=log)
+    result = result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
+                       log=log)
+    return replace(result, cpu_time=proc.cpu_time)
