@@ -156,6 +156,7 @@ def test_the_metric_is_named_after_its_key_everywhere(pytester: pytest.Pytester,
     out = result.stdout.str()
     shown = {"report": (research / "experiment_better_1M.md").read_text(),
              "summary": (research / "summary_1M.md").read_text(),
+             "baseline": (research / "baseline_variance_1M.md").read_text(),
              "twin": (research / "experiment_better_1M.json").read_text(),
              "step summary": step_summary.read_text(),
              "verdict": out[out.index("better: LOSER"):out.index("report: ")]}
