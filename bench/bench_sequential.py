@@ -13,7 +13,10 @@ percentage points for a rate, in seeds or σ otherwise). Prints, in order:
   4. the false-WINNER rate away from the assumptions: heavy tails, skew, an experiment σ unlike the
      baseline's, negatively correlated seeds;
   5. what a larger ``--exprun-min-effect`` buys and costs;
-  6. the family-wise false-WINNER rate of three experiments on one baseline.
+  6. the family-wise false-WINNER rate of three experiments on one baseline;
+  7. what a sequential report states from ``decide/sequential_figures.py``: the printed Welch
+     interval's coverage under the data-dependent stop, per true effect, and the step-down's
+     family-wise false-WINNER rate for K = 1 to 4, as the summary quotes them.
 
 Pure simulation, no training runs, fixed seeds:
 
@@ -166,6 +169,21 @@ def family_rates(design: Design, k: int, trials: int, seed: int = 3) -> str:
             f"{pct(step_down / trials, trials, 2)} with the step-down, {pct(one_by_one / trials, trials, 2)} judged one by one")
 
 
+def report_figures(design: Design, trials: int) -> str:
+    """The figures a sequential report and the summary quote, from the functions that compute them."""
+    from pytest_exprun.decide import sequential_figures as figures
+
+    lines = [f"Coverage of the printed 95% Welch interval at the stop ({trials:,} trials each)", ""]
+    for effect in (0.0, 0.5, 1.0, 2.0, 3.0):
+        found = figures.interval_coverage(design, (effect,), trials)
+        lines.append(f"  true effect {effect:g}σ: {pct(found.low, trials)}")
+    lines += ["", f"Family-wise false WINNER with the step-down ({trials:,} trials each)", ""]
+    for k in (1, 2, 3, 4):
+        fam = figures.familywise_false_winner(design, k, trials)
+        lines.append(f"  K = {k}: {pct(fam.false_winner, trials)}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=0.03)
@@ -194,6 +212,7 @@ def main() -> None:
     print("5. " + min_effect_table(args.alpha, args.trials // 2) + "\n")
     if args.family_trials:
         print("6. " + family_rates(welch, 3, args.family_trials))
+    print("\n7. " + report_figures(welch, args.trials))
     print(f"\n({time.perf_counter() - wall:.0f} s)")
 
 

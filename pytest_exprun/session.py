@@ -398,4 +398,4 @@ class ProtocolSession:
         outcomes = [] if self.judge is None else self.judge.outcomes
         unfinished = [] if self.remeasure is None else [self.remeasure.unfinished(len(base), len(base) + len(missing))]
         return summary_lines(summary, len(self.settings.baseline_seeds), missing, reused, outcomes,
-                             self.terminal.rel) + unfinished
+                             self.terminal.rel, self.settings.trainer_io.metric_name) + unfinished

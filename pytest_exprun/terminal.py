@@ -152,13 +152,13 @@ class Terminal:
 
 
 def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], reused_from: str | None,
-                  outcomes: list[Outcome], rel: Any) -> list[str]:
-    """The end-of-session lines: the baseline's state and one line per verdict."""
+                  outcomes: list[Outcome], rel: Any, metric: str = "val_loss") -> list[str]:
+    """The end-of-session lines: the baseline's state and one line per verdict; ``metric`` names the value."""
     lines = []
     if baseline is not None:
         where = f" (reused from {reused_from})" if reused_from else ""
         std = f" ± {baseline.std:.4f}" if baseline.n > 1 else ""
-        lines.append(f"baseline: {baseline.n}/{planned} seeds, val_loss {baseline.mean:.4f}{std}{where}")
+        lines.append(f"baseline: {baseline.n}/{planned} seeds, {metric} {baseline.mean:.4f}{std}{where}")
     if missing:
         lines.append(f"baseline seeds still missing: {', '.join(map(str, missing))}")
     for outcome in outcomes:
@@ -168,7 +168,7 @@ def summary_lines(baseline: "Summary | None", planned: int, missing: list[int], 
             continue
         d = cmp.val_loss.cohens_d
         lines.append(
-            f"{outcome.experiment.name}: {cmp.verdict.value} (Δ val_loss {cmp.val_loss.delta:+.4f}, "
+            f"{outcome.experiment.name}: {cmp.verdict.value} (Δ {metric} {cmp.val_loss.delta:+.4f}, "
             f"d = {'n/a' if d is None else f'{d:+.2f}'}, n={cmp.val_loss.experiment.n}) → {rel(outcome.report)}"
         )
         if outcome.wall_clock_distrust:

@@ -58,6 +58,19 @@ class SequentialRule:
         return rules.sequential_rule(design, baseline, runs) if mode is DecisionMode.SEQUENTIAL else None
 
 
+def decided_by_other_mode(stored: Decision, mode: DecisionMode) -> str | None:
+    """The mode of exprun's rule that decided ``stored`` when it is not ``mode``, else None.
+
+    Refused rather than re-rendered: a fixed-mode session would run the 2σ rule's seeds and
+    store its own verdict over the sequential one (or the other way round), choosing the rule
+    after seeing the data. A project's own rule (a decision with its reason) is its own business.
+    """
+    if stored.reason is not None:
+        return None
+    was = DecisionMode.SEQUENTIAL if stored.sequential is not None else DecisionMode.FIXED
+    return None if was is mode else was.value
+
+
 class Judge:
     """Decides each experiment from the runs the session has stored, and keeps the outcomes."""
 
@@ -91,6 +104,12 @@ class Judge:
                 raise pytest.UsageError(
                     f"the report name {exp.name!r} already holds the experiment {' '.join(stored.flags)!r}, "
                     f"not {' '.join(exp.flags)!r}; choose another with --experiment-name"
+                )
+            if stored is not None and (other := decided_by_other_mode(stored, self.mode)) is not None:
+                raise pytest.UsageError(
+                    f"{exp.name} was decided by the {other} rule, and its report is that rule's; run it with "
+                    f"--exprun-decide={other} to keep that decision, or decide again under another name with "
+                    "--experiment-name (a decision is not re-decided by another rule on the same runs)"
                 )
 
     def extension(self, name: str) -> Extension | str:

@@ -323,7 +323,7 @@ def test_an_a_a_run_says_the_flag_changed_nothing() -> None:
     assert found.paired.identical and found.paired.helped is None
     assert "flag changed nothing" in (found.paired.reason or "")
     assert found.changed_nothing and "the flag changed nothing" in (found.note or "")
-    assert found.verdict is Verdict.NEUTRAL
+    assert found.two_sigma_verdict is Verdict.NEUTRAL
 
 
 def _note(verdict: Verdict, welch_p: float | None, paired_p: float | None, low: float = -0.131, high: float = -0.027) -> str | None:

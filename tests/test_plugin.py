@@ -102,7 +102,7 @@ def test_report_has_the_required_sections_in_order(project: Project) -> None:
         "## Verdict: WINNER",
         "## Per-Seed Results",
     ]
-    assert "| Metric | Cohen's d | Effect Size | Significant? |" in text
+    assert "| Metric | Cohen's d | Effect Size | \\|Δ\\| in baseline σ |" in text
     assert "| | Baseline (N=5) | Experiment (N=3) |" in text  # the Wall Clock table
 
 
@@ -111,7 +111,7 @@ def test_report_statistics_match_hand_computed_values(project: Project) -> None:
     project.run("--experiment=use_x")
     text = (project.research / "experiment_use_x_1M.md").read_text()
     # σ_base² = 2.5e-4, σ_exp² = 1e-4: d = -0.10 / sqrt(1.75e-4) = -7.56
-    assert "| val_loss | -7.56 | Large | Yes (≥2σ) |" in text
+    assert "| val_loss | -7.56 | Large | ≥ 2σ |" in text
     assert "| val_loss | 1.9000 | 0.0100 | 1.8900 | 1.9100 |" in text
     assert "Δ val_loss = -0.1000 (-6.32 baseline σ)" in text
 

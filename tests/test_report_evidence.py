@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from conftest import BASELINE_LOSSES, Project
 from pytest_exprun.decide import evidence, protocol, rates, stats
-from pytest_exprun.reports import plots, render as report
+from pytest_exprun.reports import plots, render as report, statements
 from pytest_exprun.decide.curves import learning_curves
 from pytest_exprun.decide.stats import summarize
 
@@ -236,6 +236,8 @@ def render_experiment(base: dict[int, float], exp: dict[int, float], **extra: ob
         "paired_rows": [], "holm_family": [], "holm_p": ev.welch.p_value, "curves": curves, "curve_rows": [],
         "plots": plots.PlotSet((), "none drawn here"), "json_file": "x.json", "summary_file": "summary_1M.md",
         "setup": {"command": ["python", "t.py"], "fingerprint": {"files": {}, "versions": {}, "notes": []}}, "git_commit": None, "measured_at": "now",
+        "rule": "fixed", "metric": "val_loss", "digits": 4,
+        "bands": {m.metric: statements.band_text(m) for m in (cmp.val_loss, cmp.wall_time)},
         **extra,
     }
     return report.render("experiment.md.j2", context)
@@ -321,10 +323,12 @@ def test_summary_states_the_familywise_false_winner_rate_of_its_holm_family() ->
     ranked = protocol.rank_experiments([
         (f"e{i}", "NEUTRAL", base, [2.0 + i / 1000, 2.01, 1.99], f"e{i}.md") for i in range(5)
     ])
-    families = rates.family_rates(ranked)
-    text = report.render("summary.md.j2", {"scale": "1M", "ranked": ranked, "families": families, "measured_at": "now"})
-    assert (f"5 experiments judged against one baseline of 5 seeds: when no flag changes anything, the 2σ rule calls "
-            f"at least one false WINNER among them {families[0].false_winner:.1%} of the time") in text
-    assert families[0].false_winner == pytest.approx(0.094, abs=0.004)
+    families = statements.family_statements(ranked, {r.name: "fixed" for r in ranked}, {}, 3, 2)
+    text = report.render("summary.md.j2", {"scale": "1M", "ranked": ranked, "families": families, "measured_at": "now",
+                                           "metric": "val_loss"})
+    rate = families[0]["statements"][0]["false_winner"]
+    assert (f"5 experiments decided by the 2σ rule against one baseline of 5 seeds: when no flag changes anything, "
+            f"the 2σ rule calls at least one false WINNER among them {rate:.1%} of the time") in text
+    assert rate == pytest.approx(0.094, abs=0.004)
     assert "| Welch p (two-sided) | Holm-adjusted p |" in text
     assert "the experiments judged against the same baseline, the same family as in each experiment report" in text

@@ -1,20 +1,26 @@
 """What one experiment report says about one comparison: its tests and intervals, what the
-2σ rule could detect with these runs, and whether the tests agree with the verdict.
+rule that decided could detect with these runs, and whether the tests agree with the verdict.
 
-Pure functions over per-seed values; statistics come from ``stats``, the rule's simulated
-operating characteristics from ``rates``.
+Each figure belongs to the rule that decided (``RULES``): the 2σ rule's error rates, power and
+notes only where the 2σ rule decided; the sequential rule's power and interval coverage from
+its own simulation (``sequential_figures``); none of either for a project's own rule.
+
+Pure functions over per-seed values; statistics come from ``stats``, the rules' simulated
+operating characteristics from ``rates`` and ``sequential_figures``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from .._lazy import LazyModule
-from .protocol import SIGNIFICANT_SIGMAS, Verdict, degenerate_reason, judge
+from ..model import Verdict
+from .protocol import SIGNIFICANT_SIGMAS, degenerate_reason, judge
 from .rates import (
     Design,
     RateRow,
@@ -22,6 +28,9 @@ from .rates import (
     design_mde,
     design_power,
     design_rates,
+    fixed_rule_null_rates,
+    NOISE_SHAPES,
+    noise_assumption,
 )
 from .stats import (
     ALPHA,
@@ -40,6 +49,10 @@ from .stats import (
     welch_interval,
     welch_test,
 )
+
+if TYPE_CHECKING:
+    from .sequential_design import Design as SequentialDesign
+    from .sequential_figures import Coverage
 
 optimize = LazyModule("scipy.optimize")
 sps = LazyModule("scipy.stats")
@@ -124,8 +137,14 @@ class Power:
 
 
 def power_analysis(baseline: Summary, experiment: Summary, design: Design | None = None,
-                   paired: Paired | None = None, power: float = TARGET_POWER) -> Power:
-    """Power of this design with σ = the baseline's sample std, as the 2σ rule uses."""
+                   paired: Paired | None = None, power: float = TARGET_POWER, rule: str = "fixed",
+                   sequential: "SequentialDesign | None" = None) -> Power:
+    """Power with σ = the baseline's sample std over the runs compared, for the rule that decided.
+
+    ``rule`` "fixed": the 2σ rule's design as run (``design``: the baseline seeds actually
+    compared). "sequential": the sequential design's own P(WINNER) at the observed effect, by
+    simulation; no 2σ-rule figures. "own" (a project's rule): the t-test's seeds only.
+    """
     sigma = baseline.std
     effect = baseline.mean - experiment.mean
     if design is None:
@@ -140,19 +159,33 @@ def power_analysis(baseline: Summary, experiment: Summary, design: Design | None
         return _with_reason(empty, "needs at least 2 baseline runs and 1 experiment run")
     if not math.isfinite(sigma) or sigma == 0:
         return _with_reason(empty, "the baseline's σ is 0, so no noise level to plan against")
-    mde_sigmas = design_mde(design, power)
-    rule_n, rule_reason = seeds_for_rule(effect, sigma, power)
     if use_pairs:
         assert paired is not None and paired.paired_variance is not None
         t_n, t_reason = seeds_for_paired_ttest(effect, math.sqrt(paired.paired_variance), power)
     else:
         t_n, t_reason = seeds_for_ttest(effect, sigma, power)
+    call = Verdict.WINNER.value if effect >= 0 else Verdict.LOSER.value
+    if rule != "fixed":
+        observed = None
+        if rule == "sequential" and sequential is not None:
+            from .sequential_figures import power_at
+
+            # Stated for an improvement; a loss reads as its mirror (the bounds are near symmetric).
+            observed = power_at(sequential, abs(effect) / sigma)
+        not_the_rule = "the 2σ rule did not decide this experiment"
+        return Power(sigma=sigma, sigma_interval=interval, n_baseline=baseline.n, n_experiment=experiment.n,
+                     design=design, target=power, minimum_detectable_effect=None, mde_sigmas=None,
+                     observed_effect=effect, observed_sigmas=effect / sigma, observed_power=observed,
+                     observed_call=call, seeds_for_rule=None, seeds_for_rule_reason=not_the_rule,
+                     seeds_for_ttest=t_n, seeds_for_ttest_reason=t_reason, ttest=ttest)
+    mde_sigmas = design_mde(design, power)
+    rule_n, rule_reason = seeds_for_rule(effect, sigma, power)
     return Power(
         sigma=sigma, sigma_interval=interval, n_baseline=baseline.n, n_experiment=experiment.n, design=design,
         target=power, minimum_detectable_effect=mde_sigmas * sigma, mde_sigmas=mde_sigmas, observed_effect=effect,
         # The rule is symmetric: P(LOSER) at a loss of δ is P(WINNER) at an improvement of δ.
         observed_sigmas=effect / sigma, observed_power=design_power(abs(effect) / sigma, design),
-        observed_call=Verdict.WINNER.value if effect >= 0 else Verdict.LOSER.value,
+        observed_call=call,
         seeds_for_rule=rule_n, seeds_for_rule_reason=rule_reason,
         seeds_for_ttest=t_n, seeds_for_ttest_reason=t_reason, ttest=ttest,
     )
@@ -180,14 +213,14 @@ def _p(test: SignificanceTest) -> str:
 
 
 def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: SignificanceTest, interval: Interval,
-                 delta: float, changed_nothing: bool = False) -> str | None:
+                 delta: float, changed_nothing: bool = False, metric: str = "val_loss") -> str | None:
     """One sentence when the tests disagree with the verdict, naming the next step; else None.
 
     The 2σ rule stays the verdict (it is the protocol); this says when a reader should not
     take it at face value. ``delta`` is experiment − baseline (negative: lower loss).
     """
     if changed_nothing:
-        return ("Every experiment seed gave exactly its baseline seed's val_loss: the flag changed nothing, so "
+        return (f"Every experiment seed gave exactly its baseline seed's {metric}: the flag changed nothing, so "
                 "check that the trainer reads it (a misspelt or ignored flag looks like this).")
     if verdict is None:
         return None
@@ -198,36 +231,66 @@ def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: Sig
         for test in rejecting:
             extra = ""
             if test is welch and interval.low is not None and interval.high is not None:
-                extra = f"; {interval.confidence:.0%} interval of Δ [{interval.low:+.4f}, {interval.high:+.4f}]"
+                extra = (f"; {interval.confidence:.0%} interval of Δ [{signed_number(interval.low, interval)}, "
+                         f"{signed_number(interval.high, interval)}]")
             said.append(f"{_p(test)}, two-sided{extra})")
         direction = "lower" if delta < 0 else "higher"
         verb = "rejects" if len(said) == 1 else "both reject"
         return (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} {verb} no difference at 5%: the experiment's "
-                f"val_loss is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
+                f"{metric} is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
                 "(a longer --exprun-extension-seeds, and baseline seeds) before reading this as no effect.")
     if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
-        said = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
+        neither = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
         what = "relying on it" if verdict is Verdict.WINNER else "discarding the idea"
-        return (f"The 2σ rule says {verdict.value}, but neither {said} rejects no difference at 5%: the 2σ margin may "
+        return (f"The 2σ rule says {verdict.value}, but neither {neither} rejects no difference at 5%: the 2σ margin may "
                 "come from a baseline whose σ came out small, so re-measure the baseline with more seeds "
                 f"(--exprun-rerun-baseline with a longer --exprun-baseline-seeds) before {what}.")
     return None
 
 
-def explain_verdict(verdict: Verdict, baseline: Summary, experiment: Summary, note: str | None) -> str:
+def explain_verdict(verdict: Verdict, baseline: Summary, experiment: Summary, note: str | None,
+                    metric: str = "val_loss") -> str:
     """The verdict section's first sentence: where the experiment's mean fell against the 2σ band.
 
     NEUTRAL says "not distinguishable from noise" only when no test distinguishes it either.
     """
     margin = SIGNIFICANT_SIGMAS * baseline.std
     bm, em = baseline.mean, experiment.mean
+    d = decimals_for(baseline.std)
     if verdict is Verdict.WINNER:
-        return f"The experiment's mean val_loss {em:.4f} is at or below the baseline's {bm:.4f} − 2σ = {bm - margin:.4f}."
+        return (f"The experiment's mean {metric} {em:.{d}f} is at or below the baseline's {bm:.{d}f} − 2σ = "
+                f"{bm - margin:.{d}f}.")
     if verdict is Verdict.LOSER:
-        return f"The experiment's mean val_loss {em:.4f} is at or above the baseline's {bm:.4f} + 2σ = {bm + margin:.4f}."
-    where = (f"The experiment's mean val_loss {em:.4f} lies within the baseline's {bm:.4f} ± 2σ = "
-             f"[{bm - margin:.4f}, {bm + margin:.4f}]")
+        return (f"The experiment's mean {metric} {em:.{d}f} is at or above the baseline's {bm:.{d}f} + 2σ = "
+                f"{bm + margin:.{d}f}.")
+    where = (f"The experiment's mean {metric} {em:.{d}f} lies within the baseline's {bm:.{d}f} ± 2σ = "
+             f"[{bm - margin:.{d}f}, {bm + margin:.{d}f}]")
     return where + ("." if note else ": neither the rule nor the tests tell it apart from noise at these seeds.")
+
+
+def decimals_for(*scales: float | None, least: int = 4, most: int = 15) -> int:
+    """Decimals that show the smallest nonzero of ``scales`` (σ, an interval's width) to 2 significant digits.
+
+    Four where values are of the usual size (σ from 0.001 up); more as σ shrinks (σ = 1e-6 gets
+    7), so that a Δ of σ's size never prints as −0.0000 and two means σ apart never read the same.
+    """
+    sizes = [abs(x) for x in scales if x is not None and math.isfinite(x) and x != 0]
+    if not sizes:
+        return least
+    return max(least, min(most, 1 - math.floor(math.log10(min(sizes)))))
+
+
+def signed_number(value: float, interval: Interval) -> str:
+    """``value`` signed, with the decimals that the interval's width needs."""
+    width = None if interval.low is None or interval.high is None else interval.high - interval.low
+    d = decimals_for(width, value)
+    text = f"{value:+.{d}f}"
+    return text if text.strip("+-0.") else f"{0:.{d}f}"
+
+
+#: Who decided, as a report tells it: exprun's 2σ rule, its sequential rule, or a project's own
+#: rule through ``pytest_exprun_decide`` (a decision that carries its own ``reason``).
+RULES = ("fixed", "sequential", "own")
 
 
 @dataclass(frozen=True)
@@ -236,34 +299,76 @@ class Evidence:
     mann_whitney: SignificanceTest
     interval: Interval  # Welch's t-interval of Δ: the report's 95% interval
     bootstrap: Interval
-    bootstrap_coverage: float | None  # simulated coverage of the bootstrap's nominal level at these n
+    bootstrap_coverage: float | None  # simulated coverage of the bootstrap's nominal level at these n, n fixed
     paired: Paired
     power: Power
     design: Design
-    rates: tuple[RateRow, ...]  # the design's P(WINNER), P(LOSER), seeds at EFFECTS
-    false_winner: float  # P(WINNER) when nothing changed, at this design
-    verdict: Verdict | None
+    rates: tuple[RateRow, ...]  # the 2σ design's P(WINNER), P(LOSER), seeds at EFFECTS; () where it did not decide
+    false_winner: float | None  # P(WINNER) when nothing changed, at the 2σ design; None where it did not decide
+    two_sigma_verdict: Verdict | None  # what the 2σ rule would say on these runs (the verdict only in the fixed mode)
     note: str | None  # one sentence when the tests disagree with the verdict
     changed_nothing: bool
+    rule: str = "fixed"  # which of RULES decided
+    #: The 2σ rule's false-WINNER rate under each of ``rates.NOISE_SHAPES`` (fixed mode only).
+    noise: Mapping[str, float] | None = None
+    noise_note: str | None = None  # the sentence stating those rates
+    #: The sequential mode's interval coverage under its data-dependent stop (sequential mode only).
+    coverage: "Coverage | None" = None
+
+
+def noise_rates(design: Design, normal: float) -> dict[str, float]:
+    """The 2σ rule's false-WINNER rate at ``design`` under each noise shape (cached simulations)."""
+    out = {shape: _null_winner(shape, design) for shape in NOISE_SHAPES if shape != "normal"}
+    out["normal"] = normal
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _null_winner(shape: str, design: Design) -> float:
+    return fixed_rule_null_rates(shape, design)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def sequential_noise(design: "SequentialDesign") -> dict[str, float]:
+    """The sequential rule's false-WINNER rate under each noise shape, normal as its report's table states it."""
+    from .sequential_rates import noise_rates, operating_table
+
+    return noise_rates(design, normal=operating_table(design)[0].rates.p_winner)
 
 
 def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
-             baseline_summary: Summary, experiment_summary: Summary, design: Design | None = None) -> Evidence:
-    """Every val_loss statistic of one experiment report, keyed by seed for the pairing.
+             baseline_summary: Summary, experiment_summary: Summary, design: Design | None = None,
+             rule: str = "fixed", sequential: "SequentialDesign | None" = None, metric: str = "val_loss") -> Evidence:
+    """Every statistic of one experiment report, keyed by seed for the pairing.
 
-    ``design`` is the configured one (``Design.of(settings)``); without it the protocol's
-    default 3 + 2 experiment seeds are assumed, with the baseline's actual size.
+    ``design`` is the 2σ rule's as run (the baseline seeds compared, the configured experiment
+    and extension seeds); without it the protocol's default 3 + 2 experiment seeds are assumed,
+    with the baseline's actual size. ``rule`` says who decided (``RULES``): the 2σ rule's rates,
+    power and notes are stated only where it did; ``sequential`` is that mode's design.
     """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
     b, e = list(baseline.values()), list(experiment.values())
     if design is None:
         design = Design(max(baseline_summary.n, 2))
     paired = paired_seeds(baseline, experiment)
     welch = welch_test(b, e)
     interval = welch_interval(b, e)
-    verdict = None if degenerate_reason(baseline_summary, experiment_summary) else judge(baseline_summary, experiment_summary)
+    two_sigma = None if degenerate_reason(baseline_summary, experiment_summary) else judge(baseline_summary,
+                                                                                          experiment_summary)
     changed = flag_changed_nothing(baseline, experiment)
-    rows = design_rates(design)
     boot = bootstrap_interval(b, e)
+    fixed = rule == "fixed"
+    rows = design_rates(design) if fixed else ()
+    false_winner = (rows[0].p_winner if rows[0].effect == 0 else design_power(0.0, design)) if fixed else None
+    noise = noise_rates(design, false_winner) if false_winner is not None else None
+    coverage = None
+    if rule == "sequential" and sequential is not None:
+        from .sequential_figures import interval_coverage
+
+        coverage = interval_coverage(sequential)
+        noise = sequential_noise(sequential)
+    delta = experiment_summary.mean - baseline_summary.mean
     return Evidence(
         welch=welch,
         mann_whitney=mann_whitney(b, e),
@@ -271,14 +376,16 @@ def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
         bootstrap=boot,
         bootstrap_coverage=None if boot.low is None else bootstrap_coverage_at(len(b), len(e)),
         paired=paired,
-        power=power_analysis(baseline_summary, experiment_summary, design, paired),
+        power=power_analysis(baseline_summary, experiment_summary, design, paired, rule=rule, sequential=sequential),
         design=design,
         rates=rows,
-        false_winner=rows[0].p_winner if rows[0].effect == 0 else design_power(0.0, design),
-        verdict=verdict,
-        note=verdict_note(verdict, welch, paired.t_test, interval, experiment_summary.mean - baseline_summary.mean,
-                          changed),
+        false_winner=false_winner,
+        two_sigma_verdict=two_sigma,
+        # The notes weigh the 2σ rule against the tests; under another rule only the A/A check is said.
+        note=verdict_note(two_sigma if fixed else None, welch, paired.t_test, interval, delta, changed, metric),
         changed_nothing=changed,
+        rule=rule,
+        noise=noise,
+        noise_note=None if noise is None else noise_assumption(noise),
+        coverage=coverage,
     )
-
-

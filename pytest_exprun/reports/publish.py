@@ -24,6 +24,8 @@ from ..decide.protocol import Comparison
 from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
+from .statements import (band_text, digits_of, family_statements, renamed, rule_of, sequential_design,
+                         twin_comparison, twin_evidence)
 from ..store import StoreWarning, atomic_write_text, set_aside
 
 #: Curve rows shown in a report; the JSON next to it keeps every step.
@@ -79,6 +81,8 @@ class Publisher:
             "environment": shared_environment(records),
             "git_commit": git_commit,
             "measured_at": measured_at,
+            "metric": self.metric,
+            "digits": evidence.decimals_for(context_std(records)),
         }
         body = self._render("baseline_variance.md.j2", context)
         text = report.with_data(body, {"kind": "baseline", "scale": s.scale})
@@ -88,12 +92,22 @@ class Publisher:
         self.write_owned(path, text)
 
     # ---------------------------------------------------------- experiments
+    @property
+    def metric(self) -> str:
+        """What the reports call the value a run records: ``exprun_result``'s key, a pattern's group, or val_loss."""
+        return self.settings.trainer_io.metric_name
+
+    def two_sigma_design(self, decided: Decided) -> rates.Design:
+        """The 2σ rule's design as this decision ran it: the baseline seeds actually compared, the configured rest."""
+        s = self.settings
+        return rates.Design(max(len(decided.baseline), 2), max(len(s.experiment_seeds), 1), len(s.extension_seeds))
+
     def experiments(self, family: Sequence[Decided], fresh: str) -> dict[str, dict[str, Any]]:
         """(Re)write every report of the family, the newly decided ``fresh`` one with its plots; contexts by name."""
-        design = rates.Design.of(self.settings)
         found_evidence = {d.name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
                                             {r.seed: r.val_loss for r in d.runs}, _cmp(d).val_loss.baseline,
-                                            _cmp(d).val_loss.experiment, design)
+                                            _cmp(d).val_loss.experiment, self.two_sigma_design(d),
+                                            rule_of(d.decision), sequential_design(d.decision), self.metric)
                           for d in family}
         names = [d.name for d in family]
         adjusted = stats.holm_adjust([found_evidence[n].welch.p_value for n in names])
@@ -158,7 +172,11 @@ class Publisher:
             "measured_with": measured_with(decided.decision.setup.command, decided.baseline, decided.runs),
             "speed": wall.headline(),
             "wall_clock": wall_clock_context(decided, wall),
-            "explanation": explanation(decided.decision, cmp, ev.note),
+            "explanation": explanation(decided.decision, cmp, ev.note, self.metric),
+            "rule": rule_of(decided.decision),
+            "metric": self.metric,
+            "digits": digits_of(cmp, ev),
+            "bands": {m.metric: band_text(m) for m in (cmp.val_loss, cmp.wall_time)},
             "sequential": sequential_context(decided.decision.sequential),
             "seed_rows": seed_rows,
             "ev": ev,
@@ -189,6 +207,8 @@ class Publisher:
         data = {
             "kind": "experiment",
             "name": decided.name,
+            "metric": self.metric,
+            "rule": rule_of(decided.decision),
             "flags": list(decided.decision.flags),
             "scale": self.settings.scale,
             "train_tokens": self.settings.train_tokens,
@@ -196,8 +216,8 @@ class Publisher:
             "accepted": decided.decision.verdict in self.settings.accept,
             "setup": decided.decision.setup.to_json(),
             "baseline_setup": decided.decision.baseline_setup.to_json(),
-            "comparison": asdict(cmp),
-            "evidence": asdict(ev),
+            "comparison": twin_comparison(cmp),
+            "evidence": twin_evidence(ev),
             "holm": {"family": holm, "welch_p_adjusted": holm_p},
             "sequential": None if decided.decision.sequential is None else decided.decision.sequential.to_json(),
             "learning_curves": asdict(curves),
@@ -209,7 +229,7 @@ class Publisher:
             "measured_at": decided.decision.decided_at,
         }
         twin = path.with_suffix(".json")
-        text = to_json(data)
+        text = to_json(renamed(data, self.metric) if self.metric != "val_loss" else data)
         if _same_text(twin, text):
             return
         try:
@@ -224,16 +244,19 @@ class Publisher:
         if not family:
             return
         rows = []
-        for decided, holm_p in zip(family, adjusted):
+        for decided in family:
             verdict = decided.decision.verdict
             rows.append((decided.name, "" if verdict is None else verdict.value, [r.val_loss for r in decided.baseline],
                          [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
         ranked = protocol.rank_experiments(rows)
         latest = max(d.decision.decided_at for d in family)
-        families = self.work(rates.family_rates, ranked, len(self.settings.experiment_seeds),
+        families = self.work(family_statements, ranked, {d.name: rule_of(d.decision) for d in family},
+                             {d.name: d.decision.sequential for d in family}, len(self.settings.experiment_seeds),
                              len(self.settings.extension_seeds))
         context = {"scale": self.settings.scale, "ranked": ranked, "families": families, "measured_at": latest,
-                   "forest": self._forest(family)}
+                   "forest": self._forest(family),
+                   "metric": self.metric,
+                   "digits": max((digits_of(_cmp(d), None) for d in family), default=4)}
         body = self._render("summary.md.j2", context)
         text = report.with_data(body, {"kind": "summary", "scale": self.settings.scale})
         if not _same_text(self.settings.summary_report, text):
@@ -291,6 +314,11 @@ def sequential_context(seq: LookRecord | None) -> dict[str, Any] | None:
     ]
     return {**seq.to_json(), "look": seq.look_index + 1, "bounds": looks, "step_down": len(seq.family) > 1,
             "bias": [row for row in seq.rates if row["effect"] > 0 and row["winner_estimate"] is not None]}
+
+
+def context_std(records: Sequence[RunRecord]) -> float | None:
+    """The baseline's std, which sets how many decimals its report needs (None under 2 runs)."""
+    return stats.summarize([r.val_loss for r in records]).std if len(records) > 1 else None
 
 
 def shared_environment(records: list[RunRecord]) -> dict[str, Any]:
@@ -352,7 +380,7 @@ def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[s
             "finding": test.finding(), "distrust": test.distrust(), "loaded_fraction": wall_time.LOADED_FRACTION}
 
 
-def explanation(decision: Decision, cmp: Comparison, note: str | None) -> str:
+def explanation(decision: Decision, cmp: Comparison, note: str | None, metric: str = "val_loss") -> str:
     """The verdict's reason in one sentence: the rule's own, the sequential look's, or the 2σ rule's numbers."""
     if decision.reason is not None:
         return decision.reason
@@ -360,4 +388,4 @@ def explanation(decision: Decision, cmp: Comparison, note: str | None) -> str:
         return f"Decided by the sequential mode at {decision.sequential.reason}."
     if decision.verdict is None:
         return decision.problem or cmp.problem or ""
-    return evidence.explain_verdict(decision.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note)
+    return evidence.explain_verdict(decision.verdict, cmp.val_loss.baseline, cmp.val_loss.experiment, note, metric)

@@ -31,13 +31,36 @@ class ReportError(ValueError):
 def _number(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    return f"{value:.{digits}f}"
+    return _unsigned_zero(f"{value:.{digits}f}")
 
 
 def _signed(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    return f"{value:+.{digits}f}"
+    return _unsigned_zero(f"{value:+.{digits}f}")
+
+
+def _unsigned_zero(text: str) -> str:
+    """A value that rounds to zero carries no sign: never −0.0000 (or +0.0000) for a tiny Δ."""
+    return text.lstrip("+-") if not text.strip("+-0.") else text
+
+
+def _metric_digits(context: Any, digits: int) -> int:
+    """Decimals for a value of the metric: ``digits``, or the report's ``digits`` where its σ needs more."""
+    wanted = context.get("digits", 4) if hasattr(context, "get") else 4
+    return max(digits, int(wanted)) if isinstance(wanted, int) else digits
+
+
+@jinja2.pass_context
+def _metric(context: Any, value: Any) -> str:
+    """A value of the metric (mean, σ, Δ, an interval's end): 4 decimals, or significant digits when σ is tiny."""
+    return _number(value, _metric_digits(context, 4))
+
+
+@jinja2.pass_context
+def _signed_metric(context: Any, value: Any, digits: int = 2) -> str:
+    """Signed; a metric value (``digits`` of 4 or more) gets the report's significant digits too."""
+    return _signed(value, _metric_digits(context, digits) if digits >= 4 else digits)
 
 
 def _pvalue(value: Any) -> str:
@@ -93,10 +116,10 @@ def environment(template_dir: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters["f4"] = lambda v: _number(v, 4)
+    env.filters["f4"] = _metric
     env.filters["f2"] = lambda v: _number(v, 2)
     env.filters["f6"] = lambda v: _number(v, 6)
-    env.filters["signed"] = _signed
+    env.filters["signed"] = _signed_metric
     env.filters["p"] = _pvalue
     env.filters["pct"] = _percent
     env.filters["thousands"] = _thousands

@@ -46,7 +46,8 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "'equals' (--NAME=VALUE, e.g. nanoGPT)"),
     ("line_pattern", "exprun_line_pattern", "",
      "regular expression with named groups 'step' and 'value', searched anywhere in each printed line "
-     "(terminal colour codes removed; ^ anchors at the line's start) (default: 'Step N | val_loss: X' lines)"),
+     "(terminal colour codes removed; ^ anchors at the line's start); name the value's group after the metric "
+     "instead of 'value' (e.g. (?P<eval_bpb>...)) and reports call it so (default: 'Step N | val_loss: X' lines)"),
     ("result", "exprun_result", "",
      "FILE:KEY, a JSON file the trainer writes in its output dir and the key of the value to record, "
      "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines; "
@@ -199,23 +200,42 @@ def line_parser(pattern: str) -> LineParser:
         regex = re.compile(pattern)
     except re.error as exc:
         raise TrainerIOError(f"exprun_line_pattern {pattern!r} is not a valid regular expression: {exc}") from None
-    missing = [g for g in ("step", "value") if g not in regex.groupindex]
-    if missing:
+    value = value_group(regex)
+    missing = [g for g, found in (("step", "step" in regex.groupindex), ("value", value is not None)) if not found]
+    if missing or value is None:
         raise TrainerIOError(
             f"exprun_line_pattern {pattern!r} has no named group {' or '.join(repr(g) for g in missing)}; "
-            r"mark them with (?P<step>...) and (?P<value>...), e.g. 'step (?P<step>\d+): .*val loss (?P<value>\S+)'"
+            r"mark them with (?P<step>...) and (?P<value>...), e.g. 'step (?P<step>\d+): .*val loss (?P<value>\S+)' "
+            r"(or name the value's group after the metric, e.g. (?P<eval_bpb>\S+))"
         )
 
     def parse(line: str) -> tuple[int, float] | None:
         match = regex.search(line)
-        if match is None or match.group("step") is None or match.group("value") is None:
+        if match is None or match.group("step") is None or match.group(value) is None:
             return None
         try:
-            return step_number(match.group("step")), float(match.group("value").rstrip(",;"))
+            return step_number(match.group("step")), float(match.group(value).rstrip(",;"))
         except ValueError:
             return None
 
     return parse
+
+
+def value_group(regex: re.Pattern[str]) -> str | None:
+    """The pattern's value group: ``value``, else its one named group besides ``step`` (named after the metric)."""
+    if "value" in regex.groupindex:
+        return "value"
+    others = [name for name in regex.groupindex if name != "step"]
+    return others[0] if len(others) == 1 else None
+
+
+def pattern_metric(pattern: str) -> str | None:
+    """The metric a line pattern names: its value group's name when that is not plain ``value``."""
+    try:
+        group = value_group(re.compile(pattern))
+    except re.error:
+        return None
+    return group if group not in (None, "value") else None
 
 
 # ------------------------------------------------------------------- bundle
@@ -246,7 +266,11 @@ class TrainerIO:
 
     @property
     def metric_name(self) -> str:
-        return self.result.metric_name if self.result is not None else DEFAULT_METRIC
+        """What reports call the recorded value: exprun_result's key, else the line pattern's value group
+        when it is named after the metric (``(?P<eval_bpb>...)``), else val_loss."""
+        if self.result is not None:
+            return self.result.metric_name
+        return (pattern_metric(self.line_pattern) if self.line_pattern else None) or DEFAULT_METRIC
 
     def parse_line(self) -> LineParser | None:
         """The parser ``exprun_line_pattern`` asks for, or None for the default (or a hook's)."""
