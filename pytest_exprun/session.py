@@ -1,9 +1,7 @@
 """One protocol session, coordinated: the lock, the executor, the runs in flight, what is missing.
 
-Items call into this object. It decides nothing itself: the rules are ``protocol``'s, reuse of
-a stored baseline is ``baseline``'s, verdicts are ``verdicts``', every number persists in the
-``store`` and every report is ``publish``'s, and the terminal is ``terminal``'s. Data flows one way: a trainer's output
-becomes a ``RunResult``, then a stored ``RunRecord``, then a decision, then reports.
+It decides nothing: baseline reuse is ``baseline``'s, decisions ``verdicts``' (``pytest_exprun_decide``), reports
+``publish``'s. Data flows one way: trainer output -> ``RunResult`` -> stored ``RunRecord`` -> decision -> reports.
 """
 
 from __future__ import annotations
@@ -14,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pytest
 
-from .reports import aside
 from . import baseline, newhooks, runs
+from .reports import aside
 from .remeasure import Remeasure
 from .trainer import fingerprint
 from .decide import looks, stats

@@ -6,7 +6,6 @@ Validation happens before any run starts, so a typo costs a one-line error, not 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import shlex
@@ -15,12 +14,16 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from . import experiments as experiments_mod
 from . import names
+from .decision_options import DECIDE_MODES as DECIDE_MODES
+from .decision_options import FIXED as FIXED
+from .decision_options import SEQUENTIAL as SEQUENTIAL
+from .decision_options import decision_mode, number, program
 from .executors import options as executor_options
 from .experiments import Experiment, refuse_nul
 from .model import Verdict
@@ -43,8 +46,6 @@ if TYPE_CHECKING:
 
 DEFAULT_COMMAND = "python train_llm.py"
 #: How a verdict is reached: the protocol's 2σ rule on 3 or 5 seeds, or the planned looks of ``sequential``.
-FIXED, SEQUENTIAL = "fixed", "sequential"
-DECIDE_MODES = (FIXED, SEQUENTIAL)
 
 # (option dest, ini name, default, help). One table so that the command line, the ini
 # file and the defaults can never drift apart.
@@ -199,16 +200,6 @@ def flag_value(config: pytest.Config, dest: str, ini: str) -> bool:
     return bool(config.getoption(f"exprun_{dest}", default=False)) or bool(config.getini(ini))
 
 
-def _number(text: str, what: str, kind: type[int] | type[float], unit: str = "") -> float:
-    try:
-        value: float = kind(text)
-    except ValueError:
-        raise pytest.UsageError(f"{what} must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise pytest.UsageError(f"{what} must be a finite number{unit}, got {text.strip()!r}")
-    return value
-
-
 def _patterns(text: str, what: str) -> tuple[str, ...]:
     """Comma- or space-separated globs relative to the rootdir."""
     refuse_nul(text, what)
@@ -277,7 +268,7 @@ def load(config: pytest.Config) -> Settings:
             f"{MIN_BASELINE_SEEDS}, or pass --exprun-allow-small-baseline to accept that rate"
         )
 
-    timeout = _number(get("timeout"), "--exprun-timeout", float, " of seconds")
+    timeout = number(get("timeout"), "--exprun-timeout", float, " of seconds")
     if timeout < 0:
         raise pytest.UsageError(f"--exprun-timeout must be 0 (no limit) or positive, got {timeout:g}")
 
@@ -287,8 +278,8 @@ def load(config: pytest.Config) -> Settings:
     accept = frozenset({Verdict.WINNER} if accept_text == "winner" else
                        {Verdict.WINNER, Verdict.NEUTRAL, Verdict.EQUIVALENT})  # never INCONCLUSIVE
 
-    decide, alpha, min_effect, max_seeds = _decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
-    margin, program_alpha = _program(get)
+    decide, alpha, min_effect, max_seeds = decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
+    margin, program_alpha = program(get)
     if program_alpha is not None and decide == SEQUENTIAL:
         raise pytest.UsageError("--exprun-program-alpha controls the fixed rule for now (its WINNER threshold is "
                                 "widened to each decision's level); drop it with --exprun-decide=sequential, whose "
@@ -327,7 +318,7 @@ def load(config: pytest.Config) -> Settings:
         accept=accept,
         template_dir=template_dir,
         executor=executor,
-        lock_wait=_number(get("lock_wait"), "--exprun-lock-wait", float, " of seconds"),
+        lock_wait=number(get("lock_wait"), "--exprun-lock-wait", float, " of seconds"),
         experiments=experiments,
         rootdir=rootdir,
         executor_options=MappingProxyType({dest: get(dest) for dest, *_ in executor_options.OPTIONS}),
@@ -344,66 +335,6 @@ def load(config: pytest.Config) -> Settings:
         margin=margin,
         program_alpha=program_alpha,
     )
-
-
-def _parse_margin(text: str) -> Margin:
-    """Imported on use: the equivalence test needs numpy, which a plain ``pytest`` never loads."""
-    from .decide.equivalence import parse_margin
-
-    return parse_margin(text)
-
-
-def _program(get: Callable[[str], str]) -> tuple[Margin | None, float | None]:
-    """The equivalence margin and the program's level; empty means the option is off."""
-    margin_text = get("margin").strip()
-    try:
-        margin = _parse_margin(margin_text) if margin_text else None
-    except ValueError as exc:  # a MarginError: its message says what to write instead
-        raise pytest.UsageError(str(exc)) from None
-    alpha_text = get("program_alpha").strip()
-    program_alpha = None
-    if alpha_text:
-        program_alpha = _number(alpha_text, "--exprun-program-alpha", float)
-        if not 0.0 < program_alpha < 0.5:
-            raise pytest.UsageError(f"--exprun-program-alpha is the program's false-discovery rate and must lie "
-                                    f"between 0 and 0.5 (e.g. 0.05), got {program_alpha:g}")
-    return margin, program_alpha
-
-
-def _decision_mode(get: Callable[[str], str], baseline_seeds: tuple[int, ...], experiment_seeds: tuple[int, ...],
-                   extension_seeds: tuple[int, ...]) -> tuple[str, float, float, int | None]:
-    """The decision mode and its design's inputs; checked in either mode, so a typo never waits for a switch."""
-    decide = get("decide").strip().lower()
-    if decide not in DECIDE_MODES:
-        raise pytest.UsageError(f"--exprun-decide must be 'fixed' or 'sequential', got {decide!r}")
-    alpha = _number(get("alpha").strip(), "--exprun-alpha", float)
-    if not 0.0 < alpha < 0.5:
-        raise pytest.UsageError(f"--exprun-alpha is the false-WINNER rate and must lie between 0 and 0.5 "
-                                f"(e.g. 0.03), got {alpha:g}")
-    min_effect = _number(get("min_effect").strip(), "--exprun-min-effect", float, " of baseline sigma")
-    if not (math.isfinite(min_effect) and min_effect > 0.0):
-        raise pytest.UsageError(f"--exprun-min-effect is in baseline sigma and must be a positive number "
-                                f"(e.g. 1), got {min_effect:g}")
-    max_text = get("max_seeds").strip()
-    max_seeds = None
-    if max_text:
-        if not max_text.isdigit() or not 2 <= int(max_text) <= names.MAX_SEEDS:
-            raise pytest.UsageError(f"--exprun-max-seeds must be an integer from 2 (the first look's seeds) to "
-                                    f"{names.MAX_SEEDS} (the seeds defined), got {max_text!r}")
-        max_seeds = int(max_text)
-    if decide == SEQUENTIAL:
-        # The design's looks are planned on its own seed sequence; other seeds would break the pairing.
-        for option, seeds, default in (
-            ("--exprun-baseline-seeds", baseline_seeds, BASELINE_SEEDS),
-            ("--exprun-experiment-seeds", experiment_seeds, EXPERIMENT_SEEDS),
-            ("--exprun-extension-seeds", extension_seeds, EXTENSION_SEEDS),
-        ):
-            if seeds != default:
-                raise pytest.UsageError(
-                    f"{option} is not used with --exprun-decide=sequential, whose seeds come from its design "
-                    f"({', '.join(map(str, names.SEEDS[:6]))}, ...); drop {option} or use --exprun-decide=fixed"
-                )
-    return decide, alpha, min_effect, max_seeds
 
 
 def _data_dir(option: str, rootdir: Path, text: str) -> Path:
