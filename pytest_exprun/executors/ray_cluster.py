@@ -18,9 +18,9 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 from typing import Any
 
+from ..trainer.procgroup import terminate_then_kill
 from . import ExecutorError
 
 #: How long connecting to (or starting) a cluster may take before the session stops.
@@ -65,17 +65,7 @@ def descendants(root: int) -> dict[int, str]:
 
 def end_processes(pids: dict[int, str], grace: float = END_GRACE_S) -> None:
     """SIGTERM these processes (those still the same process), then SIGKILL what is left after ``grace``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [pid for pid, start in pids.items() if (_stat(pid) or (0, ""))[1] == start]
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-            alive = [pid for pid in alive if (_stat(pid) or (0, ""))[1] == pids[pid]]
-        if not alive:
-            return
+    terminate_then_kill(lambda: [pid for pid, start in pids.items() if (_stat(pid) or (0, ""))[1] == start], grace)
 
 
 class _Quiet(logging.Filter):

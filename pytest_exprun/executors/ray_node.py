@@ -17,7 +17,6 @@ import contextlib
 import os
 import queue
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -26,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..trainer.procgroup import strays
+from ..trainer.procgroup import strays, terminate_then_kill
 from ..trainer.runner import RunResult, RunSpec, run_trainer
 
 #: Set in every Ray run attempt's environment, so that a trainer whose worker died (and which
@@ -110,17 +109,7 @@ def small_files(folder: Path) -> dict[str, bytes]:
 def end_leftovers(marker: str) -> None:
     """End the processes of one run attempt still running here (its worker died or was killed)."""
     entry = f"{RUN_MARKER_ENV}={marker}".encode()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = strays(entry)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + STRAY_GRACE_S
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pids = strays(entry)
-        if not pids:
-            return
+    terminate_then_kill(lambda: strays(entry), STRAY_GRACE_S)
 
 
 def run_task(spec: RunSpec, ship: bool, driver_python: str) -> Iterator[object]:

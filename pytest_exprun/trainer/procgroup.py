@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,16 @@ def strays(marker: bytes) -> list[int]:
 
 def _end_strays(marker: bytes) -> None:
     """SIGTERM the trainer's stray descendants, then SIGKILL those left after a grace period."""
-    pids = strays(marker)
+    terminate_then_kill(lambda: strays(marker), TERMINATE_GRACE_S, poll=0.02)
+
+
+def terminate_then_kill(find: Callable[[], list[int]], grace: float, poll: float = 0.05) -> None:
+    """SIGTERM the processes ``find`` returns, give them ``grace`` seconds, then SIGKILL those still found.
+
+    ``find`` is asked again while waiting, so a process that went (or a pid now someone else's,
+    where ``find`` checks) is not signalled. Interrupted, it SIGKILLs what it last found.
+    """
+    pids = find()
     try:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not pids:
@@ -128,10 +138,10 @@ def _end_strays(marker: bytes) -> None:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + TERMINATE_GRACE_S
+            deadline = time.monotonic() + grace
             while pids and time.monotonic() < deadline:
-                time.sleep(0.02)
-                pids = strays(marker)
+                time.sleep(poll)
+                pids = find()
     except BaseException:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
