@@ -298,6 +298,14 @@ def test_installed_packages_are_recorded_by_distribution_and_version(tmp_path: P
     assert provenance.changes(older, tmp_path) == [f"numpy 0.1 → {packages['numpy']} (imported by the trainer)"]
 
 
+def test_reading_package_metadata_is_not_using_the_package(tmp_path: Path) -> None:
+    # Libraries scan every installed package's entry points at import (torch does); upgrading an
+    # unrelated tool must not make the baseline look measured with another setup.
+    found = _traced(tmp_path, "import importlib.metadata as m\n"
+                              "m.version('pytest'), m.version('jinja2'), list(m.entry_points(group='console_scripts'))")
+    assert dict(found.packages) == {}
+
+
 def test_a_trainer_that_drops_the_tracer_is_not_traced(tmp_path: Path) -> None:
     trace = tmp_path / "run.trace"
     env = {**os.environ, **provenance.environment(trace, tmp_path, [], {})}

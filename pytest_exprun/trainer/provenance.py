@@ -268,24 +268,18 @@ def _distributions(tops: Iterable[tuple[str, str]]) -> tuple[tuple[tuple[str, st
     for site, top in tops:
         sites[site] = None
         plain = top.removesuffix(".py")
+        if top.endswith((".dist-info", ".egg-info")):
+            # Only metadata was read: libraries scan every installed package's entry points
+            # (torch does at import), which says nothing about the code the run used.
+            continue
         known = (_named(site, plain) or _top_levels(site, False).get(plain)
                  or _top_levels(site, True).get(plain) or _top_levels(site, True).get(top))
-        if known is None and top.endswith((".dist-info", ".egg-info")):
-            known = next(iter(_dist_of_folder(site, top)), None)
         if known is None:
             if top not in ("__pycache__", "") and not top.endswith(".pth"):
                 versions.setdefault(plain, "unknown (no package metadata)")
             continue
         versions[known[0]] = known[1]
     return tuple(sorted(versions.items())), tuple(sites)
-
-
-def _dist_of_folder(site: str, folder: str) -> list[tuple[str, str]]:
-    try:
-        dist = metadata.PathDistribution(Path(site) / folder)
-        return [(_name(dist), dist.version)] if _name(dist) else []
-    except (OSError, KeyError, ValueError):
-        return []
 
 
 # ------------------------------------------------------------------ several runs
