@@ -52,8 +52,9 @@ def incomparable(baseline: Sequence[RunRecord], runs: Sequence[RunRecord]) -> st
             "re-measure it here with --exprun-rerun-baseline")
 
 
-def fixed(design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Sequence[RunRecord]) -> Decision:
-    """The 2σ rule on every stored run of the experiment (its first seeds, and the extension's if run)."""
+def _compared(design: ExperimentDesign, baseline: Sequence[RunRecord],
+              runs: Sequence[RunRecord]) -> Comparison | Decision:
+    """The comparison both rules judge, or the refusal when the runs cannot be compared or support no verdict."""
     problem = incomparable(baseline, runs)
     if problem is not None:
         return Decision.refused(design, problem)
@@ -61,6 +62,14 @@ def fixed(design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Sequenc
     if cmp.verdict is None:
         return dataclasses.replace(Decision.refused(design, cmp.problem or "the data cannot support a verdict"),
                                    comparison=cmp)
+    return cmp
+
+
+def fixed(design: ExperimentDesign, baseline: Sequence[RunRecord], runs: Sequence[RunRecord]) -> Decision:
+    """The 2σ rule on every stored run of the experiment (its first seeds, and the extension's if run)."""
+    cmp = _compared(design, baseline, runs)
+    if isinstance(cmp, Decision):
+        return cmp
     step = design.program
     if step is not None and step.threshold is not None:
         from .program import widened_verdict
@@ -86,13 +95,9 @@ def sequential_rule(design: ExperimentDesign, baseline: Sequence[RunRecord], run
     by_seed = {r.seed: r for r in runs[design.name]}
     base_runs = [r for r in baseline if r.seed in b_seeds]
     exp_runs = [by_seed[s] for s in e_seeds if s in by_seed]
-    problem = incomparable(base_runs, exp_runs)
-    if problem is not None:
-        return Decision.refused(design, problem)
-    cmp = comparison_of(base_runs, exp_runs)
-    if cmp.verdict is None:
-        return dataclasses.replace(Decision.refused(design, cmp.problem or "the data cannot support a verdict"),
-                                   comparison=cmp)
+    cmp = _compared(design, base_runs, exp_runs)
+    if isinstance(cmp, Decision):
+        return cmp
     verdict = Verdict(decided.decision.value)
     record = LookRecord.from_json(plain(looks.decision_data(seq, decided, cmp.val_loss.baseline.std,
                                                             design.family, design.operating)))
