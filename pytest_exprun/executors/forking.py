@@ -40,17 +40,15 @@ from ..trainer.lines import LineParser
 from ..trainer.procgroup import RUN_TOKEN_ENV, end_process, remember_token
 from ..trainer.runner import (
     MAX_LOG_BYTES,
-    Failure,
-    OutputReader,
     RunLines,
     RunLog,
     RunResult,
     RunSpec,
     classify,
-    read_until,
+    follow,
+    not_started,
     result_of,
     run_trainer,
-    wait_for_exit,
 )
 from . import Executor, LazyRun, LineSink, RunHandle
 from .forkcheck import ForkRefused, preload_modules, python_invocation
@@ -244,26 +242,16 @@ def run_forked(server: ForkServer, target: str, spec: RunSpec, prefix: int, on_l
     try:
         proc = server.fork([target, *spec.argv[prefix:]], env, spec.cwd)
     except OSError as exc:
-        lines.tail.append(f"[exprun: the fork server could not start this run: {exc}]")
-        log.write(f"{exc}\n".encode())
-        log.close(lines.tail)
-        return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(lines.tail), wall_start)
+        return not_started(spec, log, lines, f"[exprun: the fork server could not start this run: {exc}]", str(exc),
+                           wall_start)
     popen = cast("subprocess.Popen[bytes]", proc)
     remember_token(popen, token)
-    reader = OutputReader(popen, log)
-    try:
-        _, stopped = read_until(reader, lines, start, spec.timeout, cancel)
-        if stopped is None:
-            stopped = wait_for_exit(popen, start, spec.timeout, cancel)
-    finally:
-        end_process(popen)  # on Ctrl-C too: nothing the run started outlives it
-        reader.close()
-    lines(reader.rest())
-    returncode = proc.wait()
+    stopped, returncode = follow(popen, log, lines, start, spec.timeout, cancel)
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
     return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
-                     "" if stopped is None and returncode == 0 else f"forked from fork server {server.proc.pid}")
+                     "" if stopped is None and returncode == 0 else f"forked from fork server {server.proc.pid}",
+                     log=log)
 
 
 # ------------------------------------------------------------------ the executors

@@ -299,6 +299,32 @@ def read_until(
                 return None, None
 
 
+def not_started(spec: RunSpec, log: RunLog, lines: RunLines, tail: str, logged: str, wall_start: float) -> RunResult:
+    """The result of a run whose process could not be started: ``tail`` for the message, ``logged`` in its log."""
+    lines.tail.append(tail)
+    log.write(f"{logged}\n".encode())
+    log.close(lines.tail)
+    return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(lines.tail), wall_start)
+
+
+def follow(proc: subprocess.Popen[bytes], log: RunLog, lines: RunLines, start: float, timeout: float | None,
+           cancel: threading.Event | None) -> tuple[Failure | None, int]:
+    """Read a started run to its end (or time-out, or cancellation); (why it was stopped, its exit code).
+
+    Its process group is ended on the way out, on Ctrl-C too: nothing the trainer started outlives the run.
+    """
+    reader = OutputReader(proc, log)
+    try:
+        _, stopped = read_until(reader, lines, start, timeout, cancel)
+        if stopped is None:
+            stopped = wait_for_exit(proc, start, timeout, cancel)
+    finally:
+        end_process(proc)
+        reader.close()
+    lines(reader.rest())
+    return stopped, proc.wait()
+
+
 def run_trainer(
     spec: RunSpec,
     on_line: Callable[[str], None] | None = None,
@@ -315,22 +341,8 @@ def run_trainer(
     try:
         proc = start_process(list(spec.argv), spec.env, spec.cwd, subprocess.DEVNULL)
     except OSError as exc:
-        lines.tail.append(f"{type(exc).__name__}: {exc}")
-        log.write(f"{exc}\n".encode())
-        log.close(lines.tail)
-        return RunResult(spec, None, 0.0, (), None, Failure.NOT_STARTED, tuple(lines.tail), wall_start)
-
-    reader = OutputReader(proc, log)
-    try:
-        _, stopped = read_until(reader, lines, start, spec.timeout, cancel)
-        if stopped is None:
-            stopped = wait_for_exit(proc, start, spec.timeout, cancel)
-    finally:
-        # Runs on Ctrl-C too: nothing the trainer started outlives the run.
-        end_process(proc)
-        reader.close()
-    lines(reader.rest())
-    returncode = proc.wait()
+        return not_started(spec, log, lines, f"{type(exc).__name__}: {exc}", str(exc), wall_start)
+    stopped, returncode = follow(proc, log, lines, start, spec.timeout, cancel)
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
     result = result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
