@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -24,7 +25,11 @@ def test_what_is_imported():
 '''
 
 
-@pytest.mark.parametrize("args", [(), ("-m", "not baseline"), ("-p", "xdist", "-n", "0")])
+@pytest.mark.parametrize("args", [
+    (), ("-m", "not baseline"),
+    pytest.param(("-p", "xdist", "-n", "0"), marks=pytest.mark.skipif(
+        importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist: pip install -e '.[dev]'")),
+])
 def test_a_plain_run_imports_no_statistics_reports_or_protocol_modules(project: Project, args: tuple[str, ...]) -> None:
     project.pytester.makepyfile(test_probe=PROBE)
     result = project.run_subprocess(*args)
