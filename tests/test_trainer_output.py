@@ -7,6 +7,7 @@ in one line that says why; an earlier value is never recorded silently.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -41,6 +42,9 @@ from pytest_exprun.trainer.runner import (
     run_trainer,
 )
 
+NEEDS_BAR_LIBRARIES = pytest.mark.skipif(
+    importlib.util.find_spec("tqdm") is None or importlib.util.find_spec("rich") is None,
+    reason="needs tqdm and rich, which the hf extra brings: pip install -e '.[hf]'")
 RECORDS = Path("docs/research/.exprun/runs/1M")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,6 +179,7 @@ def test_decorated_progress_lines_still_show_that_the_last_evaluation_was_early(
 
 
 # ------------------------------------------------------ real trainers, real libraries
+@NEEDS_BAR_LIBRARIES
 def test_a_real_tqdm_bar_left_open_on_stderr_does_not_hide_the_final_evaluation(tmp_path: Path) -> None:
     result = run_script(tmp_path, """
         import sys
@@ -204,6 +209,7 @@ def test_the_log_read_again_gives_the_lines_the_two_streams_gave(tmp_path: Path)
     assert (again.eval_step, again.val_loss, again.curve) == (50, 2.0, result.curve)
 
 
+@NEEDS_BAR_LIBRARIES
 def test_the_rich_console_and_its_colours_do_not_hide_the_final_evaluation(tmp_path: Path) -> None:
     result = run_script(tmp_path, """
         from rich.console import Console
@@ -235,6 +241,7 @@ def test_pythons_logging_as_trainers_configure_it_does_not_hide_the_final_evalua
     assert (result.eval_step, result.val_loss) == (50, 2.0)
 
 
+@NEEDS_BAR_LIBRARIES
 def test_an_early_last_evaluation_fails_however_the_progress_lines_are_decorated(tmp_path: Path) -> None:
     result = run_script(tmp_path, """
         import logging
@@ -296,6 +303,7 @@ for step in range(10, 51, 10):
             "but training went to step 50; write it after the last step") in result.describe_failure()
 
 
+@NEEDS_BAR_LIBRARIES
 def test_a_result_file_at_the_last_step_is_recorded(tmp_path: Path) -> None:
     result = result_run(tmp_path, WRITE + """
 for step in range(10, 51, 10):
