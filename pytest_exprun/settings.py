@@ -280,10 +280,6 @@ def load(config: pytest.Config) -> Settings:
 
     decide, alpha, min_effect, max_seeds = decision_mode(get, baseline_seeds, experiment_seeds, extension_seeds)
     margin, program_alpha = program(get)
-    if program_alpha is not None and decide == SEQUENTIAL:
-        raise pytest.UsageError("--exprun-program-alpha controls the fixed rule for now (its WINNER threshold is "
-                                "widened to each decision's level); drop it with --exprun-decide=sequential, whose "
-                                "reports state the program's uncontrolled rate")
 
     templates_text = get("templates").strip()
     template_dir = (rootdir / templates_text) if templates_text else None

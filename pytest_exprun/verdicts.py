@@ -18,6 +18,7 @@ from . import newhooks, program_ledger, program_steps
 from .decide import decision as rules, looks, protocol, sequential_rates, stats
 from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
+from .decide.sequential_design import Design as SequentialDesign
 from .experiments import Experiment
 from .names import BASELINE, SEEDS, ProtocolFailure
 from .model import Decided, Decision, DecisionMode, ExperimentDesign, RunRecord, Setup
@@ -86,7 +87,8 @@ class Judge:
         self.commit = commit
         self.mode = DecisionMode(settings.decide)
         self.outcomes: list[Outcome] = []
-        self._operating: tuple[sequential_rates.ReportRow, ...] | None = None
+        self._operating: dict[SequentialDesign, tuple[sequential_rates.ReportRow, ...]] = {}
+        self._levels: dict[float, SequentialDesign] = {}
         self._steps: dict[str, ProgramRecord] = {}
 
     def experiment(self, name: str) -> Experiment:
@@ -136,15 +138,22 @@ class Judge:
         alpha = self.settings.program_alpha
         if alpha is None:
             return None
+        if self.mode is DecisionMode.SEQUENTIAL and name not in self._steps:
+            # The looks decide every experiment of the session together, so the steps are handed
+            # out at once, in the order the experiments were named: no outcome picks the order.
+            for other in (e.name for e in self.settings.experiments):
+                if other not in self._steps:
+                    self._steps[other] = self._next_step(alpha, other)
         if name not in self._steps:
-            s = self.settings
-            stored = program_steps.controlled(self.store.decisions(), self.source.setup(BASELINE).key())
-            taken = sum(1 for n in self._steps if n not in {d.name for d in stored})
-            threshold = program_steps.ThresholdAt(len(s.baseline_seeds), len(s.experiment_seeds),
-                                                  len(s.extension_seeds))
-            self._steps[name] = program_steps.next_step(alpha, stored, name, taken,
-                                                        threshold if self.mode is DecisionMode.FIXED else None)
+            self._steps[name] = self._next_step(alpha, name)
         return self._steps[name]
+
+    def _next_step(self, alpha: float, name: str) -> ProgramRecord:
+        s = self.settings
+        stored = program_steps.controlled(self.store.decisions(), self.source.setup(BASELINE).key())
+        taken = sum(1 for n in self._steps if n not in {d.name for d in stored})
+        threshold = program_steps.ThresholdAt(len(s.baseline_seeds), len(s.experiment_seeds), len(s.extension_seeds))
+        return program_steps.next_step(alpha, stored, name, taken, threshold if self.mode is DecisionMode.FIXED else None)
 
     def look_decisions(self, look: int, until: str | None = None) -> dict[str, LookDecision] | str:
         """Every experiment's decision at ``look`` (0-based) from the stored runs, or which seeds are missing."""
@@ -152,20 +161,38 @@ class Judge:
         names = [e.name for e in self.settings.experiments]
         base = {s: r.val_loss for s, r in self.collected(BASELINE, SEEDS[:design.baseline_looks[-1]]).items()}
         exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
+        if self.settings.program_alpha is not None:
+            return looks.decisions_each({n: self.sequential_design(n) for n in names}, base, exps, look)
         return looks.decisions_at(design, names, base, exps, look, until)
+
+    def sequential_design(self, name: str) -> SequentialDesign:
+        """The session's design, or under a program the same design calibrated at this experiment's
+        LOND level (``decide.program.sequential_at_level``; seconds the first time a level is met)."""
+        step = self.step(name)
+        if step is None:
+            return self.settings.design
+        if step.level not in self._levels:
+            from .decide.program import sequential_at_level
+
+            self._levels[step.level] = self._work(sequential_at_level, self.settings.design, step.level)
+        return self._levels[step.level]
 
     # -------------------------------------------------------------- the verdict
     def design(self, exp: Experiment) -> ExperimentDesign:
-        """What the rule is asked: this experiment in its family, and the sequential mode's design."""
+        """What the rule is asked: this experiment in its family, and the sequential mode's design.
+
+        Under a program each experiment is its own family, at its own level (``sequential_design``),
+        and its report quotes that design's simulated rates."""
         sequential = self.mode is DecisionMode.SEQUENTIAL
-        if sequential and self._operating is None:
-            self._operating = self._work(sequential_rates.operating_table, self.settings.design)
+        seq = self.sequential_design(exp.name) if sequential else None
+        if seq is not None and seq not in self._operating:
+            self._operating[seq] = self._work(sequential_rates.operating_table, seq)
+        alone = sequential and self.settings.program_alpha is not None
         return ExperimentDesign(name=exp.name, flags=tuple(exp.flags), setup=self.source.setup(exp.name),
                                 baseline_setup=self.source.setup(BASELINE),
-                                family=tuple(e.name for e in self.settings.experiments),
-                                sequential=self.settings.design if sequential else None,
-                                operating=self._operating or (), margin=self.settings.margin, spec=exp.spec,
-                                program=self.step(exp.name))
+                                family=(exp.name,) if alone else tuple(e.name for e in self.settings.experiments),
+                                sequential=seq, operating=self._operating.get(seq, ()) if seq else (),
+                                margin=self.settings.margin, spec=exp.spec, program=self.step(exp.name))
 
     def verdict(self, name: str, control: ControlCheck | None = None, control_failure: str | None = None) -> Outcome:
         """Decide, store the decision, write the reports, and say the verdict; a failed control fails it."""

@@ -73,10 +73,3 @@ def test_the_sequential_mode_judges_equivalence_where_it_stopped_and_says_so(pro
     assert stored["margin"]["method"] in {"Welch", "paired"}
     report = (project.research / "experiment_use_x_1M.md").read_text()
     assert "EQUIVALENT is judged once" in report and "## Verdict: EQUIVALENT" in report
-
-
-def test_program_alpha_with_the_sequential_mode_is_refused_before_any_run(project: Project) -> None:
-    result = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-program-alpha=0.05")
-    assert result.ret != 0
-    result.stderr.fnmatch_lines(["*--exprun-program-alpha*fixed rule*"])
-    assert project.calls() == []

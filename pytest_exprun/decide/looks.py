@@ -40,6 +40,26 @@ def decisions_at(design: Design, names: Sequence[str], base: Mapping[int, float]
     return decided
 
 
+def decisions_each(designs: Mapping[str, Design], base: Mapping[int, float],
+                   exps: Mapping[str, Mapping[int, float]], look: int) -> dict[str, LookDecision] | str:
+    """Each experiment's decision at ``look``, each alone at its own design, or the seeds still missing.
+
+    A research program's control (``decide.program``) gives every experiment its own level, and
+    LOND's guarantee needs each decision to hold its level on its own; a step-down over the
+    session's experiments would be a second correction for the same false WINNERs, so under a
+    program there is none (docs/program.md).
+    """
+    decided: dict[str, LookDecision] = {}
+    missing: list[str] = []
+    for name, design in designs.items():
+        found = decisions_at(design, [name], base, {name: exps[name]}, look)
+        if isinstance(found, str):
+            missing += [part for part in found.split(", ") if part not in missing]
+        else:
+            decided.update(found)
+    return ", ".join(missing) if missing else decided
+
+
 def stopped_reason(decision: LookDecision, looks: int, name: str | None) -> str:
     """'decided WINNER at look 2 of 4 (t = 5.90 ≥ 3.07)', for a seed that no longer needs to run."""
     sign = {Decision.WINNER: "≥", Decision.LOSER: "≤"}.get(decision.decision, "<")

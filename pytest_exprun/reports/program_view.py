@@ -42,6 +42,27 @@ def uncontrolled(family: Sequence[Decided], decided: Decided, work: Callable[...
     return position, work(program.uncontrolled_familywise, fixed, alphas)
 
 
+def at_level(decided: Decided) -> str:
+    """What a sequential decision under a program says of its design at its level: the simulated
+    false-WINNER rate and power of the bounds calibrated there, with trials and Monte Carlo error."""
+    look = decided.decision.sequential
+    if look is None or not look.rates:
+        return ""
+    trials = max(int(look.rate_trials), 1)
+    rows = {float(row["effect"]): row for row in look.rates}
+    null = rows.get(0.0)
+    if null is None:
+        return ""
+    p = float(null["p_winner"])
+    error = (max(p * (1 - p), 1.0 / trials) / trials) ** 0.5  # one Monte Carlo standard error
+    text = (f"; the sequential bounds calibrated at that level ({int(look.design.get('calibration_trials', 0)):,} "
+            f"null trials), whose simulated P(false WINNER) is {p:.3%} ± {error:.3%} ({trials:,} trials")
+    at_two = rows.get(2.0)
+    if at_two is not None:
+        text += f"; P(WINNER) at a true 2σ improvement {float(at_two['p_winner']):.1%}"
+    return text + ")"
+
+
 def standing(family: Sequence[Decided], decided: Decided, work: Callable[..., Any]) -> dict[str, Any]:
     """The template's ``program``: where this decision stands, and its margin's numbers."""
     position, rate = uncontrolled(family, decided, work)
@@ -50,6 +71,7 @@ def standing(family: Sequence[Decided], decided: Decided, work: Callable[..., An
                      f"level of {step.level:.2g} (LOND, {step.winners_before} WINNER(s) before it"
                      + (f"; the fixed rule's WINNER threshold widened to {step.threshold:.2f}σ, LOSER kept at 2σ"
                         if step.threshold is not None else "")
+                     + at_level(decided)
                      + f"); program-wide false-discovery rate ≤ {step.alpha:g}, and when no experiment has an "
                      f"effect, P(any false WINNER) ≤ {step.alpha:g}")
     if not text:
