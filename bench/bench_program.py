@@ -11,6 +11,11 @@ of ``program.fixed_threshold``, the sequential rule at ``program.sequential_at_l
 the family-wise false-WINNER rate, the false-discovery rate and the power at 2σ, each with its
 Monte Carlo standard error.
 
+Part 1b states the sequential design at LOND's levels, as a report under ``--exprun-program-alpha``
+quotes it: the bounds calibrated at the level (``program.sequential_at_level``) and their simulated
+P(WINNER) at no effect, 1σ and 2σ, with the expected experiment seeds (``sequential_rates``, the
+report's own simulation).
+
 Part 2 simulates the equivalence test (TOST, Welch, α = 5%) after the fixed rule: P(EQUIVALENT)
 at a true Δ of exactly ±M, and P(EQUIVALENT) at no effect by the number of seeds.
 
@@ -19,6 +24,7 @@ Normal noise, σ = 1, fixed seeds; no training runs:
     python bench/bench_program.py                     # 9.5 minutes measured on 2 shared, busy cores
     python bench/bench_program.py --only programs     # part 1 alone (about 7 of those minutes)
     python bench/bench_program.py --only equivalence  # part 2 alone (about 2.5)
+    python bench/bench_program.py --only levels       # part 1b alone (about a minute)
     python bench/bench_program.py --quick             # 10 times fewer trials: about 2 minutes
 """
 
@@ -51,6 +57,7 @@ from pytest_exprun.decide.program import (
 )
 from pytest_exprun.decide.sequential import Decision, decide
 from pytest_exprun.decide.sequential_design import SEEDS, Design, make_design
+from pytest_exprun.decide.sequential_rates import sequential_rates
 from pytest_exprun.decide.stats import Summary, summarize
 
 SEED = 20261204
@@ -180,6 +187,32 @@ def exact_fixed_lines(program_alpha: float) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ the sequential design at its level
+def level_table(program_alpha: float, design: Design, trials: int) -> str:
+    """The sequential design calibrated at the j-th decision's level (no WINNER before), simulated."""
+    lines = [f"The sequential design (α = {design.alpha:g}, looks {', '.join(map(str, design.looks))}) calibrated at "
+             f"LOND's level for decision j at program alpha {program_alpha:g}, no WINNER before; {trials:,} "
+             "simulated experiments a column (normal noise, σ = 1); ± is one Monte Carlo standard error.",
+             "",
+             ("| decision j | level | calibration trials | WINNER bound at the looks | P(WINNER) at 0 | "
+              "P(WINNER) at 1σ | P(WINNER) at 2σ | expected seeds at 0 |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def se(p: float) -> float:
+        return math.sqrt(max(p * (1 - p), 1.0 / trials) / trials)
+
+    for j in (0, 1, 2, 5, 10, 20, 50):
+        level = design.alpha if j == 0 else lond_level(program_alpha, j, 0)
+        at = design if j == 0 else sequential_at_level(design, level)
+        rows = sequential_rates(at, (0.0, 1.0, 2.0), trials=trials)
+        bounds = ", ".join(f"{b:.2f}" for b in at.winner_bounds)
+        cells = " | ".join(f"{100 * r.p_winner:.3f}% ± {100 * se(r.p_winner):.3f}" if r.effect == 0 else
+                           f"{100 * r.p_winner:.2f}% ± {100 * se(r.p_winner):.2f}" for r in rows)
+        lines.append(f"| {'uncontrolled' if j == 0 else j} | {level:.2g} | {at.calibration_trials:,} | {bounds} | "
+                     f"{cells} | {rows[0].expected_seeds:.2f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ the equivalence test
 def equivalence_rate(effect: float, margin: float, sigma_margin: bool | str, n_baseline: int, n_experiment: int | None,
                      trials: int, rng: np.random.Generator) -> float:
@@ -243,15 +276,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 times fewer trials (a smoke run)")
     parser.add_argument("--program-alpha", type=float, default=0.05)
-    parser.add_argument("--only", choices=("programs", "equivalence"), help="run one part")
+    parser.add_argument("--only", choices=("programs", "levels", "equivalence"), help="run one part")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     start = time.perf_counter()
     design = make_design()
-    if args.only != "equivalence":
+    if args.only in (None, "programs"):
         print(exact_fixed_lines(args.program_alpha), "\n", flush=True)
         print(program_table({20: 2000 // scale, 100: 500 // scale}, args.program_alpha, design), "\n", flush=True)
-    if args.only != "programs":
+    if args.only in (None, "levels"):
+        print(level_table(args.program_alpha, design, 200_000 // scale), "\n", flush=True)
+    if args.only in (None, "equivalence"):
         print(equivalence_tables(10_000 // scale), flush=True)
     print(f"\n({time.perf_counter() - start:.0f} s in all)")
 
