@@ -16,12 +16,16 @@ percentage points for a rate, in seeds or σ otherwise). Prints, in order:
   6. the family-wise false-WINNER rate of three experiments on one baseline;
   7. what a sequential report states from ``decide/sequential_figures.py``: the printed Welch
      interval's coverage under the data-dependent stop, per true effect, and the step-down's
-     family-wise false-WINNER rate for K = 1 to 4, as the summary quotes them.
+     family-wise false-WINNER rate for K = 1 to 4, as the summary quotes them;
+  8. EQUIVALENT at any look with a margin (``decide/sequential_equivalence.py``): P(EQUIVALENT) at a
+     true Δ of exactly ±M (the false-EQUIVALENT rate the per-look level α/K bounds by 5%), beside the
+     same test undivided at every look, and at no effect with the seeds it takes.
 
 Pure simulation, no training runs, fixed seeds:
 
     python bench/bench_sequential.py                 # a few minutes on 2 cores
     python bench/bench_sequential.py --trials 1000000 --alpha 0.01
+    python bench/bench_sequential.py --only equivalence   # part 8 alone (about a minute)
 """
 
 from __future__ import annotations
@@ -184,14 +188,52 @@ def report_figures(design: Design, trials: int) -> str:
     return "\n".join(lines)
 
 
+def equivalence_table(design: Design, trials: int) -> str:
+    """Part 8: the rule with its equivalence stops (``sequential_equivalence.simulate``), at ±M and at 0."""
+    from pytest_exprun.decide.sequential_equivalence import simulate as with_stops
+
+    def pct(rate: float, se: float) -> str:
+        return f"{100 * rate:.2f}% ± {100 * se:.2f}"
+
+    def se(p: float) -> float:
+        return math.sqrt(max(p * (1 - p), 1.0 / trials) / trials)
+
+    lines = [f"EQUIVALENT at any look: two one-sided tests at α/K = 5%/{len(design.looks)} at each look of the design "
+             f"(α = {design.alpha:g}, looks {', '.join(map(str, design.looks))}); {trials:,} simulated experiments a "
+             "cell, normal noise, σ = 1. 'undivided': the same test at 5% at every look. 'seeds': expected experiment "
+             "seeds at no effect, with the stops and without them (the rule alone).",
+             "",
+             ("| margin M | given as | P(EQ) at Δ = −M | P(EQ) at Δ = +M | undivided, worse of ±M | "
+              "P(EQ) at Δ = 0 | seeds at 0, with stops | seeds at 0, without |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for margin in (0.5, 1.0, 1.5, 2.0, 3.0):
+        for sigma in (False, True):
+            low = with_stops(design, -margin, margin, sigma, trials, seed=801)
+            high = with_stops(design, margin, margin, sigma, trials, seed=802)
+            loose = max(with_stops(design, sign * margin, margin, sigma, trials, seed=803 + i, per_look=0.05).p_equivalent
+                        for i, sign in enumerate((-1.0, 1.0)))
+            zero = with_stops(design, 0.0, margin, sigma, trials, seed=805)
+            alone = with_stops(design, 0.0, margin, sigma, trials, seed=805, per_look=1e-300)
+            lines.append(f"| {margin:g}σ | {'baseline σ (noncentral t)' if sigma else 'val_loss units (Welch)'} | "
+                         f"{pct(low.p_equivalent, low.standard_error)} | {pct(high.p_equivalent, high.standard_error)} | "
+                         f"{pct(loose, se(loose))} | {pct(zero.p_equivalent, zero.standard_error)} | "
+                         f"{zero.expected_seeds:.2f} | {alone.expected_seeds:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=0.03)
     parser.add_argument("--min-effect", type=float, default=1.0)
     parser.add_argument("--trials", type=int, default=400_000)
     parser.add_argument("--family-trials", type=int, default=100_000, help="0 skips the family-wise check")
+    parser.add_argument("--only", choices=("equivalence",), help="print part 8 alone")
     args = parser.parse_args()
     wall = time.perf_counter()
+    if args.only == "equivalence":
+        print("8. " + equivalence_table(make_design(args.alpha, args.min_effect), min(args.trials, 200_000)))
+        print(f"\n({time.perf_counter() - wall:.0f} s)")
+        return
     start = time.process_time()
     welch = make_design(args.alpha, args.min_effect)
     took = time.process_time() - start
@@ -213,6 +255,7 @@ def main() -> None:
     if args.family_trials:
         print("6. " + family_rates(welch, 3, args.family_trials))
     print("\n7. " + report_figures(welch, args.trials))
+    print("\n8. " + equivalence_table(welch, min(args.trials, 200_000)))
     print(f"\n({time.perf_counter() - wall:.0f} s)")
 
 

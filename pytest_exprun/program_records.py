@@ -31,7 +31,7 @@ class MarginRecord:
     #: pytest's arguments that run the seeds most likely to settle an INCONCLUSIVE; empty otherwise.
     settle: tuple[str, ...] = ()
     settle_note: str = ""
-    #: The sequential mode judges EQUIVALENT at its final decision only (see docs/program.md).
+    #: What a sequential decision says of its equivalence stops at each look (docs/sequential.md).
     note: str = ""
 
     def describe(self) -> str:

@@ -161,9 +161,14 @@ class Judge:
         names = [e.name for e in self.settings.experiments]
         base = {s: r.val_loss for s, r in self.collected(BASELINE, SEEDS[:design.baseline_looks[-1]]).items()}
         exps = {n: {s: r.val_loss for s, r in self.collected(n, SEEDS[:design.looks[-1]]).items()} for n in names}
+        from .decide.sequential_equivalence import at_looks
+
+        margin = self.settings.margin
         if self.settings.program_alpha is not None:
-            return looks.decisions_each({n: self.sequential_design(n) for n in names}, base, exps, look)
-        return looks.decisions_at(design, names, base, exps, look, until)
+            designs = {n: self.sequential_design(n) for n in names}
+            stops = {n: stop for n, d in designs.items() if (stop := at_looks(margin, d)) is not None}
+            return looks.decisions_each(designs, base, exps, look, stops)
+        return looks.decisions_at(design, names, base, exps, look, until, at_looks(margin, design))
 
     def sequential_design(self, name: str) -> SequentialDesign:
         """The session's design, or under a program the same design calibrated at this experiment's

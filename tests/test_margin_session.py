@@ -63,7 +63,7 @@ def test_a_bad_margin_is_a_one_line_error(project: Project) -> None:
     assert project.calls() == []
 
 
-def test_the_sequential_mode_judges_equivalence_where_it_stopped_and_says_so(project: Project) -> None:
+def test_the_sequential_mode_judges_equivalence_at_its_looks_and_says_so(project: Project) -> None:
     project.plan(SAME)
     result = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-margin=0.05",
                          "--exprun-accept=neutral")
@@ -72,4 +72,27 @@ def test_the_sequential_mode_judges_equivalence_where_it_stopped_and_says_so(pro
     assert stored["verdict"] == "EQUIVALENT" and "sequential" in stored
     assert stored["margin"]["method"] in {"Welch", "paired"}
     report = (project.research / "experiment_use_x_1M.md").read_text()
-    assert "EQUIVALENT is judged once" in report and "## Verdict: EQUIVALENT" in report
+    assert "the rule may stop at any look for EQUIVALENT" in report and "## Verdict: EQUIVALENT" in report
+    assert stored["margin"]["alpha"] == 0.05 / 4  # each look's test at α / K
+    assert "P(EQUIVALENT) when the true Δ lies on the margin is" in report
+
+
+#: A small, precise gain (0.6 baseline σ): past the futility bound, far from the WINNER bound, so the
+#: sequential rule alone would run the next look; within a margin of 0.05 at the first look already.
+PRECISE = {"--use_x": {"42": 1.990, "137": 1.991, "256": 1.989, "512": 1.990, "1024": 1.991, "2048": 1.990}}
+
+
+def test_a_clearly_equivalent_experiment_stops_early_as_equivalent(project: Project) -> None:
+    project.plan(PRECISE)
+    result = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-margin=0.05",
+                         "--exprun-accept=neutral")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["use_x: EQUIVALENT*"])
+    assert sorted(project.seeds_run(["--use_x"])) == [42, 137]  # 2 of the design's 6
+    stored = json.loads((project.research / ".exprun/results/1M/experiment/use_x.json").read_text())
+    look = stored["sequential"]
+    assert look["look_index"] == 0 and look["n_experiment"] == 2 and "stopped as equivalent" in look["reason"]
+    assert look["futility_bound"] < look["statistic"] < look["winner_bound"]  # no other bound stopped it
+    assert stored["verdict"] == "EQUIVALENT" and stored["seeds"] == [42, 137]
+    report = (project.research / "experiment_use_x_1M.md").read_text()
+    assert "## Verdict: EQUIVALENT" in report and "stopped as equivalent" in report

@@ -85,9 +85,13 @@ def sequential_rule(design: ExperimentDesign, baseline: Sequence[RunRecord], run
     seq = design.sequential
     if seq is None:
         raise ValueError("the sequential rule needs the design's looks (ExperimentDesign.sequential)")
+    from .sequential_equivalence import at_looks
+
     base = {r.seed: r.val_loss for r in baseline}
     exps = {name: {r.seed: r.val_loss for r in runs.get(name, ())} for name in design.family}
-    decisions = looks.decisions_at(seq, design.family, base, exps, len(seq.looks) - 1, until=design.name)
+    equivalence = at_looks(design.margin, seq)
+    decisions = looks.decisions_at(seq, design.family, base, exps, len(seq.looks) - 1, until=design.name,
+                                   equivalence=equivalence)
     if isinstance(decisions, str):
         return Decision.refused(design, f"{decisions} {RUN_AGAIN}")
     decided = decisions[design.name]
@@ -103,21 +107,24 @@ def sequential_rule(design: ExperimentDesign, baseline: Sequence[RunRecord], run
                                                             design.family, design.operating)))
     made = Decision.made(design, base_runs, exp_runs, verdict, dataclasses.replace(cmp, verdict=verdict),
                          mode=DecisionMode.SEQUENTIAL, sequential=record)
-    return with_margin(design, dataclasses.replace(made, program=design.program), base_runs, exp_runs,
-                       paired=seq.paired, note=SEQUENTIAL_EQUIVALENCE)
+    made = dataclasses.replace(made, program=design.program)
+    if equivalence is None:
+        return made
+    from .sequential_equivalence import report_note
 
-
-#: What a sequential decision with a margin says of when EQUIVALENT can be reached.
-SEQUENTIAL_EQUIVALENCE = ("the sequential mode stops early only for WINNER, LOSER or futility (its simulated rates "
-                          "cover those bounds); EQUIVALENT is judged once, by the two one-sided tests on the seeds "
-                          "of the look where it stopped")
+    sigma = cmp.val_loss.baseline.std
+    in_sigmas = (equivalence.margin.value if equivalence.margin.unit.value == "sigma"
+                 else equivalence.margin.value / sigma if sigma > 0 else None)
+    return with_margin(design, made, base_runs, exp_runs, paired=seq.paired,
+                       note=report_note(equivalence, seq, in_sigmas), alpha=equivalence.per_look)
 
 
 def with_margin(design: ExperimentDesign, decision: Decision, baseline: Sequence[RunRecord],
-                runs: Sequence[RunRecord], paired: bool = False, note: str = "") -> Decision:
+                runs: Sequence[RunRecord], paired: bool = False, note: str = "", alpha: float | None = None) -> Decision:
     """The decision with the margin's verdict: WINNER and LOSER as decided, NEUTRAL split by the two
     one-sided tests (TOST) on the seeds the decision used into EQUIVALENT and INCONCLUSIVE; an
-    INCONCLUSIVE one names the seeds most likely to settle it. Without a margin, unchanged."""
+    INCONCLUSIVE one names the seeds most likely to settle it. Without a margin, unchanged.
+    ``alpha``: each one-sided test's level (the sequential rule's per-look level; default 5%)."""
     if design.margin is None or decision.verdict is None or decision.margin is not None:
         return decision
     from . import equivalence
@@ -125,7 +132,8 @@ def with_margin(design: ExperimentDesign, decision: Decision, baseline: Sequence
     base = {r.seed: r.val_loss for r in baseline if r.seed in decision.baseline_seeds}
     exp = {r.seed: r.val_loss for r in runs if r.seed in decision.seeds}
     try:
-        eq = equivalence.tost(design.margin, base, exp, paired=paired)
+        eq = equivalence.tost(design.margin, base, exp, paired=paired,
+                              alpha=equivalence.DEFAULT_ALPHA if alpha is None else alpha)
     except equivalence.MarginError as exc:
         if decision.verdict is not Verdict.NEUTRAL:
             return decision  # WINNER and LOSER stand as the rule decided; no test needed to split them
@@ -143,7 +151,7 @@ def with_margin(design: ExperimentDesign, decision: Decision, baseline: Sequence
     reason = decision.reason
     if verdict in (Verdict.EQUIVALENT, Verdict.INCONCLUSIVE):
         inside = "inside" if verdict is Verdict.EQUIVALENT else "not inside"
-        reason = (f"{verdict.value}: the rule found no WINNER or LOSER, and the {eq.confidence:.0%} interval of Δ "
+        reason = (f"{verdict.value}: the rule found no WINNER or LOSER, and the {100 * eq.confidence:.4g}% interval of Δ "
                   f"[{eq.interval[0]:+.4f}, {eq.interval[1]:+.4f}] is {inside} the margin ±{eq.margin:.4f} "
                   f"({record.describe()}; two one-sided {eq.method} tests, p = {eq.p_value:.3g} against α = "
                   f"{eq.alpha:g}).")

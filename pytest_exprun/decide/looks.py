@@ -11,17 +11,18 @@ from typing import Any, Mapping, Sequence
 
 from . import sequential, sequential_rates
 from ..model import plain
-from .sequential import Decision, LookDecision
+from .sequential import Decision, EquivalenceStop, LookDecision
 from .sequential_design import Design
 
 
 def decisions_at(design: Design, names: Sequence[str], base: Mapping[int, float],
-                 exps: Mapping[str, Mapping[int, float]], look: int,
-                 until: str | None = None) -> dict[str, LookDecision] | str:
+                 exps: Mapping[str, Mapping[int, float]], look: int, until: str | None = None,
+                 equivalence: EquivalenceStop | None = None) -> dict[str, LookDecision] | str:
     """Each experiment's decision at ``look`` (0-based), or a text naming the seeds still missing.
 
     The experiments are one family against one baseline (``decide_family``'s step-down at each
-    look). With ``until``, stops at the look that decides that experiment.
+    look). With ``until``, stops at the look that decides that experiment. With ``equivalence``
+    (a margin's test at each look) an experiment may also stop as equivalent.
     """
     decided: dict[str, LookDecision] = {}
     for k in range(look + 1):
@@ -34,14 +35,15 @@ def decisions_at(design: Design, names: Sequence[str], base: Mapping[int, float]
         if missing:
             return ", ".join(missing)
         if len(names) == 1:
-            decided = {names[0]: sequential.decide(design, k, base, exps[names[0]])}
+            decided = {names[0]: sequential.decide(design, k, base, exps[names[0]], equivalence)}
         else:
-            decided = sequential.decide_family(design, k, base, exps)
+            decided = sequential.decide_family(design, k, base, exps, equivalence)
     return decided
 
 
 def decisions_each(designs: Mapping[str, Design], base: Mapping[int, float],
-                   exps: Mapping[str, Mapping[int, float]], look: int) -> dict[str, LookDecision] | str:
+                   exps: Mapping[str, Mapping[int, float]], look: int,
+                   equivalence: Mapping[str, EquivalenceStop] | None = None) -> dict[str, LookDecision] | str:
     """Each experiment's decision at ``look``, each alone at its own design, or the seeds still missing.
 
     A research program's control (``decide.program``) gives every experiment its own level, and
@@ -52,7 +54,8 @@ def decisions_each(designs: Mapping[str, Design], base: Mapping[int, float],
     decided: dict[str, LookDecision] = {}
     missing: list[str] = []
     for name, design in designs.items():
-        found = decisions_at(design, [name], base, {name: exps[name]}, look)
+        found = decisions_at(design, [name], base, {name: exps[name]}, look,
+                             equivalence=None if equivalence is None else equivalence.get(name))
         if isinstance(found, str):
             missing += [part for part in found.split(", ") if part not in missing]
         else:
@@ -62,6 +65,9 @@ def decisions_each(designs: Mapping[str, Design], base: Mapping[int, float],
 
 def stopped_reason(decision: LookDecision, looks: int, name: str | None) -> str:
     """'decided WINNER at look 2 of 4 (t = 5.90 ≥ 3.07)', for a seed that no longer needs to run."""
+    if decision.equivalent:
+        who = f"{name} " if name else ""
+        return f"{who}stopped as equivalent within the margin at look {decision.look_index + 1} of {looks}"
     sign = {Decision.WINNER: "≥", Decision.LOSER: "≤"}.get(decision.decision, "<")
     who = f"{name} " if name else ""
     return (f"{who}decided {decision.decision.value} at look {decision.look_index + 1} of {looks} "

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 
 from .._lazy import LazyModule
 from ..names import SEEDS, ProtocolError
@@ -84,6 +84,17 @@ class LookDecision:
     estimate_note: str
     reason: str
     next_seeds: tuple[tuple[int, ...], tuple[int, ...]] | None  # (baseline, experiment) for the next look
+    equivalent: bool = False  # stopped early as equivalent within a margin (``EquivalenceStop``)
+
+
+class EquivalenceStop(Protocol):
+    """A margin's test at a look (``sequential_equivalence.LookEquivalence``): does it stop as EQUIVALENT?"""
+
+    def at(self, baseline: Mapping[int, float], experiment: Mapping[int, float]) -> bool:
+        """True when the look's runs put Δ within the margin at the test's per-look level."""
+
+    def describe(self) -> str:
+        """The test and its level, for the stop's reason."""
 
 
 # ------------------------------------------------------------------ seeds
@@ -176,39 +187,50 @@ def _judge(design: Design, look_index: int, t: float) -> tuple[Decision, float, 
 
 def _decide_one(design: Design, look_index: int, baseline: Mapping[int, float],
                 experiment: Mapping[int, float], level_design: Design | None = None,
-                statistic: tuple[float, float, float, tuple[float, float]] | None = None) -> LookDecision:
+                statistic: tuple[float, float, float, tuple[float, float]] | None = None,
+                equivalence: EquivalenceStop | None = None) -> LookDecision:
     bounds = level_design or design
     t, df, estimate, interval = statistic or look_statistic(design, look_index, baseline, experiment)
     decision, boundary, reason = _judge(bounds, look_index, t)
+    equivalent = False
+    if decision is Decision.CONTINUE and equivalence is not None:
+        b_seeds, e_seeds = seeds_for_look(design, look_index)
+        if equivalence.at({s: baseline[s] for s in b_seeds}, {s: experiment[s] for s in e_seeds}):
+            decision, equivalent = Decision.NEUTRAL, True
+            boundary = bounds.futility_bounds[look_index]
+            reason = (f"look {look_index + 1} of {len(design.looks)}: t = {t:.2f} crossed no bound, and Δ lies within "
+                      f"the margin by {equivalence.describe()}: stopped as equivalent")
     nxt = seeds_for_look(design, look_index + 1) if decision is Decision.CONTINUE else None
     return LookDecision(
         decision=decision, look_index=look_index, n_baseline=design.baseline_looks[look_index],
         n_experiment=design.looks[look_index], statistic=t, df=df, boundary=boundary,
         winner_bound=bounds.winner_bounds[look_index], loser_bound=bounds.loser_bounds[look_index],
         futility_bound=bounds.futility_bounds[look_index], alpha=bounds.alpha, estimate=estimate,
-        interval=interval, estimate_note=NAIVE_ESTIMATE_NOTE, reason=reason, next_seeds=nxt,
+        interval=interval, estimate_note=NAIVE_ESTIMATE_NOTE, reason=reason, next_seeds=nxt, equivalent=equivalent,
     )
 
 
 def decide(design: Design, look_index: int, baseline: Mapping[int, float],
-           experiment: Mapping[int, float]) -> LookDecision:
+           experiment: Mapping[int, float], equivalence: EquivalenceStop | None = None) -> LookDecision:
     """The decision at look ``look_index`` (0-based), val_loss by seed; lower is better.
 
     Earlier looks are replayed on their own seeds first, so the answer is the design's whatever
     order the caller asks in: a session resumed from stored runs gets the decision of the look
-    where the experiment stopped, never a later one. Seeds beyond this look's are ignored.
+    where the experiment stopped, never a later one. Seeds beyond this look's are ignored. With
+    ``equivalence`` (a margin) a look that crosses no bound may stop as equivalent.
     """
     if not 0 <= look_index < len(design.looks):
         seeds_for_look(design, look_index)  # raises with the valid range
     for look in range(look_index + 1):
-        result = _decide_one(design, look, baseline, experiment)
+        result = _decide_one(design, look, baseline, experiment, equivalence=equivalence)
         if result.decision is not Decision.CONTINUE:
             return result
     return result
 
 
 def decide_family(design: Design, look_index: int, baseline: Mapping[int, float],
-                  experiments: Mapping[str, Mapping[int, float]]) -> dict[str, LookDecision]:
+                  experiments: Mapping[str, Mapping[int, float]],
+                  equivalence: EquivalenceStop | None = None) -> dict[str, LookDecision]:
     """Decisions for several experiments against one baseline, family-wise false WINNER ≤ α.
 
     A group-sequential Holm step-down: at each look, the experiments still running are taken in
@@ -217,7 +239,8 @@ def decide_family(design: Design, look_index: int, baseline: Mapping[int, float]
     stepping at the first that does not cross. Each α/j design has the same futility bounds, so
     the binding futility stops are the same at every level. LOSER and NEUTRAL use the current
     level's bounds; only the false-WINNER rate is controlled over the family. Looks are replayed
-    from the first, as in ``decide``.
+    from the first, as in ``decide``. An equivalence stop (``equivalence``) ends an experiment as a
+    futility stop does: the family and its levels stay as they are.
     """
     if not experiments:
         return {}
@@ -239,7 +262,8 @@ def decide_family(design: Design, look_index: int, baseline: Mapping[int, float]
             winners += 1
         for name in active:
             if name not in done:
-                result = _decide_one(design, look, baseline, experiments[name], levels[k - winners], stats[name])
+                result = _decide_one(design, look, baseline, experiments[name], levels[k - winners], stats[name],
+                                     equivalence)
                 if result.decision is not Decision.CONTINUE or look == look_index:
                     done[name] = result
     return {name: done[name] for name in experiments}
