@@ -2,9 +2,14 @@
 
 A scale's baseline is the snapshot in the run store: the setup it was measured with, its
 seeds, and (through the setup key) its run records. It is reused while the setup is
-unchanged; a changed setup, other seeds, or a report whose numbers were edited by hand is
-refused with the remedy. The report itself is never read as data: only whether exprun
-wrote it and whether its tables were changed since.
+unchanged; a changed setup, other seeds, or a report edited by hand is refused with the
+remedy. The report is never read back as data: the store keeps the SHA-256 and size of the
+report exprun wrote (``RunStore.report_digest``), and the file on disk either matches them
+(rewritten freely) or was changed since (refused: nothing a person wrote is silently replaced).
+
+A store written by an earlier version has no digest; for it alone the report's own data block
+decides, as it did then (a report whose table rows changed is refused, added prose is kept),
+until exprun writes the report again and records its digest.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: 
             return None
     if snapshot is None:
         if report_path.exists():
-            _refuse_unbacked_report(report_path)
+            _refuse_unbacked_report(report_path, store.report_digest(report_path))
         return None
     stored = Setup.from_json(snapshot.setup)
     changes = setup.differences(stored)
@@ -58,12 +63,30 @@ def prepare(store: RunStore, setup: Setup, seeds: tuple[int, ...], report_path: 
         raise BaselineRefused(f"{report_path} holds seeds {sorted(snapshot.seeds)} but the protocol needs "
                               f"{sorted(seeds)}; {RERUN}")
     if report_path.exists():
-        _refuse_edited_numbers(report_path)
+        _refuse_edited(report_path, store.report_digest(report_path))
     return snapshot
 
 
-def _refuse_unbacked_report(path: Path) -> None:
+#: What to do with a report changed since exprun wrote it.
+EDITED = ("move it aside (rename it) to keep your edits and have exprun write it again from the store, or "
+          "re-measure with --exprun-rerun-baseline")
+
+
+def _refuse_edited(path: Path, digest: tuple[tuple[str, int], ...] | None) -> None:
+    """Refuse a report that is no longer the file exprun wrote; an earlier version's store: its data block."""
+    if digest is None:
+        _refuse_edited_numbers(path)
+    elif not report.unchanged_since_written(path, digest):
+        raise BaselineRefused(f"{path} was changed since exprun wrote it (its SHA-256 differs from the one stored "
+                              f"when it was written), and exprun does not overwrite edits: {EDITED}")
+
+
+def _refuse_unbacked_report(path: Path, digest: tuple[tuple[str, int], ...] | None) -> None:
     """A report with no snapshot behind it: written by hand, by an older exprun, or its store was removed."""
+    if digest is not None:
+        whose = "exprun wrote it" if report.unchanged_since_written(path, digest) else "it was changed since exprun wrote it"
+        raise BaselineRefused(f"{path} has no baseline snapshot behind it in {path.parent / '.exprun'} ({whose}): "
+                              f"exprun reuses a baseline only from its own records; {RERUN}")
     try:
         read = report.read_report(path)
     except (OSError, report.ReportError) as exc:

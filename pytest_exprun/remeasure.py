@@ -45,7 +45,8 @@ class Remeasure:
         """
         kept, report_path, rel = "", self.report_path, self.rel
         if report_path.exists() or report_path.is_symlink():
-            moved = set_aside(report_path, "replaced" if report.is_ours_unedited(report_path) else "bak")
+            unedited = report.unchanged_since_written(report_path, self.store.report_digest(report_path))
+            moved = set_aside(report_path, "replaced" if unedited else "bak")
             kept = f"; the previous report is kept as {moved.name}"
         self.store.discard_records(BASELINE, self.key)
         self.store.discard_snapshot()

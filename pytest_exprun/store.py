@@ -246,6 +246,32 @@ class RunStore:
                 found.append(decision)
         return found
 
+    def report_digest(self, report: Path, written: str | None = None) -> tuple[tuple[str, int], ...] | None:
+        """The (SHA-256, size in bytes) of each version of ``report`` exprun wrote that may be on disk:
+        the last, and the one before it (a crash between recording a digest and renaming the report
+        into place leaves that one); None when none is recorded (a store from an earlier version).
+        Given ``written``, the text about to be written there is recorded first. Lets a report's owner
+        tell an untouched report from an edited one without reading the report back as data."""
+        path = self.root / "results" / self.scale / "reports" / f"{report.name}.json"
+        try:
+            found = load_json(path.read_bytes())
+            versions = tuple((str(v["sha256"]), int(v["size"])) for v in (found, *found.get("previous", [])[:1]))
+        except FileNotFoundError:
+            versions = None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            warnings.warn(StoreWarning(f"{path} is not a readable report digest ({exc}); {report.name} is checked by "
+                                       "its data block instead"))
+            versions = None
+        if written is None:
+            return versions
+        data = written.encode("utf-8")
+        new = (hashlib.sha256(data).hexdigest(), len(data))
+        previous = [v for v in (versions or ())[:1] if v != new]
+        atomic_write_text(path, to_json_text({"version": SCHEMA_VERSION, "report": report.name, "sha256": new[0],
+                                              "size": new[1], "previous": [{"sha256": h, "size": n} for h, n in previous]}),
+                          inside=self.root)
+        return (new, *previous)
+
     def _path(self, kind: Kind, name: str) -> Path:
         return self.root / "results" / self.scale / kind.value / f"{name}.json"
 

@@ -323,19 +323,30 @@ def test_baseline_report_with_edited_seed_numbers_is_refused(project: Project) -
     report = _baseline(project)
     text = report.read_text()
     report.write_text(text.replace("| 137 | 2.0200 |", "| 137 | 1.9000 |"))
-    _refused(project, "ERROR: *baseline_variance_1M.md was edited by hand: *restore it (e.g. from git) or "
-                      "re-measure with --exprun-rerun-baseline*")
+    _refused(project, "ERROR: *baseline_variance_1M.md was changed since exprun wrote it *: move it aside (rename "
+                      "it) *or re-measure with --exprun-rerun-baseline*")
 
 
 def test_baseline_report_with_edited_summary_numbers_is_refused(project: Project) -> None:
     report = _baseline(project)
     text = report.read_text()
     report.write_text(text.replace("| val_loss | 2.0000 | 0.0158 |", "| val_loss | 2.0000 | 0.0010 |"))
-    _refused(project, "ERROR: *baseline_variance_1M.md was edited by hand*re-measure with --exprun-rerun-baseline*")
+    _refused(project, "ERROR: *baseline_variance_1M.md was changed since exprun wrote it*re-measure with "
+                      "--exprun-rerun-baseline*")
 
 
-def test_baseline_report_with_only_prose_added_is_reused_and_kept(project: Project) -> None:
+def test_an_earlier_versions_store_edited_numbers_are_refused_by_the_data_block(project: Project) -> None:
+    """A store without the report's digest (written by an earlier version): the data block decides, as then."""
     report = _baseline(project)
+    (project.research / ".exprun/results/1M/reports/baseline_variance_1M.md.json").unlink()
+    report.write_text(report.read_text().replace("| 137 | 2.0200 |", "| 137 | 1.9000 |"))
+    _refused(project, "ERROR: *baseline_variance_1M.md was edited by hand: *restore it (e.g. from git) or "
+                      "re-measure with --exprun-rerun-baseline*")
+
+
+def test_an_earlier_versions_store_keeps_a_baseline_report_with_only_prose_added(project: Project) -> None:
+    report = _baseline(project)
+    (project.research / ".exprun/results/1M/reports/baseline_variance_1M.md.json").unlink()
     text = report.read_text().replace("## Per-Seed Results", "Measured on the old cluster; see notes.\n\n## Per-Seed Results")
     report.write_text(text)
     project.plan(WINNER)

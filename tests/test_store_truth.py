@@ -53,12 +53,17 @@ def test_editing_a_reports_data_block_changes_no_verdict(project: Project) -> No
         data.update(verdict="LOSER", runs=[{"seed": 42, "val_loss": 9.0, "wall_time": 1.0}], kind="baseline")
         return data
 
-    _edit_data_block(project.research / "baseline_variance_1M.md", lie)
     _edit_data_block(project.research / "experiment_use_x_1M.md", lie)
     result = project.run("--experiment=use_x", "--exprun-rerun-baseline", "-k", "verdict")
     result.assert_outcomes(passed=1, deselected=10)
     result.stdout.fnmatch_lines(["use_x: WINNER *"])
     assert "## Verdict: WINNER" in (project.research / "experiment_use_x_1M.md").read_text()
+    # the baseline's: an edit like any other (its digest no longer matches), refused in one line, never read
+    _edit_data_block(project.research / "baseline_variance_1M.md", lie)
+    result = project.run("--experiment=use_x", "-k", "verdict")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *baseline_variance_1M.md was changed since exprun wrote it*"])
+    assert "LOSER" not in result.stdout.str() + result.stderr.str()
 
 
 def test_not_baseline_marker_expression_does_not_start_the_protocol(project: Project) -> None:

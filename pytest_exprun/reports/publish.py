@@ -26,7 +26,7 @@ from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
 from .statements import (band_text, digits_of, family_statements, renamed, rule_of, sequential_design,
                          twin_comparison, twin_evidence)
-from ..store import StoreWarning, atomic_write_text, set_aside
+from ..store import RunStore, StoreWarning, atomic_write_text, set_aside
 
 #: Curve rows shown in a report; the JSON next to it keeps every step.
 CURVE_ROWS = 20
@@ -45,18 +45,25 @@ class Publisher:
         self.settings = settings
         self.work = work
         self.rel = rel
+        self._digests = RunStore(settings.state_dir, settings.scale)
 
     # ------------------------------------------------------------- writing
     def write_owned(self, path: Path, text: str) -> None:
-        """Write a report, never silently replacing a file that a person wrote or edited."""
+        """Write a report, never silently replacing a file that a person wrote or edited; the digest
+        of what was written is kept in the store, which is how the next write tells."""
         try:
-            if (path.exists() or path.is_symlink()) and not report.is_ours_unedited(path):
+            if (path.exists() or path.is_symlink()) and not self.unedited(path):
                 kept = set_aside(path, "bak")
                 warnings.warn(StoreWarning(f"{path} was not written by exprun or was edited; kept as {kept.name}"))
+            self._digests.report_digest(path, text)  # first: a crash before the rename leaves a known file
             atomic_write_text(path, text, inside=self.settings.research_dir)
         except OSError as exc:
             raise ProtocolFailure(f"could not write {self.rel(path)} ({exc}); the previous file, if any, "
                                   "is unchanged or kept aside") from None
+
+    def unedited(self, path: Path) -> bool:
+        """Is the file at ``path`` the report exprun last wrote there (``render.unchanged_since_written``)?"""
+        return report.unchanged_since_written(path, self._digests.report_digest(path))
 
     def _render(self, template: str, context: dict[str, Any]) -> str:
         try:
@@ -87,7 +94,7 @@ class Publisher:
         body = self._render("baseline_variance.md.j2", context)
         text = report.with_data(body, {"kind": "baseline", "scale": s.scale})
         path = s.baseline_report
-        if _same_text(path, text) or (path.exists() and not path.is_symlink() and not report.is_ours_unedited(path)):
+        if _same_text(path, text) or (path.exists() and not path.is_symlink() and not self.unedited(path)):
             return  # a reused baseline's report keeps the prose a person added (``baseline`` checked its tables)
         self.write_owned(path, text)
 

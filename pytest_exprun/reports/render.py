@@ -181,6 +181,24 @@ def read_report(path: Path) -> ReadReport:
     return ReadReport(body=body, data=data, edited=data.get("body_sha256") != body_digest(body))
 
 
+def unchanged_since_written(path: Path, digests: tuple[tuple[str, int], ...] | None) -> bool:
+    """True when ``path`` is still a report exprun wrote: the size and SHA-256 of one recorded in the
+    store when it was written (``RunStore.report_digest``). Without a recorded digest (a store from
+    an earlier version) the report's own data block decides, as it did then (``is_ours_unedited``)."""
+    if digests is None:
+        return is_ours_unedited(path)
+    try:
+        if path.is_symlink():
+            return False
+        size = path.stat().st_size
+        if all(size != expected for _, expected in digests):
+            return False
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return any(found == sha256 and size == expected for sha256, expected in digests)
+
+
 def is_ours_unedited(path: Path) -> bool:
     """True when ``path`` is a report exprun wrote and nobody changed since; safe to replace."""
     try:
