@@ -171,8 +171,10 @@ def _settle(design: ExperimentDesign, eq: "Equivalence", base: Mapping[int, floa
         spread = stats.summarize([exp[s] - base[s] for s in shared]).std
     else:
         spread = stats.summarize(list(exp.values())).std
+    # the command it gives runs the fixed rule, whose test is at the default level (not a look's α / K)
+    alpha = equivalence.DEFAULT_ALPHA if design.sequential is not None else eq.alpha
     plan = equivalence.seeds_to_settle(eq.estimate, eq.margin, stats.summarize(list(base.values())).std, len(base),
-                                       spread, len(exp), eq.alpha, paired=paired)
+                                       spread, len(exp), alpha, paired=paired)
     if not plan.reachable or plan.more_seeds < 1 or not design.spec or design.margin is None:
         return (), plan.reason
     more = equivalence.settle_seeds(sorted(exp), plan.more_seeds, SEEDS)
