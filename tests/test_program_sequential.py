@@ -64,3 +64,19 @@ def test_experiments_named_together_take_their_steps_in_the_order_named(project:
     # a WINNER decided in the same session is not counted before the other: a lower level, never a higher one
     assert x["program"]["winners_before"] == 0 and x["sequential"]["alpha"] == program.lond_level(0.05, 2, 0)
     assert x["sequential"]["family"] == ["use_x"] and y["sequential"]["family"] == ["use_y"]
+
+
+#: A small, precise gain: no bound crossed at the first look, within a margin of 0.05 already.
+PRECISE = {"--use_z": {"42": 1.990, "137": 1.991, "256": 1.989, "512": 1.990, "1024": 1.991, "2048": 1.990}}
+
+
+def test_under_a_program_an_experiment_still_stops_early_as_equivalent(project: Project) -> None:
+    project.plan({**WIN, **PRECISE})
+    result = project.run("--experiment=use_x", "--experiment=use_z", "--exprun-decide=sequential",
+                         "--exprun-program-alpha=0.05", "--exprun-margin=0.05", "--exprun-accept=neutral")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["use_x: WINNER*", "use_z: EQUIVALENT*"])
+    assert sorted(project.seeds_run(["--use_z"])) == [42, 137]
+    z = stored(project, "use_z")
+    assert z["program"]["index"] == 2 and z["sequential"]["alpha"] == program.lond_level(0.05, 2, 0)
+    assert "stopped as equivalent" in z["sequential"]["reason"] and z["margin"]["alpha"] == 0.05 / 4
