@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from conftest import Project
 
 from pytest_exprun.decide import program
@@ -21,6 +23,7 @@ def stored(project: Project, name: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow  # calibrates the design at each new level (seconds each)
 def test_two_sessions_each_decide_at_their_lond_level_and_the_report_says_so(project: Project) -> None:
     project.plan({**WIN, **SAME})
     first = project.run("--experiment=use_x", "--exprun-decide=sequential", "--exprun-program-alpha=0.05")
@@ -53,6 +56,7 @@ def test_two_sessions_each_decide_at_their_lond_level_and_the_report_says_so(pro
     assert entry["program"]["level"] == level and entry["verdict"] == "NEUTRAL"
 
 
+@pytest.mark.slow  # calibrates the design at each new level (seconds each)
 def test_experiments_named_together_take_their_steps_in_the_order_named(project: Project) -> None:
     project.plan({**WIN, **SAME})
     result = project.run("--experiment=use_y", "--experiment=use_x", "--exprun-decide=sequential",
