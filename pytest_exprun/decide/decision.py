@@ -189,7 +189,8 @@ def restore(decision: Decision, baseline: Sequence[RunRecord], runs: Sequence[Ru
     return Decided(dataclasses.replace(decision, comparison=cmp), tuple(baseline), tuple(runs))
 
 
-def control_check(baseline: Sequence[RunRecord], control: RunRecord) -> ControlCheck:
-    """The control run against the stored baseline (``protocol.check_control``)."""
+def control_check(baseline: Sequence[RunRecord], control: RunRecord, metric: str = "val_loss") -> ControlCheck:
+    """The control run against the stored baseline (``protocol.check_control``); ``metric`` names the value."""
     same_seed = next((r.val_loss for r in baseline if r.seed == control.seed), None)
-    return protocol.check_control(stats.summarize([r.val_loss for r in baseline]), control.val_loss, same_seed)
+    return protocol.check_control(stats.summarize([r.val_loss for r in baseline]), control.val_loss, same_seed,
+                                  metric)

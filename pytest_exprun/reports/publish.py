@@ -141,8 +141,9 @@ class Publisher:
             curves=learning_curves([r.curve for r in base], [r.curve for r in runs],
                                          self.settings.train_tokens, cmp.val_loss.baseline.mean),
             baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
+            metric=self.metric,
         )
-        existing = plots.existing(path.parent, path.stem)
+        existing = plots.existing(path.parent, path.stem, self.metric)
         if not redraw and existing is not None:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +273,7 @@ class Publisher:
                                         _cmp(decided).val_loss.delta, interval.low, interval.high))
         rows.sort(key=lambda r: (r.delta, r.name))
         summary = self.settings.summary_report
-        file, missing = self.work(plots.forest, summary.parent, summary.stem, rows)
+        file, missing = self.work(plots.forest, summary.parent, summary.stem, rows, 0.95, self.metric)
         return {"file": file, "missing": missing}
 
     def verdict_text(self, context: dict[str, Any], accepted: bool, path: Path) -> str:
