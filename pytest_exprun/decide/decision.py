@@ -26,9 +26,17 @@ if TYPE_CHECKING:
 
 Runs = Mapping[str, Sequence[RunRecord]]
 
+#: What a rule that does not know the session's command says to run; ``run_again`` names the command.
+SAME_COMMAND = "the same command again"
 #: The end of every "not measured" reason: what to do about it.
-RUN_AGAIN = ("not measured (failed, interrupted or deselected); run the same command again and only the "
+RUN_AGAIN = (f"not measured (failed, interrupted or deselected); run {SAME_COMMAND} and only the "
              "missing seeds will run")
+
+
+def run_again(command: str) -> str:
+    """``RUN_AGAIN`` with the exact command that measures the missing seeds, which the pytest layer
+    knows (after ``-k`` the same command would leave them deselected again)."""
+    return RUN_AGAIN.replace(SAME_COMMAND, f"`{command}`")
 
 
 def comparison_of(baseline: Sequence[RunRecord], runs: Sequence[RunRecord]) -> Comparison:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, program_view, render as report
+from .commands import more_seeds
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
 from ..names import ProtocolFailure
@@ -107,7 +108,8 @@ class Publisher:
         found_evidence = {d.name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
                                             {r.seed: r.val_loss for r in d.runs}, _cmp(d).val_loss.baseline,
                                             _cmp(d).val_loss.experiment, self.two_sigma_design(d),
-                                            rule_of(d.decision), sequential_design(d.decision), self.metric)
+                                            rule_of(d.decision), sequential_design(d.decision), self.metric,
+                                            more_seeds(d.decision, self.settings.train_tokens))
                           for d in family}
         names = [d.name for d in family]
         adjusted = stats.holm_adjust([found_evidence[n].welch.p_value for n in names])
