@@ -26,7 +26,7 @@ from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
 from .statements import (band_text, digits_of, family_statements, renamed, rule_of, sequential_design,
-                         twin_comparison, twin_evidence)
+                         twin_comparison, twin_evidence, twin_program, twin_run, twin_wall_clock)
 from ..store import StoreWarning, atomic_write_text, set_aside
 
 #: Curve rows shown in a report; the JSON next to it keeps every step.
@@ -127,7 +127,7 @@ class Publisher:
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
                 self.write_owned(path, text)
-            self._write_twin(path, decided, cmp, found_evidence[name], curves, drawn, holm, holm_p)
+            self._write_twin(path, decided, cmp, found_evidence[name], curves, context, holm, holm_p)
             contexts[name] = context
         self.summary(family, adjusted)
         return contexts
@@ -200,13 +200,9 @@ class Publisher:
         }
 
     def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
-                    drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
+                    context: dict[str, Any], holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
-        def runs(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-            return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
-                     "environment": r.extra.get("environment", {}), "curve": [list(p) for p in r.curve]}
-                    for r in records]
-
+        drawn: plots.PlotSet = context["plots"]
         data = {
             "kind": "experiment",
             "name": decided.name,
@@ -225,8 +221,10 @@ class Publisher:
             "sequential": None if decided.decision.sequential is None else decided.decision.sequential.to_json(),
             "learning_curves": asdict(curves),
             "plots": [p.file for p in drawn.plots],
-            "baseline_runs": runs(decided.baseline),
-            "runs": runs(decided.runs),
+            "wall_clock": twin_wall_clock(context["wall_clock"]),
+            **twin_program(decided.decision, context["program"]),
+            "baseline_runs": [twin_run(r) for r in decided.baseline],
+            "runs": [twin_run(r) for r in decided.runs],
             "report": path.name,
             "git_commit": decided.decision.git_commit,
             "measured_at": decided.decision.decided_at,
