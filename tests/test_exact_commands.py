@@ -13,6 +13,7 @@ import pytest
 
 from conftest import Project
 from pytest_exprun.model import Decision
+from pytest_exprun.program_records import MarginRecord, ProgramRecord
 from pytest_exprun.reports.commands import experiment_options, experiment_spec, more_seeds
 
 #: Δ about −1.3 baseline σ: the 2σ rule says NEUTRAL while Welch's and the paired test reject.
@@ -88,3 +89,14 @@ def test_more_seeds_keeps_the_baseline_seeds_and_the_scale_it_was_decided_at() -
     assert args[1:] == ["--experiment=use_x", "--exprun-experiment-seeds=42,137,256,512,1024,2048",
                         "--exprun-extension-seeds=", "--exprun-baseline-seeds=42,137,256",
                         "--exprun-train-tokens=5000000"]
+    assert "--exprun-margin" not in args and "--exprun-program-alpha" not in args
+
+
+def test_more_seeds_keeps_the_decisions_margin_and_program_level() -> None:
+    stored = Path(__file__).parent / "data" / "store_v1" / "fixed_decision.json"
+    decision = dataclasses.replace(Decision.from_json("use_x", json.loads(stored.read_text())), name="use_x",
+                                   flags=("--use_x",), seeds=(42, 137, 256),
+                                   margin=MarginRecord(0.5, "sigma", 0.01, 0.05, "Welch", 0.2, -0.02, 0.01, "NEUTRAL"),
+                                   program=ProgramRecord(1, 0, 0.019, 0.05))
+    args = shlex.split(more_seeds(decision, 1_000_000))
+    assert args[-2:] == ["--exprun-margin=0.5sigma", "--exprun-program-alpha=0.05"]

@@ -242,9 +242,7 @@ def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: Sig
                  "reading this as no effect")
         if not more:
             return f"{start} (a longer --exprun-experiment-seeds list)."
-        return (f"{start}: `{more}` (stored runs are reused, only the new seeds train). The threshold stays 2 "
-                "baseline σ whatever the seeds; to decide whether an effect this small matters, add "
-                "--exprun-margin with the smallest Δ that does.")
+        return f"{start}: `{more}` (stored runs are reused, only the new seeds train)."
     if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
         neither = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
         what = "relying on it" if verdict is Verdict.WINNER else "discarding the idea"

@@ -33,7 +33,8 @@ def experiment_options(name: str, flags: Sequence[str]) -> tuple[str, ...]:
 
 def more_seeds(decision: Decision, train_tokens: int) -> str:
     """The command that runs the experiment on as many seeds again as it used (stored runs are
-    reused, only the new seeds train), against the same baseline seeds; "" when no seed is left."""
+    reused, only the new seeds train), against the same baseline seeds, with the decision's margin
+    and program level, in the fixed mode that gives such advice; "" when no seed is left."""
     used = sorted(decision.seeds)
     fresh = [s for s in SEEDS if s not in set(used)][:len(used)]
     if not fresh or not decision.flags:
@@ -44,4 +45,8 @@ def more_seeds(decision: Decision, train_tokens: int) -> str:
         args.append(f"--exprun-baseline-seeds={','.join(str(s) for s in decision.baseline_seeds)}")
     if train_tokens != DEFAULT_TRAIN_TOKENS:
         args.append(f"--exprun-train-tokens={train_tokens}")
+    if decision.margin is not None:
+        args.append(f"--exprun-margin={decision.margin.value:g}{'sigma' if decision.margin.unit == 'sigma' else ''}")
+    if decision.program is not None:
+        args.append(f"--exprun-program-alpha={decision.program.alpha:g}")
     return shlex.join(["pytest", *args])
