@@ -64,15 +64,20 @@ class SeedRun(_ProtocolItem):
             # A seed reused from the store still reports what it measured (JUnit XML, other plugins).
             stored = self.protocol.collected(self.group, [self.seed]).get(self.seed)
             if stored is not None:
-                self.user_properties.extend(measured_properties(stored))
+                self.user_properties.extend(measured_properties(stored, self.metric))
             raise pytest.skip.Exception(outcome, _use_item_location=True)
-        self.user_properties.extend(measured_properties(outcome))
+        self.user_properties.extend(measured_properties(outcome, self.metric))
+
+    @property
+    def metric(self) -> str:
+        """The name of the value a run records (``exprun_result``'s key, a pattern's group, or val_loss)."""
+        return self.protocol.settings.trainer_io.metric_name
 
 
-def measured_properties(record: "RunRecord") -> list[tuple[str, str]]:
-    """A run's measurements as test properties: val_loss and wall time, and CPU time, GPU time
-    and throughput where they were recorded."""
-    found = [("val_loss", f"{record.val_loss:.6f}"), ("wall_time", f"{record.wall_time:.3f}")]
+def measured_properties(record: "RunRecord", metric: str = "val_loss") -> list[tuple[str, str]]:
+    """A run's measurements as test properties: its value under the metric's name and wall time,
+    and CPU time, GPU time and throughput where they were recorded."""
+    found = [(metric, f"{record.val_loss:.6f}"), ("wall_time", f"{record.wall_time:.3f}")]
     for name, value, digits in (("cpu_time", record.cpu_time, 3), ("gpu_time", record.gpu_time, 3),
                                 ("tokens_per_second", record.tokens_per_second, 1)):
         if value is not None:
@@ -85,7 +90,7 @@ class ControlRun(SeedRun):
 
     def runtest(self) -> None:
         record = self.protocol.run_control(self.seed)
-        self.user_properties.extend(measured_properties(record))
+        self.user_properties.extend(measured_properties(record, self.metric))
 
 
 class VerdictItem(_ProtocolItem):

@@ -273,7 +273,7 @@ class ProtocolSession:
         changed = self._setup_changed(group)
         if changed:
             message = (f"{result.spec.label}: the setup changed while it ran ({'; '.join(changed)}); its result "
-                       f"(val_loss {result.val_loss:.4f}) is not recorded: run the same command again")
+                       f"({self.settings.trainer_io.metric_name} {result.val_loss:.4f}) is not recorded: run again")
             self.failed[(group, seed)] = message
             raise ProtocolFailure(message)
         record = runs.record_of(result, self.setup(group).key(), self.executor.timing,
@@ -285,8 +285,8 @@ class ProtocolSession:
             self._store_for(group).save_record(record)  # a control run is stored too, but never reused (``_known``)
         except (OSError, ValueError) as exc:
             message = (
-                f"{result.spec.label}: could not store the result ({exc}); the run finished with val_loss "
-                f"{result.val_loss:.4f} (log: {self.terminal.rel(result.spec.log_path)}) but it is not recorded "
+                f"{result.spec.label}: could not store the result ({exc}); the run finished with "
+                f"{self.settings.trainer_io.metric_name} {result.val_loss:.4f} (log: {self.terminal.rel(result.spec.log_path)}) but it is not recorded "
                 "and will run again next time"
             )
             self.failed[(group, seed)] = message
@@ -333,7 +333,7 @@ class ProtocolSession:
             )
         outcome = self.run_seed(CONTROL, seed)
         record = outcome if isinstance(outcome, RunRecord) else self.records[CONTROL][seed]
-        self.control = check = control_check(base, record)
+        self.control = check = control_check(base, record, self.settings.trainer_io.metric_name)
         if not check.ok:
             message = (
                 f"control run (seed {seed}, no experiment flags): {check.message}: the baseline in "

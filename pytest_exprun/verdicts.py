@@ -317,7 +317,11 @@ class Judge:
                 f"seeds {list(decision.seeds)}); a decision rule decides on the runs it is given")
 
     def _no_verdict(self, exp: Experiment, cmp: protocol.Comparison | None, why: str) -> NoReturn:
-        """Fail the verdict test, keeping the reason for the terminal summary."""
-        message = f"no verdict for {exp.name}: {why}"
+        """Fail the verdict test, keeping the reason for the terminal summary; "run the same command
+        again" becomes the exact command: this session's, without what deselected seeds (-k, --deselect)."""
+        from .terminal import rerun_command
+
+        command = rerun_command(self.config.invocation_params.args, [])
+        message = f"no verdict for {exp.name}: {why.replace(rules.RUN_AGAIN, rules.run_again(command))}"
         self.outcomes.append(Outcome(exp, cmp, None, message))
         raise ProtocolFailure(message)

@@ -22,7 +22,7 @@ def copy_example(name: str, to: Path) -> None:
 
 @pytest.mark.slow
 def test_hugging_face_trainer_example_reaches_a_verdict_with_ini_options_only(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason="the example needs the 'hf' extra: pip install -e '.[hf]'")
     copy_example("hf_trainer", pytester.path)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--experiment=learning_rate=3e-3", "-q",
                                            timeout=600)

@@ -38,7 +38,7 @@ def test_the_counter_says_how_many_runs_may_follow(project: Project) -> None:
 
 
 def test_xdist_is_refused_in_one_line(project: Project) -> None:
-    pytest.importorskip("xdist")
+    pytest.importorskip("xdist", reason="needs pytest-xdist: pip install -e '.[dev]'")
     result = project.run("--experiment=use_x", "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: exprun runs the protocol in one pytest process*drop -n*"])
@@ -46,7 +46,7 @@ def test_xdist_is_refused_in_one_line(project: Project) -> None:
 
 
 def test_plain_unit_tests_still_run_under_xdist(project: Project) -> None:
-    pytest.importorskip("xdist")
+    pytest.importorskip("xdist", reason="needs pytest-xdist: pip install -e '.[dev]'")
     project.pytester.makepyfile(test_unit="def test_one():\n    assert True\n")
     project.run("-n", "2").assert_outcomes(passed=1)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import Project
 
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason="train_llm.py needs the 'train' extra: pip install -e '.[train]'")
 
 TRAINER = Path(__file__).resolve().parent.parent / "train_llm.py"
 

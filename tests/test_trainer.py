@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="train_llm.py needs the 'train' extra: pip install -e '.[train]'")
 np = pytest.importorskip("numpy")
 
 TRAINER = Path(__file__).resolve().parent.parent / "train_llm.py"

@@ -26,9 +26,17 @@ if TYPE_CHECKING:
 
 Runs = Mapping[str, Sequence[RunRecord]]
 
+#: What a rule that does not know the session's command says to run; ``run_again`` names the command.
+SAME_COMMAND = "the same command again"
 #: The end of every "not measured" reason: what to do about it.
-RUN_AGAIN = ("not measured (failed, interrupted or deselected); run the same command again and only the "
+RUN_AGAIN = (f"not measured (failed, interrupted or deselected); run {SAME_COMMAND} and only the "
              "missing seeds will run")
+
+
+def run_again(command: str) -> str:
+    """``RUN_AGAIN`` with the exact command that measures the missing seeds, which the pytest layer
+    knows (after ``-k`` the same command would leave them deselected again)."""
+    return RUN_AGAIN.replace(SAME_COMMAND, f"`{command}`")
 
 
 def comparison_of(baseline: Sequence[RunRecord], runs: Sequence[RunRecord]) -> Comparison:
@@ -199,7 +207,8 @@ def restore(decision: Decision, baseline: Sequence[RunRecord], runs: Sequence[Ru
     return Decided(dataclasses.replace(decision, comparison=cmp), tuple(baseline), tuple(runs))
 
 
-def control_check(baseline: Sequence[RunRecord], control: RunRecord) -> ControlCheck:
-    """The control run against the stored baseline (``protocol.check_control``)."""
+def control_check(baseline: Sequence[RunRecord], control: RunRecord, metric: str = "val_loss") -> ControlCheck:
+    """The control run against the stored baseline (``protocol.check_control``); ``metric`` names the value."""
     same_seed = next((r.val_loss for r in baseline if r.seed == control.seed), None)
-    return protocol.check_control(stats.summarize([r.val_loss for r in baseline]), control.val_loss, same_seed)
+    return protocol.check_control(stats.summarize([r.val_loss for r in baseline]), control.val_loss, same_seed,
+                                  metric)

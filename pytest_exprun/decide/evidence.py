@@ -213,11 +213,12 @@ def _p(test: SignificanceTest) -> str:
 
 
 def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: SignificanceTest, interval: Interval,
-                 delta: float, changed_nothing: bool = False, metric: str = "val_loss") -> str | None:
+                 delta: float, changed_nothing: bool = False, metric: str = "val_loss", more: str = "") -> str | None:
     """One sentence when the tests disagree with the verdict, naming the next step; else None.
 
     The 2σ rule stays the verdict (it is the protocol); this says when a reader should not
-    take it at face value. ``delta`` is experiment − baseline (negative: lower loss).
+    take it at face value. ``delta`` is experiment − baseline (negative: lower loss). ``more``: the
+    command that runs more seeds of it (made by the reports from the decision; a rule knows no argv).
     """
     if changed_nothing:
         return (f"Every experiment seed gave exactly its baseline seed's {metric}: the flag changed nothing, so "
@@ -236,9 +237,12 @@ def verdict_note(verdict: Verdict | None, welch: SignificanceTest, paired_t: Sig
             said.append(f"{_p(test)}, two-sided{extra})")
         direction = "lower" if delta < 0 else "higher"
         verb = "rejects" if len(said) == 1 else "both reject"
-        return (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} {verb} no difference at 5%: the experiment's "
-                f"{metric} is probably {direction} by less than the rule's 2σ threshold, so run more seeds "
-                "(a longer --exprun-extension-seeds, and baseline seeds) before reading this as no effect.")
+        start = (f"The 2σ rule says NEUTRAL, but {' and '.join(said)} {verb} no difference at 5%: the experiment's "
+                 f"{metric} is probably {direction} by less than the rule's 2σ threshold, so run more seeds before "
+                 "reading this as no effect")
+        if not more:
+            return f"{start} (a longer --exprun-experiment-seeds list)."
+        return f"{start}: `{more}` (stored runs are reused, only the new seeds train)."
     if verdict in (Verdict.WINNER, Verdict.LOSER) and tests and not rejecting:
         neither = " nor ".join(f"{_p(t)}, two-sided)" for t in tests)
         what = "relying on it" if verdict is Verdict.WINNER else "discarding the idea"
@@ -338,13 +342,15 @@ def sequential_noise(design: "SequentialDesign") -> dict[str, float]:
 
 def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
              baseline_summary: Summary, experiment_summary: Summary, design: Design | None = None,
-             rule: str = "fixed", sequential: "SequentialDesign | None" = None, metric: str = "val_loss") -> Evidence:
+             rule: str = "fixed", sequential: "SequentialDesign | None" = None, metric: str = "val_loss",
+             more: str = "") -> Evidence:
     """Every statistic of one experiment report, keyed by seed for the pairing.
 
     ``design`` is the 2σ rule's as run (the baseline seeds compared, the configured experiment
     and extension seeds); without it the protocol's default 3 + 2 experiment seeds are assumed,
     with the baseline's actual size. ``rule`` says who decided (``RULES``): the 2σ rule's rates,
-    power and notes are stated only where it did; ``sequential`` is that mode's design.
+    power and notes are stated only where it did; ``sequential`` is that mode's design. ``metric``
+    names the value in the notes, ``more`` is the command a note gives for more seeds.
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
@@ -382,7 +388,8 @@ def evaluate(baseline: Mapping[int, float], experiment: Mapping[int, float],
         false_winner=false_winner,
         two_sigma_verdict=two_sigma,
         # The notes weigh the 2σ rule against the tests; under another rule only the A/A check is said.
-        note=verdict_note(two_sigma if fixed else None, welch, paired.t_test, interval, delta, changed, metric),
+        note=verdict_note(two_sigma if fixed else None, welch, paired.t_test, interval, delta, changed, metric,
+                          more),
         changed_nothing=changed,
         rule=rule,
         noise=noise,

@@ -172,7 +172,7 @@ def degenerate_reason(baseline: Summary, experiment: Summary) -> str | None:
         return f"the experiment has {experiment.n} run(s); at least 2 are needed"
     if not math.isfinite(baseline.std) or baseline.std == 0.0:
         return (
-            "the baseline's val_loss std is 0: every seed gave the same loss, so the noise "
+            "the baseline's std is 0: every seed gave the same value, so the noise "
             "level is unknown (does the trainer honour --seed?)"
         )
     return None
@@ -274,7 +274,8 @@ def _prediction_factor(n: int, false_alarm: float) -> float:
     return float(sps.t.isf(false_alarm / 2, n - 1)) * math.sqrt(1 + 1 / n)
 
 
-def check_control(baseline: Summary, value: float, stored_same_seed: float | None = None) -> ControlCheck:
+def check_control(baseline: Summary, value: float, stored_same_seed: float | None = None,
+                  metric: str = "val_loss") -> ControlCheck:
     """Does a fresh run without experiment flags still give what the baseline says?
 
     Two rules, each with a stated false-alarm rate when nothing changed. A trainer that
@@ -283,6 +284,7 @@ def check_control(baseline: Summary, value: float, stored_same_seed: float | Non
     trainer). Otherwise the control is one more draw from the baseline's distribution, and it
     fails only outside the 95% prediction interval |x − mean| > t(0.975, n − 1)·s·sqrt(1 + 1/n):
     5% false alarm for a run independent of the baseline's, less when it shares the seed's luck.
+    ``metric`` names the value in the message.
     """
     sigma = baseline.std
     degenerate = not math.isfinite(sigma) or sigma == 0
@@ -291,7 +293,7 @@ def check_control(baseline: Summary, value: float, stored_same_seed: float | Non
         limit = 0.0 if degenerate else CONTROL_REPRODUCTION_SIGMAS * sigma
         if abs(value - stored_same_seed) <= limit:
             return ControlCheck(value, baseline.mean, sigma, sigmas, True, "reproduction", 0.0, limit,
-                                f"val_loss {value:.4f} reproduces the stored {stored_same_seed:.4f} of the same seed "
+                                f"{metric} {value:.4f} reproduces the stored {stored_same_seed:.4f} of the same seed "
                                 f"(within {CONTROL_REPRODUCTION_SIGMAS:g}σ = {limit:.4g})")
     if degenerate or baseline.n < 2:
         return ControlCheck(value, baseline.mean, sigma, None, math.isclose(value, baseline.mean), "equality",
@@ -299,7 +301,7 @@ def check_control(baseline: Summary, value: float, stored_same_seed: float | Non
                             f"{baseline.mean:.4f}; it gave {value:.4f}")
     limit = _prediction_factor(baseline.n, CONTROL_FALSE_ALARM) * sigma
     ok = abs(value - baseline.mean) <= limit
-    where = (f"val_loss {value:.4f} is {sigmas:+.2f}σ from the baseline mean {baseline.mean:.4f} ± {sigma:.4f} "
+    where = (f"{metric} {value:.4f} is {sigmas:+.2f}σ from the baseline mean {baseline.mean:.4f} ± {sigma:.4f} "
              f"({baseline.n} seeds), {'inside' if ok else 'outside'} its 95% prediction interval "
              f"[{baseline.mean - limit:.4f}, {baseline.mean + limit:.4f}]")
     if stored_same_seed is not None:

@@ -34,7 +34,7 @@ FAMILY_TRIALS = 200_000
 #: Fixed so that a report rendered twice from the same runs states the same rates.
 RATE_SEED = 20261202
 DECISION_MODES: Mapping[str, str] = {
-    "fixed": "the 2σ rule: WINNER when the experiment's mean val_loss is at least 2 baseline σ below "
+    "fixed": "the 2σ rule: WINNER when the experiment's mean value is at least 2 baseline σ below "
              "the baseline's mean, LOSER when at least 2σ above, NEUTRAL otherwise",
     "sequential": "group-sequential t-test at planned looks: WINNER or LOSER when a look's t crosses its bound, "
                   "NEUTRAL at a futility stop or the last look; --exprun-decide=sequential",
@@ -265,7 +265,7 @@ def rates_report(seeds: SeedLists, trials: int = RATE_TRIALS) -> str:
     assert sigma.low is not None and sigma.high is not None
     notes = [
         "",
-        f"Simulated with {trials:,} trials per row: normal noise, σ the true seed-to-seed std of val_loss, "
+        f"Simulated with {trials:,} trials per row: normal noise, σ the true seed-to-seed std of the run's value, "
         "effect positive = lower loss.",
         f"80% WINNER at a true improvement of {design_mde(design, trials=trials):.2f}σ (this design's "
         f"minimum detectable effect). σ itself is estimated from {design.n_baseline} seeds: its 95% interval "

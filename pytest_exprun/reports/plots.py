@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..decide.curves import Curves
+from ..names import safe_name
 
 INSTALL_HINT = "pip install 'pytest-exprun[plots]'"
 FIGSIZE = (8.0, 4.5)
@@ -52,6 +53,24 @@ class PlotData:
     curves: Curves
     baseline_curves: Sequence[Sequence[tuple[int, float]]]
     experiment_curves: Sequence[Sequence[tuple[int, float]]]
+    metric: str = "val_loss"  # what a run's value is called: its result key or pattern group
+
+
+#: The per-seed figure's file suffix when the metric is val_loss, the name reports of other metrics once used.
+DEFAULT_SUFFIX = "val_loss"
+
+
+def metric_suffix(metric: str) -> str:
+    """The per-seed figure's file-name suffix: the metric's name in a safe file-name form, never
+    the suffix of another figure (a metric called ``curves`` gets ``metric_curves``)."""
+    suffix = safe_name(metric)
+    return f"metric_{suffix}" if suffix in ("curves", "wall_time", "forest") else suffix
+
+
+def figures(metric: str = "val_loss") -> tuple[tuple[str, str], ...]:
+    """The figures ``draw`` makes, as (file suffix, title); the curves only where curves were stored."""
+    return ((metric_suffix(metric), f"{metric} per seed"), ("curves", "Learning curves"),
+            ("wall_time", "Wall time per seed"))
 
 
 def _matplotlib() -> tuple[Any, Any] | None:
@@ -65,17 +84,15 @@ def _matplotlib() -> tuple[Any, Any] | None:
 
 
 def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
-    """Write ``<stem>_val_loss.png``, ``<stem>_curves.png`` and ``<stem>_wall_time.png``."""
+    """Write ``<stem>_<metric>.png`` (``<stem>_val_loss.png`` by default), ``<stem>_curves.png`` and
+    ``<stem>_wall_time.png``; a per-seed figure left under the default name by an earlier version
+    of a report of another metric is removed once its successor is written."""
     found = _matplotlib()
     if found is None:
         return PlotSet((), f"matplotlib is not installed; `{INSTALL_HINT}` and run again for plots")
     figure_cls, canvas_cls = found
     plots = []
-    for suffix, title, painter in (
-        ("val_loss", "val_loss per seed", _val_loss),
-        ("curves", "Learning curves", _curves),
-        ("wall_time", "Wall time per seed", _wall_time),
-    ):
+    for (suffix, title), painter in zip(figures(data.metric), (_per_seed, _curves, _wall_time)):
         if painter is _curves and not data.curves.points:
             continue
         fig = figure_cls(figsize=FIGSIZE, dpi=DPI)
@@ -89,19 +106,22 @@ def draw(folder: Path, stem: str, data: PlotData) -> PlotSet:
         file = f"{stem}_{suffix}.png"
         _save(fig, folder / file)
         plots.append(Plot(title, file))
+    if metric_suffix(data.metric) != DEFAULT_SUFFIX:
+        old = folder / f"{stem}_{DEFAULT_SUFFIX}.png"
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
     return PlotSet(tuple(plots), None)
 
 
-#: The figures ``draw`` makes, by file suffix; the curves only where curves were stored.
-FIGURES = (("val_loss", "val_loss per seed"), ("curves", "Learning curves"), ("wall_time", "Wall time per seed"))
-
-
-def existing(folder: Path, stem: str) -> PlotSet | None:
-    """The figures already drawn for a report, or None when one is missing (draw them again)."""
-    found = tuple(Plot(title, f"{stem}_{suffix}.png") for suffix, title in FIGURES
+def existing(folder: Path, stem: str, metric: str = "val_loss") -> PlotSet | None:
+    """The figures already drawn for a report of ``metric``, or None when one is missing (draw them
+    again: a report drawn under the old per-seed name ``<stem>_val_loss.png`` for another metric is
+    redrawn under the metric's name)."""
+    shown = figures(metric)
+    found = tuple(Plot(title, f"{stem}_{suffix}.png") for suffix, title in shown
                   if (folder / f"{stem}_{suffix}.png").is_file())
     names = {p.file for p in found}
-    if f"{stem}_val_loss.png" not in names or f"{stem}_wall_time.png" not in names:
+    if f"{stem}_{shown[0][0]}.png" not in names or f"{stem}_wall_time.png" not in names:
         return None
     return PlotSet(found, None)
 
@@ -146,7 +166,7 @@ def _jitter(count: int) -> np.ndarray:
     return np.linspace(-0.12, 0.12, count) if count > 1 else np.zeros(count)
 
 
-def _val_loss(ax: Any, data: PlotData) -> None:
+def _per_seed(ax: Any, data: PlotData) -> None:
     mean, sigma = data.baseline_mean, data.baseline_std
     if np.isfinite(sigma) and sigma > 0:
         ax.axhspan(mean - 2 * sigma, mean + 2 * sigma, color=BASELINE_COLOUR, alpha=0.12,
@@ -166,7 +186,7 @@ def _val_loss(ax: Any, data: PlotData) -> None:
         ax.hlines(group_mean, x - 0.3, x + 0.3, color=colour, lw=2.5, zorder=2)
     ax.set_xticks([0, 1], ["baseline", "experiment"])
     ax.set_xlim(-0.6, 1.6)
-    ax.set_ylabel("final val_loss (lower is better)")
+    ax.set_ylabel(f"final {data.metric} (lower is better)")
     ax.legend(fontsize=8, frameon=False, loc="best")
 
 
@@ -196,7 +216,7 @@ def _curves(ax: Any, data: PlotData) -> None:
         ax.axvline(target.step, color=EXPERIMENT_COLOUR, lw=1, ls=":",
                    label=f"experiment reaches it (step {target.step})")
     ax.set_xlabel("step")
-    ax.set_ylabel("val_loss")
+    ax.set_ylabel(data.metric)
     ax.legend(fontsize=8, frameon=False, loc="upper right")
 
 
@@ -227,8 +247,9 @@ class ForestRow:
     high: float | None
 
 
-def forest(folder: Path, stem: str, rows: Sequence[ForestRow], confidence: float = 0.95) -> tuple[str | None, str | None]:
-    """``<stem>_forest.png``: every experiment's Δ val_loss with its interval, one row each, best first.
+def forest(folder: Path, stem: str, rows: Sequence[ForestRow], confidence: float = 0.95,
+           metric: str = "val_loss") -> tuple[str | None, str | None]:
+    """``<stem>_forest.png``: every experiment's Δ of the metric with its interval, one row each, best first.
 
     Returns (file, None), or (None, why there is no figure and how to get one).
     """
@@ -250,7 +271,7 @@ def forest(folder: Path, stem: str, rows: Sequence[ForestRow], confidence: float
         ax.plot([row.delta], [y], marker="o", color=colour)
     ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_yticks(range(len(rows)), [f"{r.name} ({r.verdict})" for r in reversed(rows)], fontsize=9)
-    ax.set_xlabel(f"Δ val_loss (experiment − baseline) with its {confidence:.0%} Welch interval; left is better",
+    ax.set_xlabel(f"Δ {metric} (experiment − baseline) with its {confidence:.0%} Welch interval; left is better",
                   fontsize=9)
     ax.set_title("Every experiment on this baseline", fontsize=11, loc="left")
     ax.spines[["top", "right"]].set_visible(False)

@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, program_view, render as report
+from .commands import more_seeds
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
 from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
 from .statements import (band_text, digits_of, family_statements, renamed, rule_of, sequential_design,
-                         twin_comparison, twin_evidence)
+                         twin_comparison, twin_evidence, twin_program, twin_run, twin_wall_clock)
 from ..store import RunStore, StoreWarning, atomic_write_text, set_aside
 
 #: Curve rows shown in a report; the JSON next to it keeps every step.
@@ -114,7 +115,8 @@ class Publisher:
         found_evidence = {d.name: self.work(evidence.evaluate, {r.seed: r.val_loss for r in d.baseline},
                                             {r.seed: r.val_loss for r in d.runs}, _cmp(d).val_loss.baseline,
                                             _cmp(d).val_loss.experiment, self.two_sigma_design(d),
-                                            rule_of(d.decision), sequential_design(d.decision), self.metric)
+                                            rule_of(d.decision), sequential_design(d.decision), self.metric,
+                                            more_seeds(d.decision, self.settings.train_tokens))
                           for d in family}
         names = [d.name for d in family]
         adjusted = stats.holm_adjust([found_evidence[n].welch.p_value for n in names])
@@ -132,7 +134,7 @@ class Publisher:
             text = report.with_data(body, {"kind": "experiment", "name": name, "scale": self.settings.scale})
             if not _same_text(path, text):
                 self.write_owned(path, text)
-            self._write_twin(path, decided, cmp, found_evidence[name], curves, drawn, holm, holm_p)
+            self._write_twin(path, decided, cmp, found_evidence[name], curves, context, holm, holm_p)
             contexts[name] = context
         self.summary(family, adjusted)
         return contexts
@@ -148,8 +150,9 @@ class Publisher:
             curves=learning_curves([r.curve for r in base], [r.curve for r in runs],
                                          self.settings.train_tokens, cmp.val_loss.baseline.mean),
             baseline_curves=[r.curve for r in base], experiment_curves=[r.curve for r in runs],
+            metric=self.metric,
         )
-        existing = plots.existing(path.parent, path.stem)
+        existing = plots.existing(path.parent, path.stem, self.metric)
         if not redraw and existing is not None:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,13 +207,9 @@ class Publisher:
         }
 
     def _write_twin(self, path: Path, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
-                    drawn: plots.PlotSet, holm: list[dict[str, Any]], holm_p: float | None) -> None:
+                    context: dict[str, Any], holm: list[dict[str, Any]], holm_p: float | None) -> None:
         """Every number of the report, for scripts and dashboards."""
-        def runs(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-            return [{"seed": r.seed, "val_loss": r.val_loss, "wall_time": r.wall_time,
-                     "environment": r.extra.get("environment", {}), "curve": [list(p) for p in r.curve]}
-                    for r in records]
-
+        drawn: plots.PlotSet = context["plots"]
         data = {
             "kind": "experiment",
             "name": decided.name,
@@ -229,8 +228,10 @@ class Publisher:
             "sequential": None if decided.decision.sequential is None else decided.decision.sequential.to_json(),
             "learning_curves": asdict(curves),
             "plots": [p.file for p in drawn.plots],
-            "baseline_runs": runs(decided.baseline),
-            "runs": runs(decided.runs),
+            "wall_clock": twin_wall_clock(context["wall_clock"]),
+            **twin_program(decided.decision, context["program"]),
+            "baseline_runs": [twin_run(r) for r in decided.baseline],
+            "runs": [twin_run(r) for r in decided.runs],
             "report": path.name,
             "git_commit": decided.decision.git_commit,
             "measured_at": decided.decision.decided_at,
@@ -279,7 +280,7 @@ class Publisher:
                                         _cmp(decided).val_loss.delta, interval.low, interval.high))
         rows.sort(key=lambda r: (r.delta, r.name))
         summary = self.settings.summary_report
-        file, missing = self.work(plots.forest, summary.parent, summary.stem, rows)
+        file, missing = self.work(plots.forest, summary.parent, summary.stem, rows, 0.95, self.metric)
         return {"file": file, "missing": missing}
 
     def verdict_text(self, context: dict[str, Any], accepted: bool, path: Path) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..model import Decision, DecisionMode, LookRecord
 
 if TYPE_CHECKING:
+    from ..model import RunRecord
     from ..decide.evidence import Evidence
     from ..decide.protocol import Comparison, MetricComparison, Ranked
     from ..decide.sequential_design import Design as SequentialDesign
@@ -132,3 +133,52 @@ def family_statements(ranked: Sequence["Ranked"], rules: Mapping[str, str], look
             statements.append({"rule": "own", "size": len(own), "names": own})
         out.append({"family": family, "size": len(members), "n_baseline": n_base, "statements": statements})
     return out
+
+
+def twin_run(record: "RunRecord") -> dict[str, Any]:
+    """One run as the twin keeps it: its value, wall time, CPU time, throughput (None where the
+    trainer did not report them) and GPU time where present, as the report's tables show them."""
+    data: dict[str, Any] = {"seed": record.seed, "val_loss": record.val_loss, "wall_time": record.wall_time,
+                            "cpu_time": record.cpu_time, "tokens_per_second": record.tokens_per_second}
+    if record.gpu_time is not None:
+        data["gpu_time"] = record.gpu_time
+    data["environment"] = record.extra.get("environment", {})
+    data["curve"] = [list(p) for p in record.curve]
+    return data
+
+
+def twin_wall_clock(wall_clock: Mapping[str, Any]) -> dict[str, Any]:
+    """The Wall Clock section for the twin: each group's times, the test (ratio, interval, p, α),
+    and whether the loaded-machine rule flagged a run, and why."""
+    test = wall_clock["test"]
+
+    def group(timing: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: None if value is None else asdict(value) for key, value in timing.items()}
+
+    return {
+        "baseline": group(wall_clock["baseline"]),
+        "experiment": group(wall_clock["experiment"]),
+        "test": {"method": "Welch's t on log wall time", "ratio": test.ratio, "low": test.low, "high": test.high,
+                 "p_value": test.p_value, "alpha": test.alpha, "significant": test.significant, "reason": test.reason,
+                 "finding": wall_clock["finding"]},
+        "loaded_machine": {"rule": f"a run under {wall_clock['loaded_fraction']:g}x its group's median throughput "
+                                   "or CPU seconds per wall second counts as loaded",
+                           "fraction": wall_clock["loaded_fraction"], "loaded": bool(test.loaded),
+                           "runs": [asdict(r) for r in test.loaded], "trusted": test.trusted,
+                           "why": wall_clock["distrust"]},
+    }
+
+
+def twin_program(decision: Decision, program: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The margin's test and the decision's place in its program, as the report states them: the
+    margin record (its TOST, what would settle it), the LOND step (its level α_i) or the program's
+    uncontrolled family-wise rate, and the decision's cost."""
+    if not program:
+        return {"margin": None, "program": None}
+    margin = None if decision.margin is None else {**decision.margin.to_json(), "settle_command": program["settle"]}
+    return {"margin": margin,
+            "program": {"position": program["position"], "statement": program["text"],
+                        "step": None if decision.program is None else decision.program.to_json(),
+                        "uncontrolled_familywise": program["familywise"],
+                        "cost": {"runs": program["runs"], "seconds": program["seconds"],
+                                 "experiment_seconds": program["experiment_seconds"]}}}

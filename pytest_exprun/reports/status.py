@@ -62,7 +62,7 @@ def lines(settings: Settings) -> list[str]:
     values = [r.val_loss for r in base.values()]
     spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
     setup = snapshot.setup
-    out.append(f"baseline: {len(values)} seeds {list(snapshot.seeds)}, val_loss {statistics.fmean(values):.4f}{spread}, "
+    out.append(f"baseline: {len(values)} seeds {list(snapshot.seeds)}, {settings.trainer_io.metric_name} {statistics.fmean(values):.4f}{spread}, "
                f"setup {snapshot.setup_key} ({' '.join(str(a) for a in setup.get('command', []))}"
                f"{' ' + ' '.join(setup.get('flags', [])) if setup.get('flags') else ''}), measured "
                f"{snapshot.measured_at} ({_age(snapshot.measured_at)})")
