@@ -30,7 +30,7 @@ Started with ``--worker`` it speaks the warm executor's worker protocol (docs/ex
 Every start is appended to ``fake_started.jsonl`` (seed and pid) so a test can wait for a
 given run to be under way; with ``"gate": "FILE"`` in the plan a run waits until FILE
 exists before it finishes. Every finished call is appended to ``fake_calls.jsonl`` so
-tests can see which seeds ran, when, and with which CUDA_VISIBLE_DEVICES.
+tests can see which seeds ran, when, with which CUDA_VISIBLE_DEVICES and bytecode settings.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "flags": flags, "output_dir": args.output_dir,
             "start": started, "end": time.time(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pycache_prefix": sys.pycache_prefix, "dont_write_bytecode": sys.flags.dont_write_bytecode,
         }) + "\n")
     return 0
 
