@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,46 @@ def test_a_request_larger_than_one_read_reaches_the_child(tmp_path: Path) -> Non
     finally:
         server.stop()
     assert server.proc.returncode == 0
+
+
+# ------------------------------------------------------------------ robustness
+@pytest.mark.parametrize("executor", [("--exprun-executor=local",), FORK, ("--exprun-executor=warm",)],
+                         ids=["local", "fork", "worker"])
+def test_each_run_records_its_own_cpu_time_with_its_childrens(project: Project, executor: tuple[str, ...]) -> None:
+    project.plan(behaviour={"137": "burn"})  # 0.4 s of CPU in a child the trainer waits for
+    project.run("-m", "baseline", "-k", "seed42 or seed137 or seed256", *executor).assert_outcomes(
+        passed=3, deselected=2)
+    cpu = {r["seed"]: r["cpu_time"] for r in records(project)}
+    assert cpu[137] >= 0.38
+    # The runs before and after it are charged only their own work (a worker's time is not cumulative).
+    assert cpu[42] is not None and cpu[256] is not None and cpu[42] < 0.35 and cpu[256] < 0.35
+
+
+def test_a_preload_that_hangs_falls_back_to_local_within_the_fork_timeout(
+        project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path_factory.mktemp("site")  # a third-party library whose import hangs in the server
+    flag = project.path / "hang_once"
+    flag.write_text("")
+    (site / "hanging_lib.py").write_text(
+        f"import os, time\nif os.path.exists({str(flag)!r}):\n    os.remove({str(flag)!r})\n"
+        f"    open({str(project.path / 'server.pid')!r}, 'w').write(str(os.getpid()))\n    time.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    source = (project.path / "fake_trainer.py").read_text()
+    (project.path / "fake_trainer.py").write_text(source.replace("import argparse\n", "import argparse\nimport hanging_lib\n", 1))
+    started = time.monotonic()
+    result = project.run("-m", "baseline", "-k", "seed42 or seed137", *FORK, "--exprun-fork-timeout=2")
+    took = time.monotonic() - started
+    result.assert_outcomes(passed=2, deselected=3)
+    result.stdout.fnmatch_lines(["*runs each seed as local does: the fork server had not imported the trainer's "
+                                 "libraries 2s after its start (an import that hangs?); raise --exprun-fork-timeout "
+                                 "if they take that long*"])
+    assert result.stdout.str().count("runs each seed as local does") == 1
+    assert {r["extra"]["environment"]["timing"] for r in records(project)} == {"process"}
+    assert took < 20
+    assert not pid_alive(int((project.path / "server.pid").read_text()))  # the stuck server was ended
+
+
+def test_a_bad_fork_timeout_is_one_line(project: Project) -> None:
+    result = project.run("-m", "baseline", *FORK, "--exprun-fork-timeout=soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --exprun-fork-timeout must be a positive number of seconds, got 'soon'"])

@@ -9,7 +9,8 @@ script run as ``__main__`` (a module with ``python -m``, by ``runpy`` as the int
 
 Messages are JSON lines on a Unix socket (file descriptor FD): to the server
 ``{"id", "argv", "env", "cwd"}`` with the output pipe's write end attached; from it
-``{"ready"}`` or ``{"refused": why}``, ``{"started": id, "pid"}``, ``{"exit": pid, "code"}``.
+``{"ready"}`` or ``{"refused": why}``, ``{"started": id, "pid"}``, ``{"exit": pid, "code", "cpu"}``
+(``cpu``: the child's user + system seconds and its waited-for descendants', from ``os.wait4``).
 
 Only the standard library is imported here, before the preload: this file runs under the
 trainer's interpreter, which need not have pytest-exprun installed.
@@ -119,10 +120,12 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
                     children.add(pid)
                     _send(sock, {"started": request["id"], "pid": pid})
         for pid in list(children):
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status, usage = os.wait4(pid, os.WNOHANG)
             if done:
                 children.discard(pid)
-                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                # The child's CPU time with its waited-for descendants', as a local run's is taken.
+                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status),
+                             "cpu": usage.ru_utime + usage.ru_stime})
 
 
 def _run(target: str, kind: str, request: dict[str, Any], out: int, err: int) -> int:
