@@ -274,3 +274,39 @@ def test_a_bad_fork_timeout_is_one_line(project: Project) -> None:
     result = project.run("-m", "baseline", *FORK, "--exprun-fork-timeout=soon")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --exprun-fork-timeout must be a positive number of seconds, got 'soon'"])
+
+
+def test_a_class_of_a_lazy_library_imported_inside_a_function_is_preloaded(
+        project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path_factory.mktemp("site")  # a library that imports a class's module on first lookup, as transformers
+    (site / "lazy_lib").mkdir()
+    (site / "lazy_lib" / "__init__.py").write_text(
+        "import importlib\n"
+        "def __getattr__(name):\n"
+        "    if name == 'Model':\n"
+        "        return importlib.import_module('lazy_lib.modeling').Model\n"
+        "    raise AttributeError(name)\n")
+    (site / "lazy_lib" / "modeling.py").write_text(
+        f"import os\nopen({str(project.path / 'modeling_imported_by')!r}, 'w').write(str(os.getpid()))\n"
+        "class Model:\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (project.path / "probe.py").write_text(textwrap.dedent("""
+        import os, sys
+
+        def main():
+            from lazy_lib import Model  # inside a function, as the Hugging Face example does
+            out = sys.argv[sys.argv.index("--output_dir") + 1]
+            os.makedirs(out, exist_ok=True)
+            print(f"run pid {os.getpid()} model {Model.__name__}")
+            print("Step 50 | val_loss: 2.0000")
+
+        if __name__ == "__main__":
+            main()
+    """))
+    project.pytester.makeini("[pytest]\nexprun_command = python probe.py\n")
+    project.run("-m", "baseline", "-k", "seed42", *FORK).assert_outcomes(passed=1, deselected=4)
+    (log,) = (project.research / ".exprun" / "runs").rglob("seed42.log")
+    run_pid = int(log.read_text().split()[2])
+    importer = int((project.path / "modeling_imported_by").read_text())
+    assert importer != run_pid  # the class's module was imported once, by the fork server
+    assert {r["extra"]["environment"]["timing"] for r in records(project)} == {"fork server"}

@@ -57,7 +57,7 @@ def _preload(modules: list[str]) -> str | None:
     """Import ``modules`` (those that fail are left for the run to import); why forking would not be exact, or None."""
     for name in modules:
         try:
-            importlib.import_module(name)
+            _import(name)
         except Exception:  # noqa: BLE001 - an optional import of the trainer's (try: import wandb ...)
             continue
     if threading.active_count() > 1:
@@ -73,6 +73,20 @@ def _preload(modules: list[str]) -> str | None:
         if method in ("spawn", "forkserver"):
             return f"importing the trainer's libraries set the multiprocessing start method to {method!r}"
     return None
+
+
+def _import(name: str) -> None:
+    """``import name``, or for ``from package import Name`` (scanned as ``package.Name``) the
+    attribute: libraries such as transformers import a class's module only when the attribute is
+    first looked up (a lazy module), so importing the package alone would leave the run that work."""
+    try:
+        importlib.import_module(name)
+        return
+    except ModuleNotFoundError as exc:
+        parent, _, attribute = name.rpartition(".")
+        if not parent or exc.name != name:
+            raise
+    getattr(importlib.import_module(parent), attribute)
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
