@@ -92,6 +92,10 @@ def test_the_default_folder_follows_xdg_and_falls_back_to_the_home_cache(tmp_pat
     # The XDG rule: a relative XDG_CACHE_HOME is ignored.
     assert bytecode.default_folder({"XDG_CACHE_HOME": "rel"}) == home / ".cache" / "pytest-exprun" / "pycache" / VERSION
     assert bytecode.chosen_folder("off", tmp_path, {}) is None
+    # exprun_bytecode_cache was an ini flag: its spellings are not folder names.
+    assert bytecode.chosen_folder("false", tmp_path, {}) is None
+    assert bytecode.chosen_folder("true", tmp_path, {"XDG_CACHE_HOME": str(tmp_path)}) == bytecode.default_folder(
+        {"XDG_CACHE_HOME": str(tmp_path)})
     assert bytecode.chosen_folder("ON", tmp_path, {"PYTHONPYCACHEPREFIX": "/x"}) is None  # theirs is kept
     assert bytecode.chosen_folder("pyc", tmp_path, {"PYTHONPYCACHEPREFIX": "/x"}) == tmp_path / "pyc"
     assert bytecode.chosen_folder("~/pyc", tmp_path, {}) == home / "pyc"

@@ -44,13 +44,14 @@ def chosen_folder(text: str, rootdir: Path, environ: Mapping[str, str]) -> Path 
     """The folder ``--exprun-bytecode-cache`` names, or None where exprun leaves the environment alone.
 
     ``on`` is the default folder, unless the user set ``PYTHONPYCACHEPREFIX`` (theirs is kept);
-    ``off`` is none; anything else is a folder (``~`` expanded, relative to the rootdir).
+    ``off`` is none (``true`` and ``false``, an ini flag of earlier versions, read as ``on`` and
+    ``off``); anything else is a folder (``~`` expanded, relative to the rootdir).
     Raises ``ValueError`` with a one-line message for a value that cannot be a folder.
     """
     value = text.strip()
-    if value.lower() == OFF:
+    if value.lower() in (OFF, "false", "no", "0"):  # the ini's boolean spellings of earlier versions too
         return None
-    if value.lower() in (ON, ""):
+    if value.lower() in (ON, "", "true", "yes", "1"):
         return None if environ.get(PREFIX_ENV) else default_folder(environ)
     if "\0" in value:
         raise ValueError("--exprun-bytecode-cache holds a NUL character; give 'on', 'off' or a folder")
