@@ -148,7 +148,8 @@ def copy_nanogpt(checkout: Path, work: Path) -> Path:
     return project
 
 
-def run_session(project: Path, row: Row, tokens: int | None, caches: Path, log: Path) -> Session:
+def run_session(project: Path, row: Row, tokens: int | None, caches: Path, log: Path,
+                command: str | None = None) -> Session:
     """One ``pytest`` session as the user types it, with the user's caches under ``caches``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != "PYTHONPYCACHEPREFIX"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -157,6 +158,8 @@ def run_session(project: Path, row: Row, tokens: int | None, caches: Path, log: 
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", *plugin_args(), *row.args]
     if tokens is not None:
         cmd.append(f"--exprun-train-tokens={tokens}")
+    if command is not None:
+        cmd.append(f"--exprun-command={command}")
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -210,6 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=None,
                         help="train tokens per run of train_llm.py (default: the plugin's, 1M)")
+    parser.add_argument("--command", default=None,
+                        help="train_llm.py's trainer command instead of the default (e.g. 'python train_llm.py "
+                        "--num_threads 1' on a busy CPU); default: none given, as a user types it")
     parser.add_argument("--nanogpt-tokens", type=int, default=None,
                         help="train tokens per nanoGPT run (default: the adapter ini's)")
     parser.add_argument("--repeat", type=int, default=3, help="sessions per row; medians are printed")
@@ -241,13 +247,14 @@ def main() -> None:
                 if row.trainer == "nanogpt":
                     assert args.nanogpt is not None
                     project, tokens = copy_nanogpt(args.nanogpt.expanduser().resolve(), work), args.nanogpt_tokens
+                    command = None
                 else:
-                    project, tokens = copy_project(work), args.tokens
+                    project, tokens, command = copy_project(work), args.tokens, args.command
                 if not row.first and warm_caches is None:  # a later session follows a first one
-                    run_session(project, row, tokens, caches, logs / f"warm-up-{rep}-{i}.log")
+                    run_session(project, row, tokens, caches, logs / f"warm-up-{rep}-{i}.log", command)
                     shutil.rmtree(project / "docs", ignore_errors=True)
                 warm_caches = warm_caches or caches
-                session = run_session(project, row, tokens, caches, logs / f"{rep}-{i}.log")
+                session = run_session(project, row, tokens, caches, logs / f"{rep}-{i}.log", command)
                 results.setdefault(row, []).append(session)
                 print(f"{row.name}: {session.wall:.1f} s, {session.runs} runs, {session.inside:.1f} s inside them",
                       file=sys.stderr, flush=True)
@@ -256,7 +263,8 @@ def main() -> None:
 
     device = "CUDA" if cuda_available() else "CPU only"
     print(f"\n{device}; python {platform.python_version()}, {os.cpu_count()} CPUs; train tokens "
-          f"{args.tokens or 'default (1M)'}; {args.repeat} session(s) a row, each in a fresh copy\n")
+          f"{args.tokens or 'default (1M)'}; trainer {args.command or 'default (python train_llm.py)'}; "
+          f"{args.repeat} session(s) a row, each in a fresh copy\n")
     print("\n".join(table(results, skipped)))
     nano = ratio(results, ROWS[7], ROWS[6])
     if nano is not None:
