@@ -114,7 +114,8 @@ def bench(trainer: str, repeat: int, first_lines: int) -> dict[str, tuple[float,
             with tempfile.TemporaryDirectory() as tmp:
                 _, experiment, _ = make_project(trainer, Path(tmp))
                 rows["5 + 5 session"][i].append(session(Path(tmp), experiment, executor))
-    return {name: (statistics.median(local), statistics.median(warm)) for name, (local, warm) in rows.items()}
+    return {name: (statistics.median(local), statistics.median(warm)) for name, (local, warm) in rows.items()
+            if local and warm}
 
 
 class _Settings:
@@ -130,7 +131,7 @@ class _Settings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainers", default="fake,hf")
-    parser.add_argument("--repeat", type=int, default=3, help="sessions per executor and trainer")
+    parser.add_argument("--repeat", type=int, default=3, help="sessions per executor and trainer (0: none)")
     parser.add_argument("--first-line", type=int, default=5, help="first-line timings per executor and trainer")
     args = parser.parse_args()
     print(f"{'trainer':8} {'measurement':28} {'local':>9} {'warm':>9} {'warm/local':>10}")

@@ -7,6 +7,7 @@ neither ``--experiment`` nor ``-m baseline``, registers nothing and starts no tr
 from __future__ import annotations
 
 import ast
+import dataclasses
 import signal
 import threading
 from types import FrameType
@@ -16,6 +17,7 @@ import pytest
 
 from . import newhooks, settings as settings_mod
 from .executors import BUILTIN
+from .trainer import bytecode
 
 # The session, the items, the rules, the statistics and the reports are imported only when the
 # protocol runs (``ProtocolPlugin``): a plain ``pytest`` run pays for none of them.
@@ -104,7 +106,16 @@ def pytest_configure(config: pytest.Config) -> None:
             "to train several seeds at once use --exprun-executor=gpus, warm or slurm"
         )
     if wanted:
-        config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
+        settings = settings_mod.load(config)
+        problem = bytecode.unusable(settings.bytecode_cache)
+        if problem is not None:  # a missing cache costs start-up time, never a run
+            config.issue_config_time_warning(BytecodeCacheWarning(problem), stacklevel=2)
+            settings = dataclasses.replace(settings, bytecode_cache=None)
+        config.pluginmanager.register(ProtocolPlugin(config, settings), PLUGIN_NAME)
+
+
+class BytecodeCacheWarning(pytest.PytestWarning):
+    """The trainers' bytecode cache (``--exprun-bytecode-cache``) cannot be used; runs go on without it."""
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

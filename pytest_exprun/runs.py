@@ -20,7 +20,7 @@ from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
 from .executors import Executor, ExecutorError
 from .model import BaselineSnapshot, RunRecord, Setup
 from .settings import Settings
-from .trainer import fingerprint, provenance
+from .trainer import bytecode, fingerprint, provenance
 from .trainer.interface import run_environment
 from .trainer.provenance import Provenance
 from .trainer.runner import RunResult, RunSpec
@@ -43,16 +43,6 @@ def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
     if isinstance(one_time, (int, float)) and not isinstance(one_time, bool) and 0 <= one_time < float("inf"):
         return found, float(one_time)
     return found, 0.0
-
-
-def bytecode_cache_env(settings: Settings) -> dict[str, str]:
-    """With ``--exprun-bytecode-cache``: compiled Python kept in the checkpoints dir between runs.
-
-    An empty PYTHONDONTWRITEBYTECODE turns that setting off (Python reads only non-empty values).
-    """
-    if not settings.bytecode_cache:
-        return {}
-    return {"PYTHONPYCACHEPREFIX": str(settings.checkpoints_dir / ".pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 
 
 def research_tag(research_dir: Path) -> str:
@@ -182,7 +172,7 @@ def spec_of(settings: Settings, group: str, seed: int, flags: tuple[str, ...],
     return RunSpec(
         label=f"{group}[seed{seed}]", group=group, seed=seed, argv=tuple(argv), output_dir=out, log_path=log_path,
         timeout=s.timeout, cwd=s.rootdir,
-        env={**run_environment(seed, s.train_tokens, out, template.steps(s.train_tokens)), **bytecode_cache_env(s),
+        env={**run_environment(seed, s.train_tokens, out, template.steps(s.train_tokens)), **bytecode.environment(s.bytecode_cache),
              **provenance_env(s, out, log_path)},
     )
 

@@ -37,6 +37,7 @@ from .names import (
     parse_seeds,
     scale_label,
 )
+from .trainer import bytecode
 from .trainer.interface import DEFAULT_ARGV, ArgvTemplate, TrainerIO, TrainerIOError
 from .trainer.interface import OPTIONS as TRAINER_IO_OPTIONS
 
@@ -98,6 +99,13 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "SECRET or PASSWORD are recorded as a hash)"),
     *TRAINER_IO_OPTIONS,
     *executor_options.OPTIONS,
+    # The bytecode cache of trainer processes (trainer/bytecode.py).
+    ("bytecode_cache", "exprun_bytecode_cache", bytecode.ON,
+     "where trainer processes keep compiled Python (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE emptied), so a "
+     "fresh process does not compile torch's sources again on images that ship no .pyc files: 'on' is "
+     "$XDG_CACHE_HOME or ~/.cache, then pytest-exprun/pycache/<python version> (" + bytecode.MEASURED_SIZE +
+     "; the first session fills it), 'off' leaves the environment as it is, or give a folder. A "
+     "PYTHONPYCACHEPREFIX you set is kept"),
 )
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("keep_checkpoints", "exprun_keep_checkpoints", "keep each run's output dir after its results are recorded"),
@@ -105,9 +113,6 @@ FLAGS: tuple[tuple[str, str, str], ...] = (
     ("control", "exprun_control", "run seed 42 without experiment flags as its own test, control[seed42], and fail it "
      "(and the verdicts) when it neither reproduces the stored seed-42 value nor lies inside the baseline's 95 "
      "percent prediction interval (the baseline no longer matches the code)"),
-    ("bytecode_cache", "exprun_bytecode_cache", "give trainer processes a bytecode cache in the checkpoints dir "
-     "(PYTHONPYCACHEPREFIX), so a fresh process does not compile torch's sources again on images that ship no "
-     ".pyc files; the first session fills it (see docs/benchmarks.md)"),
     ("allow_small_baseline", "exprun_allow_small_baseline",
      f"accept fewer than {MIN_BASELINE_SEEDS} baseline seeds; the 2 sigma rule then calls a false WINNER far more "
      "often (about 1 in 6 with 2 seeds against 1 in 33 with 5), and each report states the rate"),
@@ -142,7 +147,8 @@ class Settings:
     #: Environment variables (names or globs) whose values are part of the setup.
     fingerprint_env: tuple[str, ...] = ()
     allow_small_baseline: bool = False
-    bytecode_cache: bool = False
+    #: The trainers' PYTHONPYCACHEPREFIX (``--exprun-bytecode-cache``); None leaves their environment as it is.
+    bytecode_cache: Path | None = None
     decide: str = FIXED
     alpha: float = names.DEFAULT_ALPHA
     min_effect: float = names.DEFAULT_MIN_EFFECT
@@ -323,7 +329,7 @@ def load(config: pytest.Config) -> Settings:
         fingerprint_exclude=_patterns(get("fingerprint_exclude"), "--exprun-fingerprint-exclude"),
         fingerprint_env=_env_names(get("fingerprint_env"), "--exprun-fingerprint-env"),
         allow_small_baseline=allow_small_baseline,
-        bytecode_cache=flag_value(config, "bytecode_cache", "exprun_bytecode_cache"),
+        bytecode_cache=_bytecode_folder(get("bytecode_cache"), rootdir),
         decide=decide,
         alpha=alpha,
         min_effect=min_effect,
@@ -331,6 +337,13 @@ def load(config: pytest.Config) -> Settings:
         margin=margin,
         program_alpha=program_alpha,
     )
+
+
+def _bytecode_folder(text: str, rootdir: Path) -> Path | None:
+    try:
+        return bytecode.chosen_folder(text, rootdir, os.environ)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _data_dir(option: str, rootdir: Path, text: str) -> Path:

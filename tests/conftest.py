@@ -134,8 +134,12 @@ class Project:
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     shutil.copy(FAKE_TRAINER, pytester.path / "fake_trainer.py")
+    # pytester makes the project the home directory; one user cache for the whole test session
+    # keeps the trainers' bytecode cache warm from test to test, as it is from session to session.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "user-cache"))
     # The fake trainer reads its plan at run time, so the plan would be traced as part of the setup;
     # it steers the test, it is not the trainer's setup (a test changing it expects the baseline reused).
     monkeypatch.setenv("PYTEST_ADDOPTS", "--exprun-fingerprint-exclude=fake_plan.json")

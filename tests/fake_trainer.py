@@ -15,7 +15,8 @@ to ``fake_grandchild.pid``), setsid (the same child in a session of its own, and
 then finishes normally), early_inf (the first evaluation prints inf), step0 (evaluates only
 at step 0, then trains on), early_eval (its last evaluation is at step 30 of 50), progress
 (a tqdm-style bar redrawn with ``\r``, the evaluations printed over it), shuffled (the final
-evaluation is printed first), redirect (sends its own output to ``fake_redirected.txt``).
+evaluation is printed first), redirect (sends its own output to ``fake_redirected.txt``), burn
+(0.4 s of CPU in a child process it waits for).
 A behaviour may be prefixed by how its step lines look, as real trainers' output does:
 ``ansi+`` (colour and erase-line codes), ``logging+`` (a ``logging`` prefix), ``hydra+``
 (Hydra's log prefix), ``glued+`` (a ``\r`` bar left open on stderr before each line on
@@ -30,7 +31,7 @@ Started with ``--worker`` it speaks the warm executor's worker protocol (docs/ex
 Every start is appended to ``fake_started.jsonl`` (seed and pid) so a test can wait for a
 given run to be under way; with ``"gate": "FILE"`` in the plan a run waits until FILE
 exists before it finishes. Every finished call is appended to ``fake_calls.jsonl`` so
-tests can see which seeds ran, when, and with which CUDA_VISIBLE_DEVICES.
+tests can see which seeds ran, when, with which CUDA_VISIBLE_DEVICES and bytecode settings.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     while gate and not Path(gate).exists():
         time.sleep(0.02)
 
+    if behaviour == "burn":  # CPU work in a child it waits for, as a data loader's worker does
+        subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.4\n"
+                        "while time.process_time() < end: pass"], check=True)
     if behaviour == "exit3":
         print("Traceback (most recent call last):\nRuntimeError: boom", flush=True)
         return 3
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "flags": flags, "output_dir": args.output_dir,
             "start": started, "end": time.time(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pycache_prefix": sys.pycache_prefix, "dont_write_bytecode": sys.flags.dont_write_bytecode,
         }) + "\n")
     return 0
 

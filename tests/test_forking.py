@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,83 @@ def test_a_request_larger_than_one_read_reaches_the_child(tmp_path: Path) -> Non
     finally:
         server.stop()
     assert server.proc.returncode == 0
+
+
+# ------------------------------------------------------------------ robustness
+@pytest.mark.parametrize("executor", [("--exprun-executor=local",), FORK, ("--exprun-executor=warm",)],
+                         ids=["local", "fork", "worker"])
+def test_each_run_records_its_own_cpu_time_with_its_childrens(project: Project, executor: tuple[str, ...]) -> None:
+    project.plan(behaviour={"137": "burn"})  # 0.4 s of CPU in a child the trainer waits for
+    # No bytecode cache: compiling the imports into a cold one would be CPU time of the first run.
+    project.run("-m", "baseline", "-k", "seed42 or seed137 or seed256", "--exprun-bytecode-cache=off",
+                *executor).assert_outcomes(passed=3, deselected=2)
+    cpu = {r["seed"]: r["cpu_time"] for r in records(project)}
+    assert cpu[137] >= 0.38
+    # The runs before and after it are charged only their own work (a worker's time is not cumulative).
+    assert cpu[42] is not None and cpu[256] is not None and cpu[42] < 0.35 and cpu[256] < 0.35
+
+
+def test_a_preload_that_hangs_falls_back_to_local_within_the_fork_timeout(
+        project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path_factory.mktemp("site")  # a third-party library whose import hangs in the server
+    flag = project.path / "hang_once"
+    flag.write_text("")
+    (site / "hanging_lib.py").write_text(
+        f"import os, time\nif os.path.exists({str(flag)!r}):\n    os.remove({str(flag)!r})\n"
+        f"    open({str(project.path / 'server.pid')!r}, 'w').write(str(os.getpid()))\n    time.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    source = (project.path / "fake_trainer.py").read_text()
+    (project.path / "fake_trainer.py").write_text(source.replace("import argparse\n", "import argparse\nimport hanging_lib\n", 1))
+    started = time.monotonic()
+    result = project.run("-m", "baseline", "-k", "seed42 or seed137", *FORK, "--exprun-fork-timeout=2")
+    took = time.monotonic() - started
+    result.assert_outcomes(passed=2, deselected=3)
+    result.stdout.fnmatch_lines(["*runs each seed as local does: the fork server had not imported the trainer's "
+                                 "libraries 2s after its start (an import that hangs?); raise --exprun-fork-timeout "
+                                 "if they take that long*"])
+    assert result.stdout.str().count("runs each seed as local does") == 1
+    assert {r["extra"]["environment"]["timing"] for r in records(project)} == {"process"}
+    assert took < 20
+    assert not pid_alive(int((project.path / "server.pid").read_text()))  # the stuck server was ended
+
+
+def test_a_bad_fork_timeout_is_one_line(project: Project) -> None:
+    result = project.run("-m", "baseline", *FORK, "--exprun-fork-timeout=soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --exprun-fork-timeout must be a positive number of seconds, got 'soon'"])
+
+
+def test_a_class_of_a_lazy_library_imported_inside_a_function_is_preloaded(
+        project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path_factory.mktemp("site")  # a library that imports a class's module on first lookup, as transformers
+    (site / "lazy_lib").mkdir()
+    (site / "lazy_lib" / "__init__.py").write_text(
+        "import importlib\n"
+        "def __getattr__(name):\n"
+        "    if name == 'Model':\n"
+        "        return importlib.import_module('lazy_lib.modeling').Model\n"
+        "    raise AttributeError(name)\n")
+    (site / "lazy_lib" / "modeling.py").write_text(
+        f"import os\nopen({str(project.path / 'modeling_imported_by')!r}, 'w').write(str(os.getpid()))\n"
+        "class Model:\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (project.path / "probe.py").write_text(textwrap.dedent("""
+        import os, sys
+
+        def main():
+            from lazy_lib import Model  # inside a function, as the Hugging Face example does
+            out = sys.argv[sys.argv.index("--output_dir") + 1]
+            os.makedirs(out, exist_ok=True)
+            print(f"run pid {os.getpid()} model {Model.__name__}")
+            print("Step 50 | val_loss: 2.0000")
+
+        if __name__ == "__main__":
+            main()
+    """))
+    project.pytester.makeini("[pytest]\nexprun_command = python probe.py\n")
+    project.run("-m", "baseline", "-k", "seed42", *FORK).assert_outcomes(passed=1, deselected=4)
+    (log,) = (project.research / ".exprun" / "runs").rglob("seed42.log")
+    run_pid = int(log.read_text().split()[2])
+    importer = int((project.path / "modeling_imported_by").read_text())
+    assert importer != run_pid  # the class's module was imported once, by the fork server
+    assert {r["extra"]["environment"]["timing"] for r in records(project)} == {"fork server"}

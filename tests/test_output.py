@@ -51,17 +51,6 @@ def test_plain_unit_tests_still_run_under_xdist(project: Project) -> None:
     project.run("-n", "2").assert_outcomes(passed=1)
 
 
-def test_bytecode_cache_is_kept_in_the_checkpoints_dir_when_asked(project: Project) -> None:
-    project.pytester.makepyfile(helper_mod="VALUE = 1\n")
-    trainer = project.path / "fake_trainer.py"
-    trainer.write_text(trainer.read_text().replace('if __name__ == "__main__":',
-                                                   'if __name__ == "__main__":\n    import helper_mod  # noqa: F401'))
-    project.run("-m", "baseline", "-k", "seed42").assert_outcomes(passed=1, deselected=4)
-    assert not (project.path / "checkpoints" / ".pycache").exists()
-    project.run("-m", "baseline", "-k", "seed137", "--exprun-bytecode-cache").assert_outcomes(passed=1, deselected=4)
-    assert list((project.path / "checkpoints" / ".pycache").rglob("helper_mod*.pyc"))
-
-
 HEADER = "| true effect (σ) | P(WINNER) | P(LOSER) | expected experiment seeds |"
 
 

@@ -9,7 +9,8 @@ script run as ``__main__`` (a module with ``python -m``, by ``runpy`` as the int
 
 Messages are JSON lines on a Unix socket (file descriptor FD): to the server
 ``{"id", "argv", "env", "cwd"}`` with the output pipe's write end attached; from it
-``{"ready"}`` or ``{"refused": why}``, ``{"started": id, "pid"}``, ``{"exit": pid, "code"}``.
+``{"ready"}`` or ``{"refused": why}``, ``{"started": id, "pid"}``, ``{"exit": pid, "code", "cpu"}``
+(``cpu``: the child's user + system seconds and its waited-for descendants', from ``os.wait4``).
 
 Only the standard library is imported here, before the preload: this file runs under the
 trainer's interpreter, which need not have pytest-exprun installed.
@@ -56,7 +57,7 @@ def _preload(modules: list[str]) -> str | None:
     """Import ``modules`` (those that fail are left for the run to import); why forking would not be exact, or None."""
     for name in modules:
         try:
-            importlib.import_module(name)
+            _import(name)
         except Exception:  # noqa: BLE001 - an optional import of the trainer's (try: import wandb ...)
             continue
     if threading.active_count() > 1:
@@ -72,6 +73,20 @@ def _preload(modules: list[str]) -> str | None:
         if method in ("spawn", "forkserver"):
             return f"importing the trainer's libraries set the multiprocessing start method to {method!r}"
     return None
+
+
+def _import(name: str) -> None:
+    """``import name``, or for ``from package import Name`` (scanned as ``package.Name``) the
+    attribute: libraries such as transformers import a class's module only when the attribute is
+    first looked up (a lazy module), so importing the package alone would leave the run that work."""
+    try:
+        importlib.import_module(name)
+        return
+    except ModuleNotFoundError as exc:
+        parent, _, attribute = name.rpartition(".")
+        if not parent or exc.name != name:
+            raise
+    getattr(importlib.import_module(parent), attribute)
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -119,10 +134,12 @@ def _serve(sock: socket.socket, target: str, kind: str) -> tuple[str, str, dict[
                     children.add(pid)
                     _send(sock, {"started": request["id"], "pid": pid})
         for pid in list(children):
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status, usage = os.wait4(pid, os.WNOHANG)
             if done:
                 children.discard(pid)
-                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                # The child's CPU time with its waited-for descendants', as a local run's is taken.
+                _send(sock, {"exit": pid, "code": os.waitstatus_to_exitcode(status),
+                             "cpu": usage.ru_utime + usage.ru_stime})
 
 
 def _run(target: str, kind: str, request: dict[str, Any], out: int, err: int) -> int:

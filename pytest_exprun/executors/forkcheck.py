@@ -60,13 +60,16 @@ def speaks_worker_protocol(settings: Settings) -> bool:
 
 
 def preload_modules(settings: Settings) -> list[str]:
-    """The trainer's imports that are not the project's own, in the order first seen."""
+    """The trainer's imports that are not the project's own, in the order first seen, wherever they
+    are in its files (inside functions too). ``from package import Name`` is listed as ``package.Name``:
+    the server imports it as a module, or else looks the name up in the package (a lazy module's
+    class, as transformers has them)."""
     files, scan = _trainer_files(settings)
     for path in files:
         _refuse_start_methods(path)
     project = {dotted.split(".")[0] for (dotted, _), found in scan.modules.items() if found}
     modules = [dotted for (dotted, _), found in scan.modules.items()
-               if not found and dotted.split(".")[0] not in project and dotted != "__future__"]
+               if not found and dotted.split(".")[0] not in project | {"__future__"}]
     return list(dict.fromkeys(modules))
 
 

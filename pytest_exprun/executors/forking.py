@@ -20,16 +20,13 @@ are read later, when a run uses them).
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
 import os
-import socket
 import subprocess
 import threading
 import time
 import uuid
 import warnings
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -37,7 +34,7 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from ..trainer.lines import LineParser
-from ..trainer.procgroup import RUN_TOKEN_ENV, end_process, remember_token
+from ..trainer.procgroup import RUN_TOKEN_ENV, remember_token
 from ..trainer.runner import (
     MAX_LOG_BYTES,
     RunLines,
@@ -52,178 +49,17 @@ from ..trainer.runner import (
 )
 from . import Executor, LazyRun, LineSink, RunHandle
 from .forkcheck import ForkRefused, preload_modules, python_invocation
+from .forkproc import READY_TIMEOUT_S, ForkServer
+from .forkproc import ForkedProcess as ForkedProcess  # where callers before the split found it
 from .gpus import pinned
 from .slots import QueuedRun, SlotPool
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
-SERVER = Path(__file__).with_name("_forkserver.py")
-#: How long a run waits for the server to import the trainer's libraries (counted as its start-up).
-READY_TIMEOUT_S = 600.0
-
 
 class FallbackWarning(pytest.PytestWarning):
     """``--exprun-executor=warm`` runs this trainer as ``local`` does, and says why."""
-
-
-# ------------------------------------------------------------------ the server
-class ForkServer:
-    """The server process, and what it has said: ready or refused, each child's pid and exit code."""
-
-    def __init__(self, interpreter: Sequence[str], kind: str, target: str, preload: Sequence[str],
-                 env: Mapping[str, str], cwd: Path | None) -> None:
-        self._sock, theirs = socket.socketpair()
-        try:
-            self.proc = subprocess.Popen(
-                [*interpreter, str(SERVER), str(theirs.fileno()), target, kind, json.dumps(list(preload))],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
-        finally:
-            theirs.close()
-        self.state: str | None = None  # "ready", or why it refused or ended
-        self.output: collections.deque[str] = collections.deque(maxlen=10)
-        self._changed = threading.Condition()
-        self._pids: dict[int, int] = {}
-        self._exits: dict[int, int] = {}
-        self._ids = iter(range(1, 1 << 62))
-        self._send_lock = threading.Lock()
-        threading.Thread(target=self._listen, name="exprun-forkserver", daemon=True).start()
-        threading.Thread(target=self._drain, name="exprun-forkserver-output", daemon=True).start()
-
-    def _listen(self) -> None:
-        buffer = b""
-        while True:
-            try:
-                data = self._sock.recv(1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                with self._changed:
-                    if self.state in (None, "ready"):
-                        last = f"; its last output: {' | '.join(self.output)}" if self.output else ""
-                        self.state = f"the fork server ended (exit code {self.proc.wait()}){last}"
-                    self._changed.notify_all()
-                return
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            with self._changed:
-                for line in lines:
-                    message = json.loads(line)
-                    if "ready" in message:
-                        self.state = "ready"
-                    elif "refused" in message:
-                        self.state = str(message["refused"])
-                    elif "started" in message:
-                        self._pids[message["started"]] = message["pid"]
-                    elif "exit" in message:
-                        self._exits[message["exit"]] = message["code"]
-                self._changed.notify_all()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.output.append(raw.decode(errors="replace").rstrip())
-
-    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> str | None:
-        """None once ready; otherwise why not (refused, ended, timed out, cancelled)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self.state is None:
-                if cancel is not None and cancel.is_set():
-                    return "cancelled while the fork server was starting"
-                if time.monotonic() > deadline:
-                    return f"the fork server was not ready after {timeout:g}s"
-                self._changed.wait(0.1)
-            return None if self.state == "ready" else self.state
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "ready"
-
-    def fork(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None) -> ForkedProcess:
-        """One run as a forked child writing to two new pipes (stdout, stderr); OSError if the server cannot fork it."""
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
-        try:
-            request = {"id": next(self._ids), "argv": list(argv), "env": dict(env), "cwd": str(cwd or os.getcwd())}
-            with self._send_lock:
-                socket.send_fds(self._sock, [(json.dumps(request) + "\n").encode()], [out_write, err_write])
-        except OSError:
-            os.close(out_read)
-            os.close(err_read)
-            raise
-        finally:
-            os.close(out_write)
-            os.close(err_write)
-        with self._changed:
-            while request["id"] not in self._pids:
-                if self.state != "ready":
-                    os.close(out_read)
-                    os.close(err_read)
-                    raise OSError(self.state or "the fork server ended")
-                self._changed.wait(0.1)
-            pid = self._pids.pop(request["id"])
-        return ForkedProcess(self, pid, out_read, err_read)
-
-    def exit_code(self, pid: int) -> int | None:
-        with self._changed:
-            code = self._exits.get(pid)
-            if code is None and self.state != "ready" and not _running(pid):
-                return -9  # its server is gone, and with it the exit code: as if killed
-            return code
-
-    def wait_exit(self, pid: int, timeout: float | None) -> int | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.exit_code(pid)) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            with self._changed:
-                self._changed.wait(0.05)
-        return code
-
-    def stop(self) -> None:
-        """Close the socket (the server exits by itself) and end it if it does not."""
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        try:
-            self.proc.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            end_process(self.proc)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-class ForkedProcess:
-    """A forked run as the runner's helpers expect a ``Popen``: ``pid``, ``stdout``, ``stderr``, ``poll``, ``wait``."""
-
-    def __init__(self, server: ForkServer, pid: int, out_read: int, err_read: int) -> None:
-        self.server = server
-        self.pid = pid
-        self.args = f"forked run {pid}"
-        self.stdout = os.fdopen(out_read, "rb", buffering=0)
-        self.stderr = os.fdopen(err_read, "rb", buffering=0)
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            self.returncode = self.server.exit_code(self.pid)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self.returncode = self.server.wait_exit(self.pid, timeout)
-            if self.returncode is None:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
-        return self.returncode
 
 
 def run_forked(server: ForkServer, target: str, spec: RunSpec, prefix: int, on_line: LineSink | None,
@@ -249,9 +85,10 @@ def run_forked(server: ForkServer, target: str, spec: RunSpec, prefix: int, on_l
     stopped, returncode = follow(popen, log, lines, start, spec.timeout, cancel)
     wall_time = time.perf_counter() - start
     log.close(lines.tail)
-    return result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
-                     "" if stopped is None and returncode == 0 else f"forked from fork server {server.proc.pid}",
-                     log=log)
+    result = result_of(spec, lines, wall_time, returncode, classify(stopped, returncode, lines.evals), wall_start,
+                       "" if stopped is None and returncode == 0 else f"forked from fork server {server.proc.pid}",
+                       log=log)
+    return replace(result, cpu_time=proc.cpu_time)
 
 
 # ------------------------------------------------------------------ the executors
@@ -262,10 +99,13 @@ class ForkExecutor(Executor):
     eager = False
 
     def __init__(self, command: Sequence[str], preload: Sequence[str], refused: str | None = None,
-                 gpu: str | None = None, say: Callable[[str], None] | None = None) -> None:
+                 gpu: str | None = None, say: Callable[[str], None] | None = None,
+                 ready_timeout: float = READY_TIMEOUT_S) -> None:
         """``gpu``: every run is pinned to it (``CUDA_VISIBLE_DEVICES``), as the worker is given one GPU.
-        ``say``: where the one line goes when runs fall back to ``local`` (else a warning)."""
+        ``say``: where the one line goes when runs fall back to ``local`` (else a warning).
+        ``ready_timeout``: seconds from the server's start to its ready line, past which runs go as local does."""
         self.command = tuple(command)
+        self.ready_timeout = ready_timeout
         self._say = say
         self.gpu = gpu
         self.preload = tuple(preload)
@@ -318,7 +158,7 @@ class ForkExecutor(Executor):
             server = self._server
             if server is None:
                 return None
-            why = server.wait_ready(READY_TIMEOUT_S, cancel)
+            why = server.wait_ready(self.ready_timeout, cancel)
             if why is not None and not (cancel is not None and cancel.is_set()):
                 self._fall_back(why)
                 self._server = None
@@ -355,8 +195,9 @@ class ForkPool(ForkExecutor):
     eager = True
 
     def __init__(self, command: Sequence[str], preload: Sequence[str], gpus: Sequence[str],
-                 refused: str | None = None, say: Callable[[str], None] | None = None) -> None:
-        super().__init__(command, preload, refused, None, say)
+                 refused: str | None = None, say: Callable[[str], None] | None = None,
+                 ready_timeout: float = READY_TIMEOUT_S) -> None:
+        super().__init__(command, preload, refused, None, say, ready_timeout)
         self._pool = SlotPool(tuple(gpus), self._run_on, lambda gpu: f"fork-gpu-{gpu}")
 
     def _run_on(self, gpu: str, queued: QueuedRun) -> RunResult:
@@ -373,6 +214,9 @@ class ForkPool(ForkExecutor):
 def fork_executor(settings: Settings, command: Sequence[str], gpus: Sequence[str],
                   say: Callable[[str], None] | None = None) -> ForkExecutor:
     """The fork server for this trainer, or (with one line saying why) runs as local does."""
+    from .options import fork_timeout
+
+    timeout = fork_timeout(settings.executor_options)
     refused = None
     preload: list[str] = []
     try:
@@ -381,5 +225,5 @@ def fork_executor(settings: Settings, command: Sequence[str], gpus: Sequence[str
     except ForkRefused as exc:
         refused = str(exc)
     if len(gpus) > 1:
-        return ForkPool(command, preload, gpus, refused, say)
-    return ForkExecutor(command, preload, refused, gpus[0] if gpus else None, say)
+        return ForkPool(command, preload, gpus, refused, say, timeout)
+    return ForkExecutor(command, preload, refused, gpus[0] if gpus else None, say, timeout)

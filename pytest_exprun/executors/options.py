@@ -23,6 +23,9 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "how --exprun-executor=warm keeps start-up off the runs: 'worker' (the trainer's own --worker protocol, "
      "as train_llm.py speaks it), 'fork' (a fork server that imports the trainer's libraries once and forks "
      "each run), or 'auto' (worker when the trainer speaks it, else fork)"),
+    ("fork_timeout", "exprun_fork_timeout", "300",
+     "seconds the fork server of --exprun-executor=warm may take, from its start, to import the trainer's "
+     "libraries; past it (an import that hangs) runs start as local does, and one line says so"),
     ("slurm_partition", "exprun_slurm_partition", "",
      "SLURM partition for --exprun-executor=slurm (default: the cluster's default partition)"),
     ("slurm_time", "exprun_slurm_time", "60", "SLURM time limit of each run's job, in minutes"),
@@ -63,6 +66,18 @@ def warm_start(options: Mapping[str, str]) -> str:
     value = _get(options, "warm_start").strip().lower()
     if value not in WARM_STARTS:
         raise OptionError(f"--exprun-warm-start must be one of {', '.join(WARM_STARTS)}, got {value!r}")
+    return value
+
+
+def fork_timeout(options: Mapping[str, str]) -> float:
+    """``--exprun-fork-timeout`` in seconds: a positive number."""
+    text = _get(options, "fork_timeout").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise OptionError(f"--exprun-fork-timeout must be a positive number of seconds, got {text!r}")
     return value
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 
+from ..trainer import bytecode
 from ..trainer.lines import LineParser, parse_step_line
 from ..trainer.runner import EVALUATION_FAILURES, Failure, RunLines, RunResult, RunSpec
 from . import Executor, ExecutorError, LineSink, RunHandle
@@ -128,6 +129,8 @@ class RayExecutor(Executor):
         return self._unfit
 
     def start(self, spec: RunSpec) -> Any:
+        if not self.cluster.started_here:  # other nodes keep their own Python's bytecode
+            spec = replace(spec, env=bytecode.without_cache(spec.env))
         return self._task.remote(spec, self.ship, sys.executable)
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:

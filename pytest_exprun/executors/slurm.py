@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..trainer import bytecode
 from ..trainer.lines import LineParser, log_lines, parse_step_line
 from ..trainer.runner import (
     EVALUATION_FAILURES,
@@ -245,6 +246,8 @@ class SlurmExecutor(Executor):
 
     def submit(self, spec: RunSpec, on_line: LineSink | None, parse_line: LineParser) -> RunHandle:
         # on_line is ignored: the trainer's lines are on the node, in the shared log file.
+        # A node keeps its own Python's bytecode: this machine's cache folder may not exist there.
+        spec = replace(spec, env=bytecode.without_cache(spec.env))
         try:
             job = self._executor.submit(run_on_node, spec)
         except Exception as exc:  # noqa: BLE001 - submitit wraps sbatch's error in several types

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +59,17 @@ READY = re.compile(r"^exprun-worker: ready$")
 DONE = re.compile(r"^exprun-worker: done (-?\d+)$")
 #: After a failed run the worker exits by itself; how long to give it before ending it.
 EXIT_GRACE_S = 2.0
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system seconds of a running process and of the children it has waited for (Linux's
+    /proc; None elsewhere or once it is gone): a run's share is the difference around it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class _Worker:
@@ -182,11 +195,14 @@ class WarmExecutor(Executor):
         worker = self._worker
         worker.runs += 1
         where = f"warm worker {worker.proc.pid}, its run {worker.runs}"
+        cpu_before = process_cpu(worker.proc.pid)
         if not worker.send(spec.argv[len(self.command):]):
             code = self._retire(grace=0.0)
             return failed(classify(None, code, None) or Failure.WORKER_LOST, code, "", where)
         done, stopped = worker.read_until(DONE, log, lines, spec.timeout, cancel)
         wall_time = time.perf_counter() - start
+        cpu_after = process_cpu(worker.proc.pid)
+        cpu_time = None if cpu_before is None or cpu_after is None else max(cpu_after - cpu_before, 0.0)
         returncode: int | None
         if done is not None:
             match = DONE.match(done)
@@ -201,7 +217,8 @@ class WarmExecutor(Executor):
                 stopped = Failure.WORKER_LOST
         log.close(lines.tail)
         failure = classify(stopped, returncode, lines.evals)
-        return result_of(spec, lines, wall_time, returncode, failure, wall_start, where if failure else "", log=log)
+        result = result_of(spec, lines, wall_time, returncode, failure, wall_start, where if failure else "", log=log)
+        return replace(result, cpu_time=cpu_time)
 
     def _retire(self, grace: float) -> int | None:
         worker, self._worker = self._worker, None

@@ -17,8 +17,9 @@ by ``EXPRUN_TRACE_FILE`` one line per path, the first time a process sees it:
 A path holding a newline, carriage return or tab is written escaped (``unicode_escape``), its
 kind in capitals (``R``, ``W``, ``D``).
 
-The interpreter's own library, system and cache folders outside the project, and the folders
-in ``EXPRUN_TRACE_SKIP`` (the run's output, checkpoints and research dirs) are left out here,
+The interpreter's own library, system and cache folders outside the project, the bytecode cache
+(``sys.pycache_prefix``, wherever it is), and the folders in ``EXPRUN_TRACE_SKIP`` (the run's
+output, checkpoints and research dirs) are left out here,
 so a run pays for a few hundred lines at most. The hook does as little as it can: a set lookup
 for a path seen before. Then the user's own ``sitecustomize``, if there is one further along
 ``sys.path``, is imported as it would have been without exprun.
@@ -58,6 +59,8 @@ def _install(trace: str) -> None:
     outside.add(os.path.dirname(os.__file__))  # the standard library, without importing sysconfig
     skipped = tuple(_folder(p) for p in os.environ.get(_SKIP_ENV, "").split(os.pathsep) if p)
     skipped += (_folder(here),)
+    if sys.pycache_prefix:  # the bytecode cache (exprun's in the user's cache dir, or the user's own)
+        skipped += (_folder(sys.pycache_prefix),)
     outside_t = tuple(_folder(p) for p in outside if p)
     seen: set[str] = set()
     # ``busy``: the thread writing a line, whose own ``open`` of the trace must not be traced.
