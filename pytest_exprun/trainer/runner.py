@@ -32,6 +32,7 @@ from .lines import (
     _LineSplitter,
     parse_step_line,
 )
+from .evaluations import DETAILED_FAILURES
 from .evaluations import EVALUATION_FAILURES as EVALUATION_FAILURES  # what runs report, defined beside the rules
 from .evaluations import FINAL_STEP_TOLERANCE as FINAL_STEP_TOLERANCE
 from .evaluations import Evaluations as Evaluations
@@ -111,7 +112,8 @@ class RunResult:
             what += f" ({self.val_loss}); the run diverged"
         elif self.failure is Failure.NO_VAL_LOSS:
             what += f" (expected {expected or DEFAULT_EXPECTED})"
-        elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT):
+        elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT, Failure.CONFLICTING) or (
+                self.failure is Failure.NOT_FINAL and self.detail):
             what += f" ({self.detail or 'a line names the val_loss at a later step than the last one read; see the log'})"
         elif self.failure is Failure.NO_RESULT:
             what += f" ({self.where or 'see exprun_result'})"
@@ -236,7 +238,7 @@ def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int 
     A log that could not be written fails a run that would otherwise stand.
     """
     evals = lines.evals
-    detail = evals.detail() if failure is Failure.UNPARSED else ""
+    detail = evals.detail() if failure in DETAILED_FAILURES else ""
     if log is not None and log.error is not None and (failure is None or failure in EVALUATION_FAILURES):
         failure = Failure.LOG_CUT_SHORT
         detail = (f"{log.describe_error()} while writing {spec.log_path}; the run's record would be "
