@@ -56,6 +56,8 @@ DEFAULT_PARSER = {
     "JSON line, step first": (b'{"step": 50, "val_loss": 2.0}\n', 2.0),
     "JSON line, val_loss first": (b'{"val_loss": 2.0, "step": 50}\n', 2.0),
     "printed dict with global_step": (b"{'val_loss': 2.0, 'global_step': 50, 'epoch': 3.0}\n", 2.0),
+    "printed dict with quoted values (transformers 5)": (b"{'val_loss': '2.0', 'global_step': '50'}\n", 2.0),
+    "val_loss_ema before the val_loss": (b"Step 50 | val_loss_ema: 1.9 | val_loss: 2.0\n", 2.0),
     "key=value pairs, space separated": (b"2026-12-05 10:00:00 step=50 lr=3e-4 val_loss=2.0\n", 2.0),
     "step in brackets": (b"Step [50/50] | val_loss: 2.0\n", 2.0),
     "a rank-0 prefix": (b"[rank0]: Step 50 | val_loss: 2.0\n", 2.0),
@@ -104,6 +106,14 @@ UNSTEPPED = {
     "Hugging Face, last evaluation at epoch 1 of 3": (
         r"'eval_loss': (?P<value>[^,}]+)",
         b"{'eval_loss': 2.3, 'epoch': 1.0}\n{'loss': 2.1, 'epoch': 2.0}\n{'loss': 2.0, 'epoch': 3.0}\n",
+        Failure.NOT_FINAL),
+    "transformers 5 quotes its values": (
+        r"'eval_loss': '?(?P<value>[^,'}]+)",
+        b"{'loss': '2.4', 'epoch': '1.0'}\n{'eval_loss': '2.3', 'epoch': '1.0'}\n{'loss': '2.1', 'epoch': '3.0'}\n"
+        b"{'eval_loss': '2.0', 'eval_runtime': '0.1', 'epoch': '3.0'}\nfinal eval_loss 2.0 at step 12\n", 2.0),
+    "transformers 5, last evaluation at epoch 1 of 3": (
+        r"'eval_loss': '?(?P<value>[^,'}]+)",
+        b"{'eval_loss': '2.3', 'epoch': '1.0'}\n{'loss': '2.1', 'epoch': '2.0'}\n{'loss': '2.0', 'epoch': '3.0'}\n",
         Failure.NOT_FINAL),
     "Lightning's bar postfix": (
         r"val_loss=(?P<value>[^,\]\s]+)",
@@ -316,3 +326,69 @@ def test_a_file_only_a_non_python_tool_reads_is_named_by_an_absolute_include(tmp
     after = setup_files(["python", "train.py"], [], tmp_path / "proj", include=[str(tmp_path / "corpus" / "*.txt")])
     assert after.differences(before) == [f"{outside} changed (sha256 {dict(before.files)[str(outside)][:12]} → "
                                          f"{dict(after.files)[str(outside)][:12]})"]
+
+
+# ------------------------------------------------------------------ whole sessions
+SESSION_TRAINER = """
+import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int); parser.add_argument("--train_tokens"); parser.add_argument("--output_dir")
+parser.add_argument("--better", action="store_true")
+args = parser.parse_args()
+{body}
+"""
+
+
+def session_trainer(project: Project, body: str, ini: str = "") -> None:
+    (project.path / "train.py").write_text(SESSION_TRAINER.format(body=textwrap.dedent(body)))
+    project.pytester.makeini(f"[pytest]\nexprun_command = python train.py\n{ini}")
+
+
+def test_a_data_file_edited_between_the_baselines_runs_and_the_experiments_is_never_mixed(project: Project) -> None:
+    (project.path / "data").mkdir()
+    (project.path / "data" / "level.txt").write_text("0.0")
+    # A shell started by the experiment's first run stands for a user editing the data while the session runs.
+    session_trainer(project, """
+        import subprocess
+        if args.better and args.seed == 42:
+            subprocess.run(["sh", "-c", "echo 0.2 > data/level.txt"], check=True)
+        level = float(open(os.path.join("data", "level.txt")).read())
+        loss = 2.0 + level + args.seed % 5 / 1000 - (0.1 if args.better else 0.0)
+        print(f"Step 20 | val_loss: {loss:.4f}")
+    """)
+    result = project.run("--experiment=better")
+    assert result.ret != 0
+    for seed in (42, 137, 256):
+        result.stdout.fnmatch_lines([f"*better[[]seed{seed}[]]: it read data/level.txt (sha256 * → *) in another "
+                                     "version than the baseline's runs*--exprun-rerun-baseline*"])
+    result.stdout.no_fnmatch_line("*better: WINNER*")
+    result.stdout.no_fnmatch_line("*better: LOSER*")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("print('Step 20 | train_loss: 2.0')", "*trainer printed no val_loss (expected lines like 'Step 240 | val_loss*"),
+    ("print('Step 20 | val_loss: 2.0'); sys.exit(3)", "*trainer exited with a non-zero code (3)*"),
+    ("import signal; print('Step 20 | val_loss: 2.0', flush=True); os.kill(os.getpid(), signal.SIGKILL)",
+     "*trainer was killed by a signal (SIGKILL)*"),
+], ids=["exit-0-without-evaluation", "non-zero-exit-after-a-valid-evaluation", "killed-by-a-signal"])
+def test_a_run_that_ends_badly_fails_in_one_line_and_records_nothing(project: Project, body: str,
+                                                                     message: str) -> None:
+    session_trainer(project, body)
+    result = project.run("-m", "baseline", "-k", "seed42")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    assert not list((project.path / "docs/research/.exprun/runs").glob("*/baseline/*/seed42.json"))
+
+
+def test_a_trainer_that_writes_its_final_evaluation_only_to_a_file_is_read_from_it(project: Project) -> None:
+    session_trainer(project, """
+        os.makedirs(args.output_dir, exist_ok=True)
+        for step in (10, 20):
+            print(f"Step {step} | train_loss: {2.5 - step / 100}", flush=True)
+        with open(os.path.join(args.output_dir, "final.json"), "w") as f:
+            json.dump({"metrics": {"val": {"loss": 1.95}}, "global_step": 20}, f)
+    """, "exprun_result = final.json:metrics.val.loss\n")
+    result = project.run("-m", "baseline", "-k", "seed42")
+    result.assert_outcomes(passed=1)
+    (stored,) = (project.path / "docs/research/.exprun/runs").glob("*/baseline/*/seed42.json")
+    assert json.loads(stored.read_text())["val_loss"] == 1.95

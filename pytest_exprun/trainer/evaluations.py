@@ -68,7 +68,7 @@ class Evaluations:
     depend on the order the lines arrived in. An evaluation without a step of its own
     (``UNSTEPPED``: a pattern with no ``step`` group) is at the highest step reported so far,
     the last one printed wins, and it must not be followed by more training (steps, or
-    epochs when the output reports none).
+    epochs when no step was reported before it).
     """
 
     def __init__(self, cap: int = MAX_CURVE_POINTS, timed: bool = False) -> None:
@@ -199,8 +199,8 @@ class Evaluations:
         """Whether training went on after an evaluation printed without a step (by steps, else by epochs)."""
         assert self.unstepped is not None
         at_step, at_epoch = self.unstepped
-        if self.final_step is not None:
-            return at_step is None or self.final_step - at_step > _tolerance(self.final_step)
+        if at_step is not None and self.final_step is not None:
+            return self.final_step - at_step > _tolerance(self.final_step)
         if self.final_epoch is not None and at_epoch is not None:
             return self.final_epoch - at_epoch > FINAL_STEP_TOLERANCE * self.final_epoch
         return False
@@ -211,6 +211,8 @@ class Evaluations:
         if self.final is None:
             return True
         step = self.unparsed[0]
+        if self.unstepped is not None:  # its step is the one reported before it, if any
+            return step is not None and self.unstepped[0] is not None and step > self.unstepped[0]
         return step is not None and step > self.final[0]
 
     def detail(self) -> str:
@@ -222,8 +224,8 @@ class Evaluations:
                     "print the val_loss from rank 0 only (or prefix lines with [rankN]:), once per step")
         if problem is Failure.NOT_FINAL and self.unstepped is not None:
             at_step, at_epoch = self.unstepped
-            where, went = ((f"epoch {at_epoch:g}", f"epoch {self.final_epoch:g}") if self.final_step is None
-                           else (f"step {at_step}" if at_step is not None else "the start", f"step {self.final_step}"))
+            where, went = ((f"epoch {at_epoch:g}", f"epoch {self.final_epoch:g}") if at_step is None
+                           else (f"step {at_step}", f"step {self.final_step}"))
             return (f"its last val_loss was printed at {where}, but training went on to {went}; exprun records "
                     "the final evaluation: make the trainer evaluate after its last step")
         if self.unparsed is None:

@@ -23,22 +23,21 @@ STEP_NUMBER = r"(?:\d{1,3}(?:[,_ \u00a0\u202f\u2009]\d{3})+|\d+)(?![\d%]|\.\d)"
 #: one of them the val_loss.
 STEP_LINE = re.compile(
     r"(?<![A-Za-z])step['\"]?\s*[:=#]?\s*\[?(?P<step>" + STEP_NUMBER + r")(?:\s*/\s*\d[\d,_]*)?\]?['\"]?\s*[|,]"
-    r"(?:[^|,]*[|,]){0,16}?\s*['\"]?val_loss['\"]?\s*[:=]?\s*(?P<value>[^\s|;]+)",
+    r"(?:[^|,]*[|,]){0,16}?\s*['\"]?val_loss(?!\w)['\"]?\s*[:=]?\s*(?P<value>[^\s|;]+)",
     re.IGNORECASE,
 )
 #: ``key: value`` or ``key=value`` pairs, quoted or not (a JSON line, a printed dict, ``val_loss=1.9 step=240``):
 #: what reads an evaluation whose val_loss comes before its step.
-_PAIR = re.compile(r"(?<![\w.-])['\"]?([A-Za-z_][\w]*)['\"]?\s*[:=]\s*([^\s|;,{}()\[\]'\"]+)")
+_PAIR = re.compile(r"(?<![\w.-])['\"]?([A-Za-z_][\w]*)['\"]?\s*[:=]\s*['\"]?([^\s|;,{}()\[\]'\"]+)")
 #: Keys that give an evaluation's step in a line of pairs, the most specific first.
 STEP_KEYS = ("global_step", "step", "iter", "iteration")
 #: Any mention of a step (``Step 250 | train_loss ...``, ``step 250: ...``, ``iter 250``,
 #: tqdm's postfix ``step=250``, ``'global_step': 250``, ``Step [250/1000]``, ``it 250/1000``)
 #: anywhere in a line: how far training went, so that a final evaluation can be told from an early one.
 PROGRESS_LINE = re.compile(
-    r"(?<![\w.])(?:global_step|step|iter|iteration)\b['\"]?\s*[:=#]?\s*\[?(" + STEP_NUMBER + ")"
-    r"|(?<![\w.])it\s+\[?(" + STEP_NUMBER + r")\s*/\s*\d",
-    re.IGNORECASE,
-)
+    r"(?<![\w.])(?:global_step|step|iter|iteration)\b['\"]?\s*[:=#]?\s*[\['\"]?(" + STEP_NUMBER + ")", re.IGNORECASE)
+#: ``it 250/1000``: "it" is a step only with a total after it.
+_IT_OF = re.compile(r"(?<![\w.])it\s+\[?(" + STEP_NUMBER + r")\s*/\s*\d", re.IGNORECASE)
 #: A value as trainers print it: ``2.0``, ``-0.5``, ``.5``, ``1.23e+00``, ``nan``, ``inf``. Stricter than
 #: ``float()``, which would read ``2_0`` as 20.
 _VALUE = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)", re.IGNORECASE)
@@ -48,8 +47,8 @@ _RANK = re.compile(r"\s*\[[A-Za-z_]+ ?(\d+)\]:")
 #: The step an evaluation line without one is at (a pattern with no ``step`` group, a hook's
 #: own parser): the highest step the output reported so far.
 UNSTEPPED = -1
-#: An epoch (``Epoch 3/10``, ``'epoch': 2.96``): how far a trainer that counts epochs went.
-EPOCH = re.compile(r"(?<![\w.])epoch\b['\"]?\s*[:=]?\s*(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
+#: An epoch (``Epoch 3/10``, ``'epoch': 2.96``, transformers 5's ``'epoch': '2.96'``): how far a trainer that counts epochs went.
+EPOCH = re.compile(r"(?<![\w.])epoch\b['\"]?\s*[:=]?\s*['\"]?(\d+(?:\.\d+)?)(?![\d.])", re.IGNORECASE)
 #: A line that names a validation loss and gives it a number within a few characters
 #: (``val_loss: 2.0``, ``val loss 2,0``, ``'eval_loss': 2.0``, ``Validation loss (step 1,000): 2.01``):
 #: if no parser took it, an evaluation may have been missed.
@@ -145,9 +144,9 @@ def rank_of(line: str) -> int | None:
 def progress_step(line: str) -> int | None:
     """The highest step a line reports, or None when it names none."""
     low = line.lower()
-    if "step" not in low and "iter" not in low and "it " not in low:
-        return None
-    steps = [step_number(m.group(1) or m.group(2)) for m in PROGRESS_LINE.finditer(line)]
+    steps = [step_number(m.group(1)) for m in PROGRESS_LINE.finditer(line)] if "step" in low or "iter" in low else []
+    if "it " in low:
+        steps += [step_number(m.group(1)) for m in _IT_OF.finditer(line)]
     return max(steps) if steps else None
 
 

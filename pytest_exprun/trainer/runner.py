@@ -114,7 +114,7 @@ class RunResult:
             what += f" (expected {expected or DEFAULT_EXPECTED})"
         elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT, Failure.CONFLICTING) or (
                 self.failure is Failure.NOT_FINAL and self.detail):
-            what += f" ({self.detail or 'a line names the val_loss at a later step than the last one read; see the log'})"
+            what += f" ({self.detail or _UNDETAILED.get(self.failure, 'see the log')})"
         elif self.failure is Failure.NO_RESULT:
             what += f" ({self.where or 'see exprun_result'})"
         elif self.failure is Failure.NOT_FINAL:
@@ -129,6 +129,12 @@ class RunResult:
         lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
         return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"
 
+
+#: What a failure's message says when the executor that ran it kept no detail (a log parsed again).
+_UNDETAILED = {
+    Failure.UNPARSED: "a line names the val_loss at a later step than the last one read; see the log",
+    Failure.CONFLICTING: "two lines give the final step different values; print it from rank 0 only; see the log",
+}
 
 #: What the default parser reads, for the message of a run in which it found nothing.
 DEFAULT_EXPECTED = "lines like 'Step 240 | val_loss: 1.9876 | ...'"
