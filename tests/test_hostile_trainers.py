@@ -392,3 +392,21 @@ def test_a_trainer_that_writes_its_final_evaluation_only_to_a_file_is_read_from_
     result.assert_outcomes(passed=1)
     (stored,) = (project.path / "docs/research/.exprun/runs").glob("*/baseline/*/seed42.json")
     assert json.loads(stored.read_text())["val_loss"] == 1.95
+
+
+@pytest.mark.skipif(importlib.util.find_spec("huggingface_hub") is None,
+                    reason="needs huggingface_hub: pip install -e '.[hf]'")
+def test_a_new_revision_of_a_cached_hub_model_refuses_the_baseline(tmp_path: Path) -> None:
+    model = tmp_path / "hf" / "hub" / "models--org--tiny"
+    for commit, layers in (("1" * 40, 2), ("2" * 40, 4)):
+        (model / "snapshots" / commit).mkdir(parents=True)
+        (model / "snapshots" / commit / "config.json").write_text(json.dumps({"n_layer": layers}))
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text("1" * 40)
+    (tmp_path / "proj").mkdir()
+    found = traced(tmp_path / "proj", "from huggingface_hub import hf_hub_download\n"
+                                      "open(hf_hub_download('org/tiny', 'config.json')).read()\n",
+                   {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert provenance.changes(found, tmp_path / "proj") == []
+    (model / "refs" / "main").write_text("2" * 40)
+    assert provenance.changes(found, tmp_path / "proj")[0].startswith(f"{model / 'refs' / 'main'} (read by the trainer")

@@ -45,9 +45,10 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "how --experiment=NAME=VALUE reaches the trainer: 'space' (--NAME VALUE, argparse) or "
      "'equals' (--NAME=VALUE, e.g. nanoGPT)"),
     ("line_pattern", "exprun_line_pattern", "",
-     "regular expression with named groups 'step' and 'value', searched anywhere in each printed line "
-     "(terminal colour codes removed; ^ anchors at the line's start); name the value's group after the metric "
-     "instead of 'value' (e.g. (?P<eval_bpb>...)) and reports call it so (default: 'Step N | val_loss: X' lines)"),
+     "regular expression with named groups 'value' and (if the line has one) 'step', searched anywhere in each "
+     "printed line (terminal colour codes removed; ^ anchors at the line's start); without 'step' an evaluation is "
+     "at the highest step printed before it; name the value's group after the metric instead of 'value' "
+     "(e.g. (?P<eval_bpb>...)) and reports call it so (default: 'Step N | val_loss: X' lines)"),
     ("result", "exprun_result", "",
      "FILE:KEY, a JSON file the trainer writes in its output dir and the key of the value to record, "
      "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines; "
