@@ -42,8 +42,9 @@ _IT_OF = re.compile(r"(?<![\w.])it\s+\[?(" + STEP_NUMBER + r")\s*/\s*\d", re.IGN
 #: ``float()``, which would read ``2_0`` as 20.
 _VALUE = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)", re.IGNORECASE)
 #: A distributed run's rank prefix at the start of a line: ``[rank1]:`` (PyTorch), ``[default1]:``
-#: (torchrun's ``--tee``, named after the role), ``[trainer 1]:``.
-_RANK = re.compile(r"\s*\[[A-Za-z_]+ ?(\d+)\]:")
+#: (torchrun's ``--tee``, named after the role), Lightning's ``[rank: 1]``, mpirun's ``[1,1]<stdout>:``;
+#: never a progress word (``[epoch 3]:``).
+_RANK = re.compile(r"\s*(?:\[(?!(?:epoch|step|iter|iteration|batch|it|eval|val)[ \d])[A-Za-z_]+ ?(\d+)\]:|\[rank:? ?(\d+)\]|\[\d+,(\d+)\]<std(?:out|err)>:)", re.IGNORECASE)
 #: The step an evaluation line without one is at (a pattern with no ``step`` group, a hook's
 #: own parser): the highest step the output reported so far.
 UNSTEPPED = -1
@@ -134,11 +135,11 @@ def _pairs_evaluation(line: str) -> tuple[int, float] | None:
 
 
 def rank_of(line: str) -> int | None:
-    """The rank a distributed run's line is prefixed with (``[rank1]:``, ``[default1]:``), or None."""
-    if "]:" not in line[:40]:
+    """The rank a distributed run's line is prefixed with (``[rank1]:``, ``[default1]:``, ``[rank: 1]``), or None."""
+    if "]" not in line[:40]:
         return None
     match = _RANK.match(line)
-    return None if match is None else int(match.group(1))
+    return None if match is None else int(next(group for group in match.groups() if group is not None))
 
 
 def progress_step(line: str) -> int | None:

@@ -59,7 +59,7 @@ def _install(trace: str) -> None:
     # Outside the project these are the interpreter's, the system's, or rebuilt caches.
     outside = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/proc", "/sys", "/dev",
                "/run", "/etc", "/usr/share", "/tmp", "/var/tmp", os.environ.get("TMPDIR", "/tmp"),
-               os.path.join(home, ".cache"), os.path.join(home, ".triton"),
+               os.path.join(home, ".cache"), os.path.join(home, ".triton"), os.path.join(home, ".nv"),
                os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")}
     outside.add(os.path.dirname(os.__file__))  # the standard library, without importing sysconfig
     skipped = tuple(_folder(p) for p in os.environ.get(_SKIP_ENV, "").split(os.pathsep) if p)
