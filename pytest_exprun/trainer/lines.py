@@ -136,7 +136,7 @@ def _pairs_evaluation(line: str) -> tuple[int, float] | None:
 
 def rank_of(line: str) -> int | None:
     """The rank a distributed run's line is prefixed with (``[rank1]:``, ``[default1]:``, ``[rank: 1]``), or None."""
-    if "]" not in line[:40]:
+    if not line[:8].lstrip().startswith("["):  # most lines: no regex match at all
         return None
     match = _RANK.match(line)
     return None if match is None else int(next(group for group in match.groups() if group is not None))
