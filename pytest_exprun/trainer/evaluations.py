@@ -14,7 +14,16 @@ from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 
-from .lines import UNSTEPPED, LineParser, mentions_metric, parse_step_line, progress_epoch, progress_step, rank_of
+from .lines import (
+    UNSTEPPED,
+    LineParser,
+    mentioned_value,
+    mentions_metric,
+    parse_step_line,
+    progress_epoch,
+    progress_step,
+    rank_of,
+)
 
 #: Evaluations kept for the learning curve; past this the curve is thinned evenly.
 MAX_CURVE_POINTS = 1000
@@ -88,6 +97,12 @@ class Evaluations:
         self.conflict: tuple[int, float, float] | None = None
         #: For an unstepped final evaluation: the step and epoch reported when it was printed.
         self.unstepped: tuple[int | None, float | None] | None = None
+        #: The last line naming a val_loss with no step of its own that no parser read: its index among
+        #: the lines, its value and half a unit of its last digit, the line quoted; and the index of
+        #: the line that gave the final evaluation.
+        self.undated: tuple[int, float, float, str] | None = None
+        self._lines = 0
+        self._final_line = 0
 
     def add(self, step: int, value: float) -> None:
         """One evaluation line."""
@@ -97,6 +112,7 @@ class Evaluations:
         if self.final is None or step >= self.final[0]:
             self.final = (step, value)
             self.unstepped = None
+            self._final_line = self._lines
         self.saw_step(step)
         self._curve_point(step, value)
 
@@ -105,6 +121,7 @@ class Evaluations:
         at = self.final_step
         self.final = (at if at is not None else self.count + 1, value)
         self.unstepped = (at, self.final_epoch)
+        self._final_line = self._lines
         self._curve_point(self.final[0], value)
 
     def _curve_point(self, step: int, value: float) -> None:
@@ -132,13 +149,11 @@ class Evaluations:
     def saw_unparsed(self, line: str, step: int | None) -> None:
         """A line that names a val_loss with a number, which no parser read; ``step``: its own or the last seen."""
         if self.unparsed is None or (step is not None and (self.unparsed[0] is None or step >= self.unparsed[0])):
-            quoted = line.strip()
-            if len(quoted) > QUOTE_CHARS:
-                quoted = quoted[:QUOTE_CHARS] + "..."
-            self.unparsed = (step, quoted)
+            self.unparsed = (step, _quoted(line))
 
     def note(self, line: str, parse_line: LineParser) -> None:
         """One line of output: an evaluation, a step or epoch reached, or a val_loss no parser read."""
+        self._lines += 1
         other_rank = rank_of(line) not in (None, 0)
         parsed = None if other_rank else parse_line(line)
         step = progress_step(line)
@@ -153,6 +168,9 @@ class Evaluations:
             self.add(*parsed)
         if parsed is None and not other_rank and mentions_metric(line):
             self.saw_unparsed(line, step if step is not None else self.final_step)
+            mentioned = mentioned_value(line) if step is None else None
+            if mentioned is not None:
+                self.undated = (self._lines, *mentioned, _quoted(line))
 
     @property
     def val_loss(self) -> float | None:
@@ -206,6 +224,8 @@ class Evaluations:
         return False
 
     def _unparsed_later(self) -> bool:
+        if self._undated_later():
+            return True
         if self.unparsed is None:
             return False
         if self.final is None:
@@ -214,6 +234,19 @@ class Evaluations:
         if self.unstepped is not None:  # its step is the one reported before it, if any
             return step is not None and self.unstepped[0] is not None and step > self.unstepped[0]
         return step is not None and step > self.final[0]
+
+    def _undated_later(self) -> bool:
+        """A val_loss with no readable step (``Step 50.0 | val_loss: 2.0``), printed after the final
+        evaluation with another value: a later evaluation the parser could not date, not a summary."""
+        if self.undated is None or self.final is None or self.unstepped is not None:
+            return False
+        index, value, half_unit, _ = self.undated
+        final = self.final[1]
+        if index <= self._final_line:
+            return False
+        if not (math.isfinite(value) and math.isfinite(final)):
+            return not (value == final or (math.isnan(value) and math.isnan(final)))
+        return abs(final - value) > half_unit * (1 + 1e-9)
 
     def detail(self) -> str:
         """What the message of an ``UNPARSED``, ``CONFLICTING`` or unstepped ``NOT_FINAL`` failure adds."""
@@ -228,6 +261,11 @@ class Evaluations:
                            else (f"step {at_step}", f"step {self.final_step}"))
             return (f"its last val_loss was printed at {where}, but training went on to {went}; exprun records "
                     "the final evaluation: make the trainer evaluate after its last step")
+        if self._undated_later():
+            assert self.undated is not None and self.final is not None
+            return (f"after the val_loss at step {self.final[0]} it printed {self.undated[3]!r}, which names another "
+                    "val_loss with no step exprun could read; print it as 'Step N | val_loss: X' or make "
+                    "exprun_line_pattern match it")
         if self.unparsed is None:
             return ""
         mentioned, line = self.unparsed
@@ -236,6 +274,11 @@ class Evaluations:
                  if self.final is not None else "")
         return (f"{at}it printed {line!r}, which names a val_loss but did not parse{after}; print it as "
                 "'Step N | val_loss: X' or make exprun_line_pattern match it")
+
+
+def _quoted(line: str) -> str:
+    quoted = line.strip()
+    return quoted[:QUOTE_CHARS] + "..." if len(quoted) > QUOTE_CHARS else quoted
 
 
 def same_value(first: float, other: float) -> bool:

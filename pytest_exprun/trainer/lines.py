@@ -54,7 +54,7 @@ EPOCH = re.compile(r"(?<![\w.])epoch\b['\"]?\s*[:=]?\s*['\"]?(\d+(?:\.\d+)?)(?![
 #: (``val_loss: 2.0``, ``val loss 2,0``, ``'eval_loss': 2.0``, ``Validation loss (step 1,000): 2.01``):
 #: if no parser took it, an evaluation may have been missed.
 METRIC_MENTION = re.compile(
-    r"(?<![^\W_])(?:e?val|validation)[ _/-]?loss\b[^|\d\n]{0,24}?[-+]?(?:\d|\.\d|nan\b|inf)",
+    r"(?<![^\W_])(?:e?val|validation)[ _/-]?loss\b[^|\d\n]{0,24}?(?=[-+]?(?:\d|\.\d|nan\b|inf))",
     re.IGNORECASE,
 )
 #: Terminal escape sequences: CSI (colours, erase line, cursor moves), OSC (titles, hyperlinks),
@@ -162,6 +162,19 @@ def progress_epoch(line: str) -> float | None:
 def mentions_metric(line: str) -> bool:
     """Whether a line gives a validation loss a number, parsed or not."""
     return "loss" in line.lower() and METRIC_MENTION.search(line) is not None
+
+
+def mentioned_value(line: str) -> tuple[float, float] | None:
+    """The number a line gives its validation loss and half a unit of its last printed digit
+    (``final val loss = 2.00`` gives (2.0, 0.005)), or None."""
+    match = METRIC_MENTION.search(line) if "loss" in line.lower() else None
+    value = None if match is None else _VALUE.match(line, match.end())
+    if value is None:
+        return None
+    text = value.group().lower()
+    digits = text.partition("e")[0].partition(".")[2]
+    exponent = int(text.partition("e")[2] or 0) if text[-1:].isdigit() else 0
+    return float(text), 0.5 * 10.0 ** (exponent - len(digits))
 
 
 def log_lines(path: Path) -> Iterator[str]:
