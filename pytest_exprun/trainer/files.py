@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import glob
 import os
 import re
 import shlex
@@ -334,9 +335,15 @@ def _argument_file(scan: TrainerScan, arg: str, cwd: Path, why: str) -> None:
 
 
 def _include(scan: TrainerScan, pattern: str) -> None:
+    """Files a glob names: inside the project, or anywhere by an absolute or ``~`` pattern (a data
+    file a non-Python tool or a C extension reads, a model outside the project)."""
     matched = False
+    expanded = os.path.expanduser(pattern)
     try:
-        paths = sorted(scan.rootdir.glob(pattern))
+        if os.path.isabs(expanded):
+            paths = sorted(Path(p) for p in glob.glob(expanded, recursive=True))
+        else:
+            paths = sorted(scan.rootdir.glob(pattern))
     except (ValueError, NotImplementedError) as exc:
         scan.notes.append(f"exprun_fingerprint_include pattern {pattern!r} cannot be used: {exc}")
         return

@@ -18,7 +18,7 @@ from typing import Literal
 
 from ..names import TrainerIOError as TrainerIOError  # raised here, defined with the other errors
 from ..names import experiment_flags as plain_experiment_flags
-from .lines import step_number
+from .lines import UNSTEPPED, number, step_number
 from .result_file import ResultSource
 from .runner import DEFAULT_EXPECTED
 
@@ -45,9 +45,10 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "how --experiment=NAME=VALUE reaches the trainer: 'space' (--NAME VALUE, argparse) or "
      "'equals' (--NAME=VALUE, e.g. nanoGPT)"),
     ("line_pattern", "exprun_line_pattern", "",
-     "regular expression with named groups 'step' and 'value', searched anywhere in each printed line "
-     "(terminal colour codes removed; ^ anchors at the line's start); name the value's group after the metric "
-     "instead of 'value' (e.g. (?P<eval_bpb>...)) and reports call it so (default: 'Step N | val_loss: X' lines)"),
+     "regular expression with named groups 'value' and (if the line has one) 'step', searched anywhere in each "
+     "printed line (terminal colour codes removed; ^ anchors at the line's start); without 'step' an evaluation is "
+     "at the highest step printed before it; name the value's group after the metric instead of 'value' "
+     "(e.g. (?P<eval_bpb>...)) and reports call it so (default: 'Step N | val_loss: X' lines)"),
     ("result", "exprun_result", "",
      "FILE:KEY, a JSON file the trainer writes in its output dir and the key of the value to record, "
      "e.g. eval_results.json:eval_loss; read after the run, it takes precedence over printed lines; "
@@ -195,26 +196,31 @@ def experiment_flags(spec: str, style: FlagStyle = "space") -> list[str]:
 
 # ------------------------------------------------------------ printed lines
 def line_parser(pattern: str) -> LineParser:
-    """A parser of ``(step, value)`` from lines matching ``pattern`` anywhere (``re.search``)."""
+    """A parser of ``(step, value)`` from lines matching ``pattern`` anywhere (``re.search``).
+
+    A pattern without a ``step`` group reads evaluations that print none (a Hugging Face
+    Trainer's ``{'eval_loss': ...}``, Lightning's bar postfix, Keras' ``- val_loss: ...``): each
+    is at the highest step the output reported so far (``UNSTEPPED``), the last printed wins.
+    """
     try:
         regex = re.compile(pattern)
     except re.error as exc:
         raise TrainerIOError(f"exprun_line_pattern {pattern!r} is not a valid regular expression: {exc}") from None
     value = value_group(regex)
-    missing = [g for g, found in (("step", "step" in regex.groupindex), ("value", value is not None)) if not found]
-    if missing or value is None:
+    if value is None:
         raise TrainerIOError(
-            f"exprun_line_pattern {pattern!r} has no named group {' or '.join(repr(g) for g in missing)}; "
-            r"mark them with (?P<step>...) and (?P<value>...), e.g. 'step (?P<step>\d+): .*val loss (?P<value>\S+)' "
-            r"(or name the value's group after the metric, e.g. (?P<eval_bpb>\S+))"
+            f"exprun_line_pattern {pattern!r} has no named group 'value'; mark the value with (?P<value>...) "
+            r"and, if the line has one, its step with (?P<step>...), e.g. 'step (?P<step>\d+): .*val loss "
+            r"(?P<value>\S+)' (or name the value's group after the metric, e.g. (?P<eval_bpb>\S+))"
         )
+    stepped = "step" in regex.groupindex
 
     def parse(line: str) -> tuple[int, float] | None:
         match = regex.search(line)
-        if match is None or match.group("step") is None or match.group(value) is None:
+        if match is None or match.group(value) is None or (stepped and match.group("step") is None):
             return None
         try:
-            return step_number(match.group("step")), float(match.group(value).rstrip(",;"))
+            return (step_number(match.group("step")) if stepped else UNSTEPPED), number(match.group(value))
         except ValueError:
             return None
 

@@ -212,10 +212,15 @@ def content_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return digest.hexdigest()
 
 
-def listing_digest(path: Path) -> str | None:
-    """sha256 of a folder's sorted entry names: a shard added to or removed from it changes it."""
+def listing_digest(path: Path, hidden: bool = False) -> str | None:
+    """sha256 of a folder's sorted entry names: a shard added to or removed from it changes it.
+
+    Hidden entries (``.pytest_cache``, ``.git``) are left out unless ``hidden``: a glob does not
+    see them, and a tool creating one in the project is no new data. Digests stored before
+    counted them (``hidden=True``); ``changes`` accepts either.
+    """
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(name for name in os.listdir(path) if hidden or not name.startswith("."))
     except OSError:
         return None
     return hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest()
@@ -336,7 +341,7 @@ def changes(traced: Provenance, rootdir: Path) -> list[str]:
         if now != f.sha256:
             found.append(f"{f.name} (read by the trainer at run time) changed (sha256 {f.sha256[:12]} → {now[:12]})")
     for name, digest in traced.dirs:
-        if listing_digest(path_of(name, rootdir)) != digest:
+        if digest not in (listing_digest(path_of(name, rootdir)), listing_digest(path_of(name, rootdir), hidden=True)):
             found.append(f"{name}/ (listed by the trainer at run time) has other entries now")
     for name, version in traced.packages:
         if version.startswith("unknown"):

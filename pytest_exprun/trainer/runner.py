@@ -32,6 +32,7 @@ from .lines import (
     _LineSplitter,
     parse_step_line,
 )
+from .evaluations import DETAILED_FAILURES
 from .evaluations import EVALUATION_FAILURES as EVALUATION_FAILURES  # what runs report, defined beside the rules
 from .evaluations import FINAL_STEP_TOLERANCE as FINAL_STEP_TOLERANCE
 from .evaluations import Evaluations as Evaluations
@@ -111,8 +112,9 @@ class RunResult:
             what += f" ({self.val_loss}); the run diverged"
         elif self.failure is Failure.NO_VAL_LOSS:
             what += f" (expected {expected or DEFAULT_EXPECTED})"
-        elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT):
-            what += f" ({self.detail or 'a line names the val_loss at a later step than the last one read; see the log'})"
+        elif self.failure in (Failure.UNPARSED, Failure.STALE_RESULT, Failure.LOG_CUT_SHORT, Failure.CONFLICTING) or (
+                self.failure is Failure.NOT_FINAL and self.detail):
+            what += f" ({self.detail or _UNDETAILED.get(self.failure, 'see the log')})"
         elif self.failure is Failure.NO_RESULT:
             what += f" ({self.where or 'see exprun_result'})"
         elif self.failure is Failure.NOT_FINAL:
@@ -127,6 +129,12 @@ class RunResult:
         lines = "\n".join(f"    {line}" for line in self.tail) or "    (no output)"
         return f"{what}\n  last {len(self.tail)} lines of {self.spec.log_path}:\n{lines}"
 
+
+#: What a failure's message says when the executor that ran it kept no detail (a log parsed again).
+_UNDETAILED = {
+    Failure.UNPARSED: "a line names the val_loss at a later step than the last one read; see the log",
+    Failure.CONFLICTING: "two lines give the final step different values; print it from rank 0 only; see the log",
+}
 
 #: What the default parser reads, for the message of a run in which it found nothing.
 DEFAULT_EXPECTED = "lines like 'Step 240 | val_loss: 1.9876 | ...'"
@@ -236,7 +244,7 @@ def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int 
     A log that could not be written fails a run that would otherwise stand.
     """
     evals = lines.evals
-    detail = evals.detail() if failure is Failure.UNPARSED else ""
+    detail = evals.detail() if failure in DETAILED_FAILURES else ""
     if log is not None and log.error is not None and (failure is None or failure in EVALUATION_FAILURES):
         failure = Failure.LOG_CUT_SHORT
         detail = (f"{log.describe_error()} while writing {spec.log_path}; the run's record would be "

@@ -18,9 +18,14 @@ A path holding a newline, carriage return or tab is written escaped (``unicode_e
 kind in capitals (``R``, ``W``, ``D``).
 
 The interpreter's own library, system and cache folders outside the project, the bytecode cache
-(``sys.pycache_prefix``, wherever it is), and the folders in ``EXPRUN_TRACE_SKIP`` (the run's
-output, checkpoints and research dirs) are left out here,
-so a run pays for a few hundred lines at most. The hook does as little as it can: a set lookup
+(``sys.pycache_prefix``, wherever it is), version-control metadata (``.git/``), and the folders in
+``EXPRUN_TRACE_SKIP`` (the run's output, checkpoints and research dirs) are left out here, so a
+run pays for a few hundred lines at most. Model caches (the Hugging Face hub and datasets caches,
+torch hub) are traced wherever they are: downloaded weights and tokenizers are inputs. Folders
+listed by the import system or by package-metadata scans (``importlib.metadata``, ``pkgutil``) are
+not the trainer's listings and are left out. Files a C extension maps into memory (safetensors,
+numpy and Arrow memory maps) raise no audit event; the ones still mapped when a process exits are
+read from ``/proc/self/maps`` then. The hook does as little as it can: a set lookup
 for a path seen before. Then the user's own ``sitecustomize``, if there is one further along
 ``sys.path``, is imported as it would have been without exprun.
 """
@@ -28,6 +33,7 @@ for a path seen before. Then the user's own ``sitecustomize``, if there is one f
 from __future__ import annotations
 
 import _thread
+import atexit
 import os
 import sys
 
@@ -54,7 +60,7 @@ def _install(trace: str) -> None:
     # Outside the project these are the interpreter's, the system's, or rebuilt caches.
     outside = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/proc", "/sys", "/dev",
                "/run", "/etc", "/usr/share", "/tmp", "/var/tmp", os.environ.get("TMPDIR", "/tmp"),
-               os.path.join(home, ".cache"), os.path.join(home, ".triton"),
+               os.path.join(home, ".cache"), os.path.join(home, ".triton"), os.path.join(home, ".nv"),
                os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")}
     outside.add(os.path.dirname(os.__file__))  # the standard library, without importing sysconfig
     skipped = tuple(_folder(p) for p in os.environ.get(_SKIP_ENV, "").split(os.pathsep) if p)
@@ -62,6 +68,7 @@ def _install(trace: str) -> None:
     if sys.pycache_prefix:  # the bytecode cache (exprun's in the user's cache dir, or the user's own)
         skipped += (_folder(sys.pycache_prefix),)
     outside_t = tuple(_folder(p) for p in outside if p)
+    inside = roots + _model_caches(home)
     seen: set[str] = set()
     # ``busy``: the thread writing a line, whose own ``open`` of the trace must not be traced.
     state: dict[str, Any] = {"fd": None, "off": False, "busy": None}
@@ -102,7 +109,9 @@ def _install(trace: str) -> None:
             if key in seen:
                 return
             seen.add(key)
-        if path == trace or path.startswith(skipped):
+        # A folder is inside itself: the project root's own listing is the project's.
+        probe = path + "/"
+        if path == trace or probe.startswith(skipped) or any(vcs in probe for vcs in _VCS):
             return
         for marker in ("/site-packages/", "/dist-packages/"):
             at = path.find(marker)
@@ -113,7 +122,7 @@ def _install(trace: str) -> None:
                         seen.add(line)
                         emit(line)
                 return
-        if not path.startswith(roots) and path.startswith(outside_t):
+        if not probe.startswith(inside) and probe.startswith(outside_t):
             return
         if "\n" in path or "\r" in path or "\t" in path:  # one line per path: escaped, the kind in capitals
             kind, path = kind.upper(), path.encode("unicode_escape").decode("ascii")
@@ -150,15 +159,63 @@ def _install(trace: str) -> None:
             if len(args) > 1 and isinstance(args[1], str):
                 note("r", args[1])  # an extension module (.so): loaded without an ``open`` event
         elif event == "os.listdir" or event == "os.scandir":
-            caller = sys._getframe(2)  # past this function and ``hook``
-            if caller.f_code.co_filename.startswith("<frozen"):
-                return  # the import system looking for modules
+            if _by_machinery(sys._getframe(2)):  # past this function and ``hook``
+                return
             path = args[0]
             if path is None or isinstance(path, int):
                 path = "."
             note("d", path)
 
+    def mapped() -> None:
+        """Files still mapped into memory at exit: what a C extension read without an audit event."""
+        try:
+            with open("/proc/self/maps", "rb") as handle:
+                maps = handle.read().decode("utf-8", "surrogateescape")
+        except OSError:
+            return
+        for row in maps.splitlines():
+            fields = row.split(None, 5)
+            if len(fields) < 6 or fields[5][:1] != "/" or fields[5].endswith(" (deleted)"):
+                continue
+            path = fields[5]
+            base = path.rpartition("/")[2]
+            if path.startswith(_SYSTEM) or base.endswith(".so") or ".so." in base:
+                continue  # shared libraries the loader mapped: code, traced as packages by their import
+            note("r", path)
+
     sys.addaudithook(hook)
+    atexit.register(mapped)
+
+
+#: System folders whose mapped files (libraries, locales) are the machine's, not the project's.
+_SYSTEM = ("/usr/", "/lib/", "/lib64/", "/bin/", "/sbin/", "/var/", "/snap/", "/nix/")
+#: Folders of version-control metadata: a new commit is not a new setup.
+_VCS = ("/.git/", "/.hg/", "/.svn/")
+#: Code of the import system and of package-metadata scans: the folders it lists are not the trainer's.
+_MACHINERY = ("<frozen importlib", "<frozen zipimport", "/importlib/", "/pkgutil.py", "/pkg_resources/", "/site.py")
+
+
+def _by_machinery(frame: Any) -> bool:
+    """Whether a listing comes from the import system or a package-metadata scan, anywhere up the stack."""
+    depth = 0
+    while frame is not None and depth < 64:
+        name = frame.f_code.co_filename
+        if name.startswith(_MACHINERY[:2]) or any(part in name for part in _MACHINERY[2:]):
+            return True
+        frame, depth = frame.f_back, depth + 1
+    return False
+
+
+def _model_caches(home: str) -> tuple[str, ...]:
+    """Where downloaded models, tokenizers and datasets are kept: traced even under ~/.cache or /tmp."""
+    env = os.environ
+    xdg = env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    hf_home = env.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    torch_home = env.get("TORCH_HOME") or os.path.join(xdg, "torch")
+    found = [os.path.join(hf_home, "hub"), os.path.join(hf_home, "datasets"), os.path.join(torch_home, "hub")]
+    found += [env[name] for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE",
+                                     "HF_DATASETS_CACHE") if env.get(name)]
+    return tuple(_folder(p) for p in found)
 
 
 def _chain() -> None:
