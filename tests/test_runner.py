@@ -18,7 +18,7 @@ import pytest
 from conftest import pid_alive, wait_for
 from pytest_exprun.trainer.lines import _LineSplitter, log_lines, parse_step_line
 from pytest_exprun.trainer.evaluations import MAX_CURVE_POINTS, Evaluations, Failure, parse_lines
-from pytest_exprun.trainer.runner import RunSpec, run_trainer
+from pytest_exprun.trainer.runner import RunResult, RunSpec, run_trainer
 
 
 def run_script(tmp_path: Path, body: str, timeout: float | None = None):  # type: ignore[no-untyped-def]
@@ -226,3 +226,30 @@ def _end_leftover_children(tmp_path: Path):  # type: ignore[no-untyped-def]
         pid = int(pid_file.read_text())
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _own_parser(line: str) -> tuple[int, float] | None:
+    """A project's own line format: ``at STEP loss VALUE``."""
+    parts = line.split()
+    if len(parts) == 4 and parts[0] == "at" and parts[2] == "loss":
+        return int(parts[1]), float(parts[3])
+    return None
+
+
+def test_a_log_read_again_on_the_submitting_side_says_why_it_failed_as_a_local_run_does(tmp_path: Path) -> None:
+    """SLURM and Ray runs are parsed again with the project's parser; their failure keeps its detail."""
+    from pytest_exprun.executors.slurm import reparse
+
+    log = tmp_path / "run.log"
+    log.write_text("at 10 loss 2.5\nat 50 loss 2.0\nat 50 loss 2.25\n", encoding="utf-8")
+    spec = RunSpec(label="baseline[seed42]", group="baseline", seed=42, argv=("train",), output_dir=tmp_path,
+                   log_path=log)
+    result = RunResult(spec=spec, val_loss=None, wall_time=1.0, curve=(), returncode=0,
+                       failure=Failure.NO_VAL_LOSS, tail=())
+    again = reparse(result, _own_parser)
+    assert again.failure is Failure.CONFLICTING
+    assert "2.25" in again.detail and "2" in again.detail
+
+    log.write_text("at 10 loss 2.5\nat 50 loss 2.0\n", encoding="utf-8")
+    fine = reparse(result, _own_parser)
+    assert (fine.failure, fine.val_loss, fine.detail) == (None, 2.0, "")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..trainer import bytecode
 from ..trainer.lines import LineParser, parse_step_line
-from ..trainer.runner import EVALUATION_FAILURES, Failure, RunLines, RunResult, RunSpec
+from ..trainer.runner import EVALUATION_FAILURES, Failure, RunLines, RunResult, RunSpec, evaluated_again
 from . import Executor, ExecutorError, LineSink, RunHandle
 from .ray_cluster import LOCAL, Cluster
 from .ray_node import RUN_MARKER_ENV, Shipped, Started, end_leftovers, run_task
@@ -266,9 +266,7 @@ class _RayRun(RunHandle):
         if self._shipped is not None:
             self._unpack(self._shipped)
         if self._parse_line is not parse_step_line and result.failure in (None, *EVALUATION_FAILURES):
-            evals = self._lines.evals
-            result = replace(result, curve=evals.curve, val_loss=evals.val_loss, failure=evals.problem(),
-                             eval_step=evals.eval_step, final_step=evals.final_step)
+            result = evaluated_again(result, self._lines.evals)
         if not result.ok and self._started is not None:
             result = replace(result, where=result.where or self._where())
         return result

@@ -21,6 +21,7 @@ from ..trainer.lines import LineParser, log_lines, parse_step_line
 from ..trainer.runner import (
     EVALUATION_FAILURES,
     TAIL_LINES,
+    evaluated_again,
     Failure,
     RunResult,
     RunSpec,
@@ -94,8 +95,7 @@ def reparse(result: RunResult, parse_line: LineParser) -> RunResult:
         evals = parse_lines(log_lines(result.spec.log_path), parse_line)
     except OSError:
         return result
-    return replace(result, curve=evals.curve, val_loss=evals.val_loss, failure=evals.problem(),
-                   eval_step=evals.eval_step, final_step=evals.final_step)
+    return evaluated_again(result, evals)
 
 
 class _Job(RunHandle):

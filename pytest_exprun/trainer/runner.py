@@ -255,6 +255,17 @@ def result_of(spec: RunSpec, lines: RunLines, wall_time: float, returncode: int 
                      final_step_at=evals.final_step_at, final_epoch=evals.final_epoch)
 
 
+def evaluated_again(result: RunResult, evals: Evaluations) -> RunResult:
+    """``result`` with its evaluations read again by the project's own line parser (a remote run's log).
+
+    The failure's detail comes with it, so a run parsed on the submitting side says why as a local one does.
+    """
+    failure = evals.problem()
+    return replace(result, curve=evals.curve, val_loss=evals.val_loss, failure=failure,
+                   eval_step=evals.eval_step, final_step=evals.final_step,
+                   detail=evals.detail() if failure in DETAILED_FAILURES else "")
+
+
 def wait_for_exit(proc: subprocess.Popen[bytes], started: float, timeout: float | None,
                   cancel: threading.Event | None) -> Failure | None:
     """Wait for a trainer whose output has ended to exit by itself, within the run's time-out.
