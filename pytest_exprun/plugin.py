@@ -14,7 +14,7 @@ from typing import Any, Callable, Generator, Sequence
 
 import pytest
 
-from . import newhooks, settings as settings_mod
+from . import newhooks, settings as settings_mod, timings
 from .executors import BUILTIN
 
 # The session, the items, the rules, the statistics and the reports are imported only when the
@@ -97,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("verdict", "the pass/fail verdict of an exprun experiment"),
     ):
         config.addinivalue_line("markers", f"{name}: {text}")
+    timings.register(config)
     wanted, _ = protocol_requested(config)
     if wanted and getattr(config.option, "numprocesses", None) not in (None, 0, "0"):
         raise pytest.UsageError(
@@ -104,7 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "to train several seeds at once use --exprun-executor=gpus, warm or slurm"
         )
     if wanted:
-        config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
+        with timings.span("exprun's protocol plugin: settings, imports, session object"):
+            config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -181,6 +183,21 @@ class ProtocolPlugin:
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
         self._costed = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """The earliest moment with a session: start the warm worker and the aside helper if a run is
+        surely needed, so their imports overlap pytest's header, collection and the baseline check."""
+        if not session.config.option.collectonly:
+            from . import prestart
+
+            prestart.start_early(self.protocol, with_baseline=protocol_requested(session.config)[1])
+
+    def pytest_sessionfinish(self) -> None:
+        """What was started early for runs that never began is ended here (by its process id)."""
+        from . import prestart
+
+        prestart.close_unused(self.protocol)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:

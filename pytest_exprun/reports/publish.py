@@ -21,6 +21,7 @@ from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, program_view, render as report
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
+from .. import timings
 from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
@@ -60,7 +61,8 @@ class Publisher:
 
     def _render(self, template: str, context: dict[str, Any]) -> str:
         try:
-            return report.render(template, context, self.settings.template_dir)
+            with timings.span(f"render {template}"):
+                return report.render(template, context, self.settings.template_dir)
         except report.ReportError as exc:
             raise ProtocolFailure(str(exc)) from None
 
@@ -159,7 +161,7 @@ class Publisher:
              "exp_val": e[seed].val_loss if seed in e else None, "exp_wall": e[seed].wall_time if seed in e else None}
             for seed in sorted(set(b) | set(e))
         ]
-        wall = wall_time.compare_records(decided.baseline, decided.runs)
+        wall = self.work(wall_time.compare_records, decided.baseline, decided.runs)
         paired_rows = [{"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
                        for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
         return {
@@ -248,7 +250,7 @@ class Publisher:
             verdict = decided.decision.verdict
             rows.append((decided.name, "" if verdict is None else verdict.value, [r.val_loss for r in decided.baseline],
                          [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
-        ranked = protocol.rank_experiments(rows)
+        ranked = self.work(protocol.rank_experiments, rows)
         latest = max(d.decision.decided_at for d in family)
         families = self.work(family_statements, ranked, {d.name: rule_of(d.decision) for d in family},
                              {d.name: d.decision.sequential for d in family}, len(self.settings.experiment_seeds),
@@ -266,7 +268,8 @@ class Publisher:
         """The summary's forest plot of every experiment's Δ with its Welch interval, best first."""
         rows = []
         for decided in family:
-            interval = stats.welch_interval([r.val_loss for r in decided.baseline], [r.val_loss for r in decided.runs])
+            interval = self.work(stats.welch_interval, [r.val_loss for r in decided.baseline],
+                                 [r.val_loss for r in decided.runs])
             verdict = decided.decision.verdict
             rows.append(plots.ForestRow(decided.name, "" if verdict is None else verdict.value,
                                         _cmp(decided).val_loss.delta, interval.low, interval.high))
