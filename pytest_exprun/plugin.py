@@ -10,12 +10,15 @@ import ast
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 import pytest
 
 from . import newhooks, settings as settings_mod, timings
 from .executors import BUILTIN
+
+if TYPE_CHECKING:
+    from .prestart import Early
 
 # The session, the items, the rules, the statistics and the reports are imported only when the
 # protocol runs (``ProtocolPlugin``): a plain ``pytest`` run pays for none of them.
@@ -90,6 +93,7 @@ def protocol_requested(config: pytest.Config) -> tuple[bool, bool]:
     return bool(config.getoption("experiment")) or by_mark, by_mark
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal's: what an executor started here says is shown
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in (
         ("baseline", "a baseline training run of the exprun protocol"),
@@ -105,8 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "to train several seeds at once use --exprun-executor=gpus, warm or slurm"
         )
     if wanted:
-        with timings.span("exprun's protocol plugin: settings, imports, session object"):
-            config.pluginmanager.register(ProtocolPlugin(config, settings_mod.load(config)), PLUGIN_NAME)
+        settings = settings_mod.load(config)
+        from . import prestart  # the worker and the aside helper start before exprun's own heavier imports
+
+        early = prestart.start_early(config, settings, with_baseline=protocol_requested(config)[1])
+        with timings.span("exprun's protocol plugin: imports, session object"):
+            config.pluginmanager.register(ProtocolPlugin(config, settings, early), PLUGIN_NAME)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -169,14 +177,14 @@ def _stop_on_termination() -> dict[signal.Signals, signal.Handlers | int | Calla
 class ProtocolPlugin:
     """Hooks that exist only in a session that runs the protocol."""
 
-    def __init__(self, config: pytest.Config, settings: settings_mod.Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: settings_mod.Settings, early: Early | None = None) -> None:
         self.config = config
         self.settings = settings
         from .session import ProtocolSession
         from .trainer.lines import parse_step_line
         from .verdicts import FixedRule, SequentialRule
 
-        self.protocol = ProtocolSession(config, settings)
+        self.protocol = ProtocolSession(config, settings, early)
         self.deselected: list[pytest.Item] = []
         self.items: list[pytest.Item] = []
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
@@ -185,13 +193,11 @@ class ProtocolPlugin:
         self._costed = False
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """The earliest moment with a session: start the warm worker and the aside helper if a run is
-        surely needed, so their imports overlap pytest's header, collection and the baseline check."""
-        if not session.config.option.collectonly:
-            from . import prestart
+    def pytest_sessionstart(self) -> None:
+        """The store's simulated figures, before the header, where the sequential design is calibrated."""
+        from . import simcache
 
-            prestart.start_early(self.protocol, with_baseline=protocol_requested(session.config)[1])
+        simcache.load(self.protocol)
 
     def pytest_sessionfinish(self) -> None:
         """What was started early for runs that never began is ended here (by its process id)."""

@@ -1,34 +1,51 @@
-"""The executor and the aside helper started at the earliest moment pytest allows: its session start.
+"""The executor and the aside helper started at the earliest moment pytest allows: its configure step.
 
 A warm worker or a fork server spends seconds importing torch before its first run, and the aside
 helper seconds importing scipy and matplotlib. Started after collection and the baseline check,
-those seconds come after pytest's; started when pytest's session starts, they overlap pytest's
-header, collection, the lock, the fingerprint and the baseline check. Whether a run will be
-needed is read cheaply at that moment: a seed the session surely runs (every baseline seed, the
-control run, each experiment's first seed) whose record file is not in the store. Nothing is
-read into the session or set aside then (the lock is not held yet); ``ProtocolSession.start``
-looks again, properly, after collection: it starts what the early look missed, and closes at once
-(by its process id, through the executor's ``close``) what was started although nothing runs.
+those seconds come after pytest's; started as soon as exprun's settings are read, they overlap
+exprun's own imports (the session, the rules, numpy: this module imports none of them), pytest's
+header, collection, the lock, the fingerprint and the baseline check. It runs last among the
+configure hooks (``trylast``), so the terminal is there for what an executor has to say.
+
+Whether a run will be needed is read cheaply at that moment: a seed the session surely runs (every
+baseline seed, the control run, each experiment's first seed) whose record file is not in the
+store. Nothing is read into the session or set aside then (the lock is not held yet);
+``ProtocolSession.start`` looks again, properly, after collection: it starts what the early look
+missed, and closes at once (by its process id, through the executor's ``close``) what was started
+although nothing runs.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import pytest
 
-from . import runs, timings
+from . import newhooks, runs, timings
+from .executors import Executor
 from .names import BASELINE, CONTROL, CONTROL_SEED, SEEDS
-from .settings import SEQUENTIAL
+from .reports import aside
+from .settings import SEQUENTIAL, Settings
+from .store import RunStore
 
 if TYPE_CHECKING:
     from .items import SeedRun
     from .session import ProtocolSession
 
 
-def surely_run(session: ProtocolSession, with_baseline: bool) -> list[tuple[str, int]]:
+@dataclass(frozen=True)
+class Early:
+    """What ``start_early`` started, for the session to take over: an executor, an aside helper."""
+
+    executor: Executor | None = None
+    helper: aside.Aside | None = None
+
+
+def surely_run(settings: Settings, with_baseline: bool) -> list[tuple[str, int]]:
     """The (group, seed)s the session runs whatever the rules decide, in the order it runs them."""
-    s = session.settings
+    s = settings
     found = [(BASELINE, seed) for seed in s.baseline_seeds] if with_baseline or s.experiments else []
     if found and s.control:
         found.append((CONTROL, CONTROL_SEED))
@@ -36,35 +53,51 @@ def surely_run(session: ProtocolSession, with_baseline: bool) -> list[tuple[str,
     return found + ([(e.name, first) for e in s.experiments] if first is not None else [])
 
 
-def first_missing(session: ProtocolSession, with_baseline: bool) -> tuple[str, int] | None:
-    """The first seed the session surely runs that has no record file in the store, if any."""
-    s = session.settings
-    for group, seed in surely_run(session, with_baseline):
-        if group == CONTROL or (group == BASELINE and s.rerun_baseline):
-            return group, seed  # never reused from the store
-        if not session.store.record_path(group, session.setup(group).key(), seed).exists():
-            return group, seed
+def _flags(settings: Settings, group: str) -> tuple[str, ...]:
+    return next((tuple(e.flags) for e in settings.experiments if e.name == group), ())
+
+
+def first_missing(settings: Settings, store: RunStore, with_baseline: bool) -> tuple[str, int, str] | None:
+    """The first seed the session surely runs that has no record file in the store: (group, seed, setup key)."""
+    keys: dict[str, str] = {}
+    for group, seed in surely_run(settings, with_baseline):
+        if group not in keys:
+            keys[group] = runs.setup_of(settings, _flags(settings, group))[0].key()
+        if group == CONTROL or (group == BASELINE and settings.rerun_baseline):
+            return group, seed, keys[group]  # never reused from the store
+        if not store.record_path(group, keys[group], seed).exists():
+            return group, seed, keys[group]
     return None
 
 
-def start_early(session: ProtocolSession, with_baseline: bool) -> None:
-    """At pytest's session start: make the executor and start it (and the aside helper) if a run is
-    surely needed. Anything that fails here is left for ``start_for`` to do again and report."""
+#: Options with which pytest configures itself but runs no session's tests (or exprun runs none).
+NO_RUNS = ("collectonly", "help", "version", "markers", "showfixtures", "show_fixtures_per_test", "exprun_rates",
+           "exprun_status")
+
+
+def start_early(config: pytest.Config, settings: Settings, with_baseline: bool) -> Early:
+    """Make the executor and start it (and the aside helper) if a run is surely needed. Anything
+    that fails here is left for ``start_for`` to do again and report, in its usual place."""
+    if any(getattr(config.option, name, False) for name in NO_RUNS):
+        return Early()
+    store = RunStore(settings.state_dir, settings.scale)
     try:
-        runs.check_trainer(session.settings)
-        needed = first_missing(session, with_baseline)
+        runs.check_trainer(settings)
+        needed = first_missing(settings, store, with_baseline)
         if needed is None:
-            return
-        executor = runs.make_executor(session.config, session.settings)
-        first = session.spec(*needed)
+            return Early()
+        group, seed, key = needed
+        executor = runs.make_executor(config, settings)
+        build = functools.partial(newhooks.call, config, "pytest_exprun_build_argv", group=group, seed=seed)
+        first = runs.spec_of(settings, group, seed, _flags(settings, group), build, store.log_path(group, key, seed))
     except (pytest.UsageError, OSError):
-        return
-    session.early = executor
+        return Early()
     with timings.span("start the executor early"):
         executor.prestart(runs.untraced(first.env), first.cwd)
-    if session.settings.experiments:
-        with timings.span("start the aside helper early"):
-            session.aside.start()
+    if not settings.experiments:
+        return Early(executor)
+    with timings.span("start the aside helper early"):
+        return Early(executor, aside.start())
 
 
 def start_for(session: ProtocolSession, pending: Sequence[SeedRun]) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pytest
 
-from . import baseline, newhooks, prestart, runs, timings
+from . import baseline, newhooks, prestart, runs, simcache, timings
 from .reports import aside
 from .remeasure import Remeasure
 from .trainer import fingerprint
@@ -39,19 +39,19 @@ if TYPE_CHECKING:
 
 
 class ProtocolSession:
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, early: prestart.Early | None = None) -> None:
         self.config = config
         self.settings = settings
         self.store = RunStore(settings.state_dir, settings.scale)
         self.lock = SessionLock(settings.state_dir / "lock")
         self.terminal = Terminal(config, settings.rootdir)
         #: Statistics, plots and reports, in a helper process once ``prestart`` has started it.
-        self.aside = aside.Helper()
+        self.aside = aside.Helper(None if early is None else early.helper)
         self.publisher = Publisher(settings, self.aside.call, self.terminal.rel)
         self.terminal.is_evaluation = self._is_evaluation
         self.executor: Executor | None = None
         #: The executor ``prestart.start_early`` made and started before collection, until ``start`` takes it.
-        self.early: Executor | None = None
+        self.early: Executor | None = None if early is None else early.executor
         self.handles: dict[tuple[str, int], RunHandle] = {}
         #: Runs an eager executor finished (and that were stored) before their test asked.
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
@@ -128,6 +128,7 @@ class ProtocolSession:
             for handle in self.handles.values():
                 handle.cancel()
             timings.timed("close the executor", self.executor.close, cancel)
+        simcache.save(self)  # before the aside helper, which keeps what it simulated, is closed
         self.aside.close()
         self.lock.release()
 

@@ -281,7 +281,7 @@ class Judge:
         its closing grep line."""
         s = self.settings
         decided = next(d for d in family if d.name == name)
-        line = self._work(program_ledger.line_of, decided, s.scale, path, s.rootdir, family)
+        line: program_ledger.Line = self._work(program_ledger.line_of, decided, s.scale, path, s.rootdir, family)
         with timings.span("ledger"):
             program_ledger.record(s.research_dir / "verdicts.jsonl", line,
                                   lambda: self._work(program_ledger.stored_lines, s.state_dir, s.research_dir,

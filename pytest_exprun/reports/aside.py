@@ -135,14 +135,26 @@ class Helper:
     """A session's statistics, plots and reports: in the aside process once it is started, else
     in-process; the same calls give the same results either way."""
 
-    def __init__(self) -> None:
-        self.process: Aside | None = None
-        self.tried = False
+    def __init__(self, process: Aside | None = None) -> None:
+        """``process``: a helper already started (``prestart``), else one is started by ``start``."""
+        self.process = process
+        self.tried = process is not None
+        #: Calls the helper makes before any other once it starts (the store's simulated figures).
+        self._first: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def start(self) -> None:
         if not self.tried:
             self.tried = True
             self.process = start()
+            for func, args in self._first:
+                if self.process is not None:
+                    self.process.submit(func, *args)  # answered, and read, before the next call's reply
+
+    def first(self, func: Callable[..., Any], *args: Any) -> None:
+        """Have the helper call ``func(*args)`` first thing, while the session goes on; never waited for."""
+        self._first.append((func, args))
+        if self.process is not None:
+            self.process.submit(func, *args)
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)``, waited for: in the helper, which has imported scipy and matplotlib by now."""
