@@ -232,3 +232,16 @@ def test_what_starts_the_worker_imports_no_statistics(pytester: pytest.Pytester)
                           "sys.modules if m.split('.')[0] in ('numpy', 'scipy', 'jinja2', 'matplotlib') or "
                           "m.startswith(('pytest_exprun.decide', 'pytest_exprun.session'))))")
     assert result.ret == 0 and result.outlines[-1] == "[]"
+
+
+def test_a_plot_the_helper_cannot_write_fails_the_verdict_in_one_line(project: Project, with_plots: None,
+                                                                     with_aside: None) -> None:
+    project.plan(A_A)
+    (project.research / "experiment_use_x_1M_val_loss.png").mkdir(parents=True)  # where the plot goes
+    result = project.run("--experiment=use_x", "--exprun-accept=neutral")
+    result.assert_outcomes(passed=10, failed=1)
+    result.stdout.fnmatch_lines(["*could not draw the plots of use_x next to docs/research/experiment_use_x_1M.md "
+                                 "(*Is a directory*); no report of it was written*"])
+    assert "Traceback" not in result.stdout.str()
+    assert not (project.research / "experiment_use_x_1M.md").exists()
+    assert [p.name for p in project.research.glob("*.png.*")] == []  # no temporary file left behind

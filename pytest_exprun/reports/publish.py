@@ -148,7 +148,11 @@ class Publisher:
         if not redraw and existing is not None:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
-        drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
+        try:
+            drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
+        except OSError as exc:  # raised again in-process after the helper failed: one line, no traceback
+            raise ProtocolFailure(f"could not draw the plots of {decided.name} next to {self.rel(path)} ({exc}); "
+                                  "no report of it was written") from None
         return drawn
 
     def _context(self, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
