@@ -92,7 +92,7 @@ def test_exprun_timings_prints_where_the_session_time_went(project: Project, mon
                   "experiment reports, twins, plots, summary", "render experiment.md.j2", "pytest exits"):
         assert any(found.startswith(label) for found in labels), label
     run = next(line for line in lines if "run use_x[seed1024]" in line)
-    assert "its own wall time" in run and run.startswith(" " * 18 + "  ") is False  # nested under its test
+    assert "its own wall time" in run and run[18:20] == "  "  # indented: nested under its test
     starts = [float(line.split()[0]) for line in lines]
     assert starts == sorted(starts)
     assert labels.index("collection") < next(i for i, x in enumerate(labels) if x.startswith("run baseline[seed42]"))
