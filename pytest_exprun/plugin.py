@@ -11,13 +11,16 @@ import dataclasses
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 import pytest
 
-from . import newhooks, settings as settings_mod
+from . import newhooks, settings as settings_mod, timings
 from .executors import BUILTIN
 from .trainer import bytecode
+
+if TYPE_CHECKING:
+    from .prestart import Early
 
 # The session, the items, the rules, the statistics and the reports are imported only when the
 # protocol runs (``ProtocolPlugin``): a plain ``pytest`` run pays for none of them.
@@ -92,6 +95,7 @@ def protocol_requested(config: pytest.Config) -> tuple[bool, bool]:
     return bool(config.getoption("experiment")) or by_mark, by_mark
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal's: what an executor started here says is shown
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in (
         ("baseline", "a baseline training run of the exprun protocol"),
@@ -99,6 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("verdict", "the pass/fail verdict of an exprun experiment"),
     ):
         config.addinivalue_line("markers", f"{name}: {text}")
+    timings.register(config)
     wanted, _ = protocol_requested(config)
     if wanted and getattr(config.option, "numprocesses", None) not in (None, 0, "0"):
         raise pytest.UsageError(
@@ -111,7 +116,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if problem is not None:  # a missing cache costs start-up time, never a run
             config.issue_config_time_warning(BytecodeCacheWarning(problem), stacklevel=2)
             settings = dataclasses.replace(settings, bytecode_cache=None)
-        config.pluginmanager.register(ProtocolPlugin(config, settings), PLUGIN_NAME)
+        from . import prestart  # the worker and the aside helper start before exprun's own heavier imports
+
+        early = prestart.start_early(config, settings, with_baseline=protocol_requested(config)[1])
+        with timings.span("exprun's protocol plugin: imports, session object"):
+            config.pluginmanager.register(ProtocolPlugin(config, settings, early), PLUGIN_NAME)
 
 
 class BytecodeCacheWarning(pytest.PytestWarning):
@@ -178,20 +187,33 @@ def _stop_on_termination() -> dict[signal.Signals, signal.Handlers | int | Calla
 class ProtocolPlugin:
     """Hooks that exist only in a session that runs the protocol."""
 
-    def __init__(self, config: pytest.Config, settings: settings_mod.Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: settings_mod.Settings, early: Early | None = None) -> None:
         self.config = config
         self.settings = settings
         from .session import ProtocolSession
         from .trainer.lines import parse_step_line
         from .verdicts import FixedRule, SequentialRule
 
-        self.protocol = ProtocolSession(config, settings)
+        self.protocol = ProtocolSession(config, settings, early)
         self.deselected: list[pytest.Item] = []
         self.items: list[pytest.Item] = []
         config.pluginmanager.register(FixedRule(), "exprun-rule-fixed")
         config.pluginmanager.register(SequentialRule(), "exprun-rule-sequential")
         self._parse = settings.trainer_io.parse_line() or parse_step_line
         self._costed = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        """The store's simulated figures, before the header, where the sequential design is calibrated."""
+        from . import simcache
+
+        simcache.load(self.protocol)
+
+    def pytest_sessionfinish(self) -> None:
+        """What was started early for runs that never began is ended here (by its process id)."""
+        from . import prestart
+
+        prestart.close_unused(self.protocol)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:

@@ -16,7 +16,6 @@ from typing import Any, Callable
 import pytest
 
 from . import names
-from .decide.protocol import ENVIRONMENT_KEYS, TIMING_KEY
 from .executors import Executor, ExecutorError
 from .model import BaselineSnapshot, RunRecord, Setup
 from .settings import Settings
@@ -35,6 +34,8 @@ def read_metrics(output_dir: Path) -> tuple[dict[str, object], float]:
         return {}, 0.0
     if not isinstance(metrics, dict):
         return {}, 0.0
+    from .decide.protocol import ENVIRONMENT_KEYS  # the rules (and numpy) only once a run is read back
+
     found = {key: metrics[key] for key in ENVIRONMENT_KEYS if isinstance(metrics.get(key), (str, int, float))}
     config = metrics.get("config")
     if isinstance(config, dict) and isinstance(config.get("preset"), str):
@@ -102,6 +103,8 @@ def _int_or_none(text: str | None) -> int | None:
 
 def record_of(result: RunResult, setup_key: str, timing: str, log: str, settings: Settings) -> RunRecord:
     """The stored form of one successful run; one-time work is not counted in its wall time."""
+    from .decide.protocol import TIMING_KEY
+
     assert result.val_loss is not None
     environment, one_time = read_metrics(result.spec.output_dir)
     environment[TIMING_KEY] = timing

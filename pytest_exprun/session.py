@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pytest
 
-from . import baseline, newhooks, runs
+from . import baseline, newhooks, prestart, runs, simcache, timings
 from .reports import aside
 from .remeasure import Remeasure
 from .trainer import fingerprint
@@ -36,20 +36,22 @@ from .verdicts import Judge
 if TYPE_CHECKING:
     from .items import SeedRun
 
-T = TypeVar("T")
 
 
 class ProtocolSession:
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, early: prestart.Early | None = None) -> None:
         self.config = config
         self.settings = settings
         self.store = RunStore(settings.state_dir, settings.scale)
         self.lock = SessionLock(settings.state_dir / "lock")
         self.terminal = Terminal(config, settings.rootdir)
-        self.publisher = Publisher(settings, self._work, self.terminal.rel)
+        #: Statistics, plots and reports, in a helper process once ``prestart`` has started it.
+        self.aside = aside.Helper(None if early is None else early.helper)
+        self.publisher = Publisher(settings, self.aside.call, self.terminal.rel)
         self.terminal.is_evaluation = self._is_evaluation
         self.executor: Executor | None = None
-        self.aside: aside.Aside | None = None
+        #: The executor ``prestart.start_early`` made and started before collection, until ``start`` takes it.
+        self.early: Executor | None = None if early is None else early.executor
         self.handles: dict[tuple[str, int], RunHandle] = {}
         #: Runs an eager executor finished (and that were stored) before their test asked.
         self._stored_early: dict[tuple[str, int], RunRecord] = {}
@@ -87,7 +89,7 @@ class ProtocolSession:
                 f"(lock {self.lock.path}); wait for it or raise --exprun-lock-wait"
             )
         self._commit = git_commit(self.settings.rootdir)
-        self.judge = Judge(self.config, self.settings, self.store, self.publisher, self, self.terminal, self._work,
+        self.judge = Judge(self.config, self.settings, self.store, self.publisher, self, self.terminal, self.aside.call,
                            self._commit)
         self.judge.check_names()
         self.setup(BASELINE)
@@ -109,15 +111,11 @@ class ProtocolSession:
             have = self.collected(BASELINE, self.settings.baseline_seeds)
             self.reused = len(have) == len(self.settings.baseline_seeds)
             self._maybe_publish_baseline()
-        self.executor = runs.make_executor(self.config, self.settings)
         pending = [item for item in items if self._known(item.group, item.seed) is None]
         for item in pending:
             self.counter.plan(item.group, item.conditional, getattr(item, "look", None))
-        if pending and self.settings.experiments:
-            self.aside = aside.start()  # imports the statistics and plotting while the runs go on
-        if pending:  # a warm worker or fork server imports torch while the session goes on
-            first = self.spec(pending[0].group, pending[0].seed)
-            self.executor.prestart(runs.untraced(first.env), first.cwd)
+        prestart.start_for(self, pending)
+        assert self.executor is not None
         if self.executor.eager:
             for item in pending:
                 if not item.conditional:
@@ -129,9 +127,9 @@ class ProtocolSession:
                 self._store_finished()
             for handle in self.handles.values():
                 handle.cancel()
-            self.executor.close(cancel=cancel)
-        if self.aside is not None:
-            self.aside.close()
+            timings.timed("close the executor", self.executor.close, cancel)
+        simcache.save(self)  # before the aside helper, which keeps what it simulated, is closed
+        self.aside.close()
         self.lock.release()
 
     def setup(self, group: str) -> Setup:
@@ -230,8 +228,10 @@ class ProtocolSession:
         note = None if self.executor is None else self.executor.readiness()  # ``_submit`` had one
         if note is not None:
             self.terminal.say(note)
+        started = timings.now()
         with self.terminal.uncaptured():
             result = self._await(handle)
+        timings.add(f"run {label}", started, timings.now(), f"its own wall time {result.wall_time:.3f}s")
         self.handles.pop((group, seed), None)
         if not result.ok:
             message = result.describe_failure(expected_lines(self.settings.trainer_io))
@@ -282,7 +282,8 @@ class ProtocolSession:
             self.failed[(group, seed)] = mixed
             raise ProtocolFailure(mixed)
         try:
-            self._store_for(group).save_record(record)  # a control run is stored too, but never reused (``_known``)
+            with timings.span("store the record"):
+                self._store_for(group).save_record(record)  # a control run is stored too, but never reused (``_known``)
         except (OSError, ValueError) as exc:
             message = (
                 f"{result.spec.label}: could not store the result ({exc}); the run finished with "
@@ -321,8 +322,9 @@ class ProtocolSession:
                                       "run the same command again") from None
             if traced is not None:
                 self.terminal.say(traced)
-        self.publisher.baseline([have[s] for s in seeds], self.snapshot.setup, self.snapshot.git_commit,
-                                self.snapshot.measured_at, self.snapshot.traced)
+        with timings.span("baseline report"):
+            self.publisher.baseline([have[s] for s in seeds], self.snapshot.setup, self.snapshot.git_commit,
+                                    self.snapshot.measured_at, self.snapshot.traced)
 
     def run_control(self, seed: int) -> RunRecord:
         """Run the baseline's setup afresh and fail when it no longer matches the stored baseline."""
@@ -384,10 +386,6 @@ class ProtocolSession:
                 if self._known(group, other) is None:
                     self._submit(group, other)
         return self.run_seed(group, seed)
-
-    def _work(self, func: Callable[..., T], *args: Any) -> T:
-        """Statistics and plots: in the helper process, which has imported scipy and matplotlib by now."""
-        return func(*args) if self.aside is None else self.aside.call(func, *args)
 
     def summary_lines(self) -> list[str]:
         base, missing = self.values(BASELINE, self.settings.baseline_seeds)

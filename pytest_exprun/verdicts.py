@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequenc
 
 import pytest
 
-from . import newhooks, program_ledger, program_steps
+from . import newhooks, program_ledger, program_steps, timings
 from .decide import decision as rules, looks, protocol, sequential_rates, stats
 from .decide.protocol import ControlCheck, Extension
 from .decide.sequential import LookDecision
@@ -116,6 +116,10 @@ class Judge:
 
     def extension(self, name: str) -> Extension | str:
         """Do this experiment's extension seeds run? Decided on the first seeds alone; a string says what is missing."""
+        with timings.span(f"decide the extension of {name}"):
+            return self._extension(name)
+
+    def _extension(self, name: str) -> Extension | str:
         base, base_missing = self.source.values(BASELINE, self.settings.baseline_seeds)
         first, first_missing = self.source.values(name, self.settings.experiment_seeds)
         if base_missing or first_missing:
@@ -214,15 +218,18 @@ class Judge:
             design = s.design
             base = self.source.values(BASELINE, SEEDS[:design.baseline_looks[-1]])[0]
             all_runs = {n: self.source.values(n, SEEDS[:design.looks[-1]])[0] for n in (e.name for e in s.experiments)}
-        asked = self.design(exp)
-        decision = rules.with_margin(asked, self._decide(asked, base, all_runs), base, all_runs[name])
+        with timings.span(f"decide {name}"):
+            asked = self.design(exp)
+            decision = rules.with_margin(asked, self._decide(asked, base, all_runs), base, all_runs[name])
         if decision.verdict is None:
             self._no_verdict(exp, decision.comparison, decision.problem or "the data cannot support a verdict")
         if not (set(decision.baseline_seeds) <= {r.seed for r in base}
                 and set(decision.seeds) <= {r.seed for r in all_runs[name]}):
             self._no_verdict(exp, decision.comparison, self._unstored(decision))
-        decision = dataclasses.replace(self._store(exp, decision), control=control)
-        return self._announce(exp, decision, control_failure)
+        with timings.span("store the decision"):
+            decision = dataclasses.replace(self._store(exp, decision), control=control)
+        with timings.span(f"reports of {name}"):
+            return self._announce(exp, decision, control_failure)
 
     def _fixed_runs(self, name: str) -> tuple[list[RunRecord], list[str]]:
         """The fixed mode's runs: the first seeds, and the extension seeds when the extension rule asked for them."""
@@ -286,7 +293,8 @@ class Judge:
         fresh = next((d.decision for d in family if d.name == exp.name), None)
         if fresh is None:
             self._no_verdict(exp, decision.comparison, self._unstored(decision))
-        contexts = self.publisher.experiments(family, fresh=exp.name)
+        with timings.span("experiment reports, twins, plots, summary"):
+            contexts = self.publisher.experiments(family, fresh=exp.name)
         path = s.experiment_report(exp.name)
         accepted = decision.verdict in s.accept and control_failure is None
         table = self.publisher.verdict_text(contexts[exp.name], accepted, path)
@@ -305,10 +313,12 @@ class Judge:
         its closing grep line."""
         s = self.settings
         decided = next(d for d in family if d.name == name)
-        line = program_ledger.line_of(decided, s.scale, path, s.rootdir, family)
-        program_ledger.record(s.research_dir / "verdicts.jsonl", line,
-                              lambda: program_ledger.stored_lines(s.state_dir, s.research_dir, s.rootdir),
-                              inside=s.research_dir)
+        line: program_ledger.Line = self._work(program_ledger.line_of, decided, s.scale, path, s.rootdir, family)
+        with timings.span("ledger"):
+            program_ledger.record(s.research_dir / "verdicts.jsonl", line,
+                                  lambda: self._work(program_ledger.stored_lines, s.state_dir, s.research_dir,
+                                                     s.rootdir),
+                                  inside=s.research_dir)
         return line.grep_line()
 
     @staticmethod

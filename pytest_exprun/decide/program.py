@@ -52,6 +52,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .simulated import simulated
 from .._lazy import LazyModule
 from ..model import Verdict
 from .protocol import SIGNIFICANT_SIGMAS, judge
@@ -278,6 +279,7 @@ def _threshold(level: float, design: FixedDesign) -> float:
     return float(optimize.brentq(rate, 1e-3, high, xtol=1e-10))
 
 
+@simulated
 def fixed_familywise(k: int, threshold: float = SIGNIFICANT_SIGMAS, design: FixedDesign = FixedDesign()) -> float:
     """P(at least one false WINNER) among ``k`` experiments without effect on one baseline.
 

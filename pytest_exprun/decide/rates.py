@@ -16,6 +16,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from .simulated import simulated
 from .._lazy import LazyModule
 from .protocol import SIGNIFICANT_SIGMAS, Ranked
 from .stats import CONFIDENCE, TARGET_POWER, std_interval
@@ -155,6 +156,7 @@ def _draws(design: Design, trials: int, seed: int) -> _Draws:
     return _Draws(design, trials, seed)
 
 
+@simulated
 def fixed_rule_rates(n_baseline: int = 5, n_first: int = 3, n_extension: int = 2, threshold: float = SIGNIFICANT_SIGMAS,
                      effects: Sequence[float] = EFFECTS, trials: int = RATE_TRIALS,
                      seed: int = RATE_SEED) -> tuple[RateRow, ...]:
@@ -178,17 +180,20 @@ def design_rates(design: Design, effects: Sequence[float] = EFFECTS, trials: int
                             effects, trials, seed)
 
 
+@simulated
 def design_power(effect: float, design: Design = Design(), trials: int = RATE_TRIALS, seed: int = RATE_SEED) -> float:
     """P(WINNER) of the design, as run, at a true improvement of ``effect`` σ."""
     return _draws(design, trials, seed).p_winner(effect)
 
 
+@simulated
 def design_mde(design: Design = Design(), power: float = TARGET_POWER, trials: int = RATE_TRIALS,
                seed: int = RATE_SEED) -> float:
     """The true improvement, in σ, that the design as run calls WINNER with probability ``power``."""
     return _draws(design, trials, seed).effect_for(power)
 
 
+@simulated
 def familywise_false_winner(k: int, n_baseline: int = 5, n_first: int = 3, n_extension: int = 2,
                             threshold: float = SIGNIFICANT_SIGMAS, trials: int = FAMILY_TRIALS,
                             seed: int = RATE_SEED) -> float:
@@ -213,6 +218,7 @@ def familywise_false_winner(k: int, n_baseline: int = 5, n_first: int = 3, n_ext
     return float(np.mean(np.any(final <= base_mean - margin, axis=1)))
 
 
+@simulated
 def bootstrap_coverage(n_baseline: int, n_experiment: int, confidence: float = CONFIDENCE, trials: int = 2000,
                        resamples: int = 499, seed: int = RATE_SEED) -> float:
     """Share of simulated comparisons (normal, common σ, no effect) whose percentile-bootstrap
@@ -325,6 +331,7 @@ def draw_noise(shape: str, rng: np.random.Generator, size: tuple[int, ...]) -> n
     raise ValueError(f"unknown noise shape {shape!r}; known: {', '.join(NOISE_SHAPES)}")
 
 
+@simulated
 def fixed_rule_null_rates(shape: str, design: Design = Design(), trials: int = NOISE_TRIALS,
                           seed: int = RATE_SEED) -> tuple[float, float]:
     """(P(WINNER), P(LOSER)) of the fixed rule when nothing changed and the noise has ``shape``.

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .simulated import simulated
 from .._lazy import LazyModule
 from ..names import DEFAULT_ALPHA, DEFAULT_LOOKS, DEFAULT_MIN_EFFECT, MAX_SEEDS, SEEDS, ProtocolError  # noqa: F401 - SEEDS re-exported
 
@@ -126,6 +127,7 @@ def _null_statistics(looks: tuple[int, ...], baseline_looks: tuple[int, ...], pa
     return stats
 
 
+@simulated
 @functools.lru_cache(maxsize=64)
 def _calibrate(alpha: float, min_effect: float, looks: tuple[int, ...], baseline_looks: tuple[int, ...],
                paired: bool, futility_margin: float, shape: float, trials: int, seed: int) -> tuple[float, ...]:
@@ -270,6 +272,7 @@ def _power(alpha: float, min_effect: float, looks: tuple[int, ...], baseline_loo
     return float(won.mean())
 
 
+@simulated
 @functools.lru_cache(maxsize=32)
 def futility_margin_for(alpha: float, min_effect: float, looks: tuple[int, ...], paired: bool = False,
                         efficacy_shape: float = DEFAULT_EFFICACY_SHAPE, min_baseline_seeds: int = MIN_BASELINE_SEEDS,

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .simulated import simulated
 from .._lazy import LazyModule
 from .sequential_design import Design, at_level, look_statistics, make_design
 from .sequential_rates import REPORT_EFFECTS, _apply
@@ -86,6 +87,7 @@ class Coverage:
         return math.sqrt(self.low * (1 - self.low) / self.trials)
 
 
+@simulated
 @functools.lru_cache(maxsize=8)
 def interval_coverage(design: Design, effects: tuple[float, ...] = REPORT_EFFECTS, trials: int = FIGURE_TRIALS,
                       seed: int = FIGURE_SEED) -> Coverage:
@@ -95,6 +97,7 @@ def interval_coverage(design: Design, effects: tuple[float, ...] = REPORT_EFFECT
     return Coverage(min(found), max(found), trials, tuple(effects))
 
 
+@simulated
 @functools.lru_cache(maxsize=64)
 def power_at(design: Design, effect: float, trials: int = FIGURE_TRIALS, seed: int = FIGURE_SEED) -> float:
     """P(WINNER) of this design alone at a true improvement of ``effect`` σ (normal noise, no pairing benefit)."""
@@ -150,6 +153,7 @@ class FamilyRate:
         return math.sqrt(self.false_winner * (1 - self.false_winner) / self.trials)
 
 
+@simulated
 @functools.lru_cache(maxsize=16)
 def familywise_false_winner(design: Design, k: int, trials: int = FIGURE_TRIALS,
                             seed: int = FIGURE_SEED) -> FamilyRate:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .simulated import simulated
 from ..names import ProtocolError
 from .rates import NOISE_SHAPES, NOISE_TRIALS, RateRow, draw_noise, noise_assumption
 from .sequential_design import Design, look_statistics, simulate_statistics
@@ -53,6 +54,7 @@ def _apply(design: Design, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return code, stop
 
 
+@simulated
 def null_rates_under(design: Design, shape: str = "normal", experiment_sigma: float = 1.0, trials: int = RATE_TRIALS,
                      seed: int = RATE_SEED) -> tuple[float, float]:
     """(P(WINNER), P(LOSER)) of the rule when the change leaves the mean alone, with noise of
@@ -117,6 +119,7 @@ class ReportRow:
     winner_estimate: float | None  # mean naive improvement (σ) reported by WINNER verdicts; None: none won
 
 
+@simulated
 @functools.lru_cache(maxsize=8)
 def operating_table(design: Design, effects: tuple[float, ...] = REPORT_EFFECTS, correlation: float = 0.0,
                     trials: int = RATE_TRIALS, seed: int = RATE_SEED) -> tuple[ReportRow, ...]:

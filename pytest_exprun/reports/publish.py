@@ -20,8 +20,10 @@ from typing import Any, Callable, Sequence
 from ..decide import evidence, protocol, rates, stats, wall_time
 from . import plots, program_view, render as report
 from .commands import more_seeds
+from .run_context import baseline_wall_clock, context_std, measured_with, shared_environment, wall_clock_context
 from ..decide.curves import Curves, learning_curves, thin
 from ..decide.protocol import Comparison
+from .. import timings
 from ..names import ProtocolFailure
 from ..model import Decided, Decision, LookRecord, RunRecord, to_json_text
 from ..settings import Settings
@@ -68,7 +70,8 @@ class Publisher:
 
     def _render(self, template: str, context: dict[str, Any]) -> str:
         try:
-            return report.render(template, context, self.settings.template_dir)
+            with timings.span(f"render {template}"):
+                return report.render(template, context, self.settings.template_dir)
         except report.ReportError as exc:
             raise ProtocolFailure(str(exc)) from None
 
@@ -156,7 +159,11 @@ class Publisher:
         if not redraw and existing is not None:
             return existing
         path.parent.mkdir(parents=True, exist_ok=True)
-        drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
+        try:
+            drawn: plots.PlotSet = self.work(plots.draw, path.parent, path.stem, data)
+        except OSError as exc:  # raised again in-process after the helper failed: one line, no traceback
+            raise ProtocolFailure(f"could not draw the plots of {decided.name} next to {self.rel(path)} ({exc}); "
+                                  "no report of it was written") from None
         return drawn
 
     def _context(self, decided: Decided, cmp: Comparison, ev: evidence.Evidence, curves: Curves,
@@ -169,7 +176,7 @@ class Publisher:
              "exp_val": e[seed].val_loss if seed in e else None, "exp_wall": e[seed].wall_time if seed in e else None}
             for seed in sorted(set(b) | set(e))
         ]
-        wall = wall_time.compare_records(decided.baseline, decided.runs)
+        wall = self.work(wall_time.compare_records, decided.baseline, decided.runs)
         paired_rows = [{"seed": seed, "base": b[seed].val_loss, "exp": e[seed].val_loss, "diff": diff}
                        for seed, diff in zip(ev.paired.seeds, ev.paired.differences)]
         return {
@@ -256,7 +263,7 @@ class Publisher:
             verdict = decided.decision.verdict
             rows.append((decided.name, "" if verdict is None else verdict.value, [r.val_loss for r in decided.baseline],
                          [r.val_loss for r in decided.runs], self.settings.experiment_report(decided.name).name))
-        ranked = protocol.rank_experiments(rows)
+        ranked = self.work(protocol.rank_experiments, rows)
         latest = max(d.decision.decided_at for d in family)
         families = self.work(family_statements, ranked, {d.name: rule_of(d.decision) for d in family},
                              {d.name: d.decision.sequential for d in family}, len(self.settings.experiment_seeds),
@@ -274,7 +281,8 @@ class Publisher:
         """The summary's forest plot of every experiment's Δ with its Welch interval, best first."""
         rows = []
         for decided in family:
-            interval = stats.welch_interval([r.val_loss for r in decided.baseline], [r.val_loss for r in decided.runs])
+            interval = self.work(stats.welch_interval, [r.val_loss for r in decided.baseline],
+                                 [r.val_loss for r in decided.runs])
             verdict = decided.decision.verdict
             rows.append(plots.ForestRow(decided.name, "" if verdict is None else verdict.value,
                                         _cmp(decided).val_loss.delta, interval.low, interval.high))
@@ -324,68 +332,12 @@ def sequential_context(seq: LookRecord | None) -> dict[str, Any] | None:
             "bias": [row for row in seq.rates if row["effect"] > 0 and row["winner_estimate"] is not None]}
 
 
-def context_std(records: Sequence[RunRecord]) -> float | None:
-    """The baseline's std, which sets how many decimals its report needs (None under 2 runs)."""
-    return stats.summarize([r.val_loss for r in records]).std if len(records) > 1 else None
-
-
-def shared_environment(records: list[RunRecord]) -> dict[str, Any]:
-    """What every run reported about where it ran (device, versions, data): the values they all share."""
-    envs = [r.extra.get("environment", {}) for r in records]
-    if not envs:
-        return {}
-    return {k: v for k, v in sorted(envs[0].items()) if all(e.get(k) == v for e in envs[1:])}
-
-
 def _same_text(path: Path, text: str) -> bool:
     """True when ``path`` already holds exactly ``text`` (re-rendering changes nothing)."""
     try:
         return not path.is_symlink() and path.read_text(encoding="utf-8") == text
     except (OSError, UnicodeDecodeError):
         return False
-
-
-#: How ``TrainerIO.identity`` marks the trainer I/O settings it appends to a setup's command.
-_IO_MARKS = ("argv:", "tokens_per_step:", "line_pattern:", "result:")
-
-
-def measured_with(setup_command: Sequence[str], *groups: Sequence[RunRecord]) -> dict[str, Any]:
-    """What "Measured With" shows: the argv each group's first seed received (from its record),
-    and the trainer I/O settings, which the setup keeps after its command, as settings."""
-    command = list(setup_command)
-    cut = next((i for i, part in enumerate(command) if part.startswith(_IO_MARKS)), len(command))
-    argvs = []
-    for records in groups:
-        first = min(records, key=lambda r: r.seed, default=None)
-        if first is not None and first.argv:
-            argvs.append({"label": f"{first.group}[seed{first.seed}]", "argv": first.argv})
-    return {"command": command[:cut], "io": command[cut:], "argvs": argvs}
-
-
-def baseline_wall_clock(records: Sequence[RunRecord]) -> dict[str, Any]:
-    """The baseline's CPU time and throughput, and its runs the loaded-machine rule flags."""
-    loaded = wall_time.loaded_runs("baseline", [wall_time.timing_of(r) for r in records])
-    return {**_group_timing(records), "loaded": [f"seed {r.seed} {r.why}" for r in loaded],
-            "loaded_fraction": wall_time.LOADED_FRACTION}
-
-
-def _group_timing(records: Sequence[RunRecord]) -> dict[str, Any]:
-    """One group's wall time, CPU time, GPU time, throughput and CPU use (None where a run lacks it)."""
-    def summary(values: list[float | None]) -> stats.Summary | None:
-        known = [v for v in values if v is not None]
-        return stats.summarize(known) if known and len(known) == len(values) else None
-
-    return {"wall": stats.summarize([r.wall_time for r in records]),
-            "cpu": summary([r.cpu_time for r in records]), "gpu": summary([r.gpu_time for r in records]),
-            "speed": summary([r.tokens_per_second for r in records]),
-            "usage": summary([None if r.cpu_time is None or r.wall_time <= 0 else r.cpu_time / r.wall_time
-                              for r in records])}
-
-
-def wall_clock_context(decided: Decided, test: wall_time.WallTimeTest) -> dict[str, Any]:
-    """The wall-clock section's numbers: each group's times, CPU use and throughput, and the test."""
-    return {"baseline": _group_timing(decided.baseline), "experiment": _group_timing(decided.runs), "test": test,
-            "finding": test.finding(), "distrust": test.distrust(), "loaded_fraction": wall_time.LOADED_FRACTION}
 
 
 def explanation(decision: Decision, cmp: Comparison, note: str | None, metric: str = "val_loss") -> str:
