@@ -195,3 +195,32 @@ def test_a_baseline_measured_on_a_loaded_machine_says_so(project: Project) -> No
     section = text.split("## Wall Clock")[1].split("## Measured With")[0]
     assert "CPU time of the trainer's process tree:" in section and "tokens/s." in section
     assert "**The machine looked loaded while this baseline ran (seed 137 ran at 0." in section
+
+
+# ------------------------------------------- groups measured under different load
+def timed(times: list[float], usage: float) -> list[Timing]:
+    return [Timing(i, t, t * usage) for i, t in enumerate(times)]
+
+
+def test_groups_measured_under_different_load_are_not_compared_as_if_on_one_machine() -> None:
+    """A baseline reused from a busy session against a quiet one: no run stands out in its group."""
+    busy_baseline = timed([16.1, 16.4, 16.8, 15.9, 16.5], usage=0.55)
+    quiet_experiment = timed([2.2, 2.1, 2.1, 2.2, 2.1], usage=1.9)
+    found = wall_time.compare(busy_baseline, quiet_experiment, names=("baseline", "use_x"))
+    assert found.loaded == () and found.significant
+    assert not found.trusted
+    assert found.unequal is not None and "baseline's runs got 0.29x" in found.unequal
+    assert "not to be trusted: the two groups ran under different load" in found.headline()
+    assert found.distrust() is not None and found.distrust().endswith("measure wall time again on a quiet machine")
+
+
+def test_a_change_that_slows_every_step_keeps_its_cpu_use_and_is_trusted() -> None:
+    found = wall_time.compare(timed([230.0, 232.0, 228.0, 231.0, 229.0], usage=1.95),
+                              timed([256.0, 258.0, 255.0], usage=1.93))
+    assert found.unequal is None and found.trusted and found.significant
+
+
+def test_without_every_runs_cpu_time_the_groups_are_not_judged() -> None:
+    base = timed([16.1, 16.4, 16.8], usage=0.5)
+    exp = [Timing(0, 2.2, 4.0), Timing(1, 2.1, None), Timing(2, 2.1, 4.0)]
+    assert wall_time.unequal_load(("baseline", "x"), base, exp) is None

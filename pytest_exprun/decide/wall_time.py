@@ -15,6 +15,16 @@ at 10%, 26% at 20% (so spread that wide is itself reported as a loaded machine);
 1.5x is caught 72% of the time, 2x always. The group's own median is the reference, never the
 pooled one: a change that truly makes training 2x slower must not read as a loaded machine.
 
+Load can also differ between the groups as a whole: the baseline is measured once and reused by
+later sessions, so its runs and an experiment's may come from a busy afternoon and a quiet night.
+No run then stands out within its group. A change to the model leaves the CPU seconds a run gets
+per wall second about where they were (a slower step still keeps its process busy), while other
+jobs on the machine lower them; so when both groups' CPU times are known and one group's median
+CPU use is under 0.7x the other's (``unequal_load``), the comparison is declared untrustworthy
+too. A change that itself alters how many cores a run keeps busy (more data-loading workers, a
+different thread count) trips this rule as well: the report then says why and the wall-clock
+figures should be measured again in one session on a quiet machine.
+
 The test's false alarm rate at α = 0.05 measures 4.4% (normal log noise) and 3.3% (t3 tails).
 """
 
@@ -63,10 +73,12 @@ class WallTimeTest:
     loaded: tuple[LoadedRun, ...]
     #: Why no ratio could be computed (None when it was).
     reason: str | None = None
+    #: Why the two groups look measured under different load (``unequal_load``), or None.
+    unequal: str | None = None
 
     @property
     def trusted(self) -> bool:
-        return self.ratio is not None and not self.loaded
+        return self.ratio is not None and not self.loaded and self.unequal is None
 
     @property
     def significant(self) -> bool | None:
@@ -90,9 +102,9 @@ class WallTimeTest:
         if self.ratio is None:
             return f"n/a ({self.reason})"
         change = describe_ratio(self.ratio)
-        if self.loaded:
-            why = "; ".join(f"{r.group}[seed{r.seed}] {r.why}" for r in self.loaded)
-            return f"{change}, not to be trusted: the machine looks loaded ({why})"
+        why = self._why()
+        if why:
+            return f"{change}, not to be trusted: {why}"
         if self.p_value is None:
             return f"{change} ({self.reason})"
         shown = "shown" if self.p_value < self.alpha else "not shown"
@@ -100,12 +112,22 @@ class WallTimeTest:
 
     def distrust(self) -> str | None:
         """Why the wall-clock comparison cannot be trusted, or None."""
-        if not self.loaded:
+        why = self._why(stated=True)
+        if not why:
             return None
-        runs = "; ".join(f"{r.group}[seed{r.seed}] {r.why}" for r in self.loaded)
-        return (f"the wall-clock comparison cannot be trusted: the machine looks loaded ({runs}; a run "
-                f"under {LOADED_FRACTION:g}x its group's median throughput or CPU use counts as loaded); "
-                "measure wall time again on a quiet machine")
+        return f"the wall-clock comparison cannot be trusted: {why}; measure wall time again on a quiet machine"
+
+    def _why(self, stated: bool = False) -> str:
+        """The loaded runs and the groups' unequal load, in one clause ('' when neither)."""
+        parts = []
+        if self.loaded:
+            runs = "; ".join(f"{r.group}[seed{r.seed}] {r.why}" for r in self.loaded)
+            rule = (f"; a run under {LOADED_FRACTION:g}x its group's median throughput or CPU use counts as "
+                    "loaded") if stated else ""
+            parts.append(f"the machine looks loaded ({runs}{rule})")
+        if self.unequal is not None:
+            parts.append(self.unequal)
+        return "; and ".join(parts)
 
 
 def describe_ratio(ratio: float | None) -> str:
@@ -137,6 +159,27 @@ def loaded_runs(group: str, runs: Sequence[Timing], fraction: float = LOADED_FRA
     return found
 
 
+def unequal_load(names: tuple[str, str], baseline: Sequence[Timing], experiment: Sequence[Timing],
+                 fraction: float = LOADED_FRACTION) -> str | None:
+    """Why the two groups look measured under different load, or None (see the module's docstring).
+
+    Only where every run of both groups has its CPU time: one group's median CPU seconds per wall
+    second under ``fraction`` times the other's.
+    """
+    usage = []
+    for runs in (baseline, experiment):
+        known = [r.cpu_time / r.wall_time for r in runs if r.cpu_time is not None and r.wall_time > 0]
+        if not runs or len(known) != len(runs):
+            return None
+        usage.append(statistics.median(known))
+    low, high = (0, 1) if usage[0] < usage[1] else (1, 0)
+    if usage[high] <= 0 or usage[low] >= fraction * usage[high]:
+        return None
+    return (f"the two groups ran under different load ({names[low]}'s runs got {usage[low] / usage[high]:.2f}x "
+            f"the CPU seconds per wall second of {names[high]}'s, median against median; under {fraction:g}x "
+            "counts as different load)")
+
+
 def _throughput(run: Timing) -> float:
     """Tokens per second as reported, else the inverse wall time (the same train tokens in a group)."""
     if run.tokens_per_second is not None and run.tokens_per_second > 0:
@@ -148,10 +191,11 @@ def compare(baseline: Sequence[Timing], experiment: Sequence[Timing], alpha: flo
             names: tuple[str, str] = ("baseline", "experiment")) -> WallTimeTest:
     """Welch's t-test on log wall time at ``alpha``, and the loaded runs of either group."""
     loaded = tuple(loaded_runs(names[0], baseline) + loaded_runs(names[1], experiment))
+    unequal = unequal_load(names, baseline, experiment)
     if len(baseline) < 2 or len(experiment) < 2:
-        return WallTimeTest(None, None, None, None, alpha, loaded, "fewer than 2 runs in a group")
+        return WallTimeTest(None, None, None, None, alpha, loaded, "fewer than 2 runs in a group", unequal)
     if any(r.wall_time <= 0 for r in (*baseline, *experiment)):
-        return WallTimeTest(None, None, None, None, alpha, loaded, "a run's wall time is 0")
+        return WallTimeTest(None, None, None, None, alpha, loaded, "a run's wall time is 0", unequal)
     from scipy import stats as scipy_stats
 
     logs_b = [math.log(r.wall_time) for r in baseline]
@@ -161,12 +205,13 @@ def compare(baseline: Sequence[Timing], experiment: Sequence[Timing], alpha: flo
     se = math.sqrt(vb + ve)
     if se == 0:
         return WallTimeTest(math.exp(diff), None, None, None, alpha, loaded,
-                            "every run of both groups took the same time")
+                            "every run of both groups took the same time", unequal)
     df = (vb + ve) ** 2 / ((vb ** 2 / (len(logs_b) - 1) if vb else 0.0) + (ve ** 2 / (len(logs_e) - 1) if ve else 0.0))
     t = diff / se
     p = float(2 * scipy_stats.t.sf(abs(t), df))
     q = float(scipy_stats.t.ppf(1 - alpha / 2, df))
-    return WallTimeTest(math.exp(diff), math.exp(diff - q * se), math.exp(diff + q * se), p, alpha, loaded)
+    return WallTimeTest(math.exp(diff), math.exp(diff - q * se), math.exp(diff + q * se), p, alpha, loaded,
+                        unequal=unequal)
 
 
 def timing_of(record: "RunRecord") -> Timing:

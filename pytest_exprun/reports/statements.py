@@ -165,7 +165,7 @@ def twin_wall_clock(wall_clock: Mapping[str, Any]) -> dict[str, Any]:
                                    "or CPU seconds per wall second counts as loaded",
                            "fraction": wall_clock["loaded_fraction"], "loaded": bool(test.loaded),
                            "runs": [asdict(r) for r in test.loaded], "trusted": test.trusted,
-                           "why": wall_clock["distrust"]},
+                           "unequal_load": test.unequal, "why": wall_clock["distrust"]},
     }
 
 
