@@ -224,3 +224,8 @@ def test_without_every_runs_cpu_time_the_groups_are_not_judged() -> None:
     base = timed([16.1, 16.4, 16.8], usage=0.5)
     exp = [Timing(0, 2.2, 4.0), Timing(1, 2.1, None), Timing(2, 2.1, 4.0)]
     assert wall_time.unequal_load(("baseline", "x"), base, exp) is None
+
+
+def test_a_trainer_that_mostly_waits_is_not_judged_by_its_cpu_use() -> None:
+    waiting = timed([10.0, 10.1, 9.9], usage=0.04), timed([10.0, 10.2, 10.1], usage=0.12)
+    assert wall_time.unequal_load(("baseline", "x"), *waiting) is None

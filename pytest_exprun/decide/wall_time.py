@@ -20,7 +20,8 @@ later sessions, so its runs and an experiment's may come from a busy afternoon a
 No run then stands out within its group. A change to the model leaves the CPU seconds a run gets
 per wall second about where they were (a slower step still keeps its process busy), while other
 jobs on the machine lower them; so when both groups' CPU times are known and one group's median
-CPU use is under 0.7x the other's (``unequal_load``), the comparison is declared untrustworthy
+CPU use is under 0.7x the other's (``unequal_load``; judged only where the busier group keeps at
+least half a core busy), the comparison is declared untrustworthy
 too. A change that itself alters how many cores a run keeps busy (more data-loading workers, a
 different thread count) trips this rule as well: the report then says why and the wall-clock
 figures should be measured again in one session on a quiet machine.
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 ALPHA = 0.05
 #: A run under this fraction of its group's median throughput (or CPU use) was slowed by load.
 LOADED_FRACTION = 0.7
+#: Below this many CPU seconds per wall second (the busier group's median) ``unequal_load`` does not judge.
+BUSY = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,10 @@ def unequal_load(names: tuple[str, str], baseline: Sequence[Timing], experiment:
                  fraction: float = LOADED_FRACTION) -> str | None:
     """Why the two groups look measured under different load, or None (see the module's docstring).
 
-    Only where every run of both groups has its CPU time: one group's median CPU seconds per wall
-    second under ``fraction`` times the other's.
+    Only where every run of both groups has its CPU time, and the busier group kept at least
+    ``BUSY`` of a core busy (a trainer that mostly waits, on a GPU or on I/O, has a CPU use too
+    small and too variable to tell load by): one group's median CPU seconds per wall second under
+    ``fraction`` times the other's.
     """
     usage = []
     for runs in (baseline, experiment):
@@ -173,7 +178,7 @@ def unequal_load(names: tuple[str, str], baseline: Sequence[Timing], experiment:
             return None
         usage.append(statistics.median(known))
     low, high = (0, 1) if usage[0] < usage[1] else (1, 0)
-    if usage[high] <= 0 or usage[low] >= fraction * usage[high]:
+    if usage[high] < BUSY or usage[low] >= fraction * usage[high]:
         return None
     return (f"the two groups ran under different load ({names[low]}'s runs got {usage[low] / usage[high]:.2f}x "
             f"the CPU seconds per wall second of {names[high]}'s, median against median; under {fraction:g}x "
