@@ -50,7 +50,7 @@ def test_a_neutral_the_tests_doubt_names_the_command_that_runs_more_seeds(projec
     assert "## Verdict: NEUTRAL" in report and "run more seeds before reading this as no effect: `pytest " in report
     args = printed_command(report)
     assert args == ["--experiment=use_x", "--exprun-experiment-seeds=42,137,256,512,1024,2048,4096,8192,16384,32768",
-                    "--exprun-extension-seeds="]
+                    "--exprun-extension-seeds=", "--exprun-decide=fixed"]
     twin = json.loads((project.research / "experiment_use_x_1M.json").read_text())
     assert shlex.join(["pytest", *args]) in twin["evidence"]["note"]
     before = len(project.calls())
@@ -87,7 +87,7 @@ def test_more_seeds_keeps_the_baseline_seeds_and_the_scale_it_was_decided_at() -
                                    flags=("--use_x",), baseline_seeds=(42, 137, 256), seeds=(42, 137, 256))
     args = shlex.split(more_seeds(decision, 5_000_000))
     assert args[1:] == ["--experiment=use_x", "--exprun-experiment-seeds=42,137,256,512,1024,2048",
-                        "--exprun-extension-seeds=", "--exprun-baseline-seeds=42,137,256",
+                        "--exprun-extension-seeds=", "--exprun-decide=fixed", "--exprun-baseline-seeds=42,137,256",
                         "--exprun-train-tokens=5000000"]
     assert "--exprun-margin" not in args and "--exprun-program-alpha" not in args
 

@@ -160,7 +160,7 @@ def test_commands_it_cannot_repeat_are_refused(command: list[str]) -> None:
 @pytest.mark.slow
 def test_train_llm_forked_is_bit_identical_to_local(project: Project, tmp_path_factory: pytest.TempPathFactory,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="train_llm.py needs the 'train' extra: pip install -e '.[train]'")
     shutil.copy(ROOT / "train_llm.py", project.path / "train_llm.py")
     project.pytester.makeini("[pytest]\nexprun_command = python train_llm.py --num_threads 1\n")
     monkeypatch.setenv("TRAIN_LLM_CACHE", str(tmp_path_factory.mktemp("train_llm_cache")))
@@ -185,7 +185,7 @@ def test_train_llm_forked_is_bit_identical_to_local(project: Project, tmp_path_f
 
 @pytest.mark.slow
 def test_hugging_face_example_forked_is_bit_identical_to_local(pytester: pytest.Pytester) -> None:
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason="the Hugging Face example needs the 'hf' extra: pip install -e '.[hf]'")
     for path in (ROOT / "examples" / "hf_trainer").iterdir():
         if path.is_file():
             shutil.copy(path, pytester.path / path.name)

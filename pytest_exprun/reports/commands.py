@@ -40,7 +40,8 @@ def more_seeds(decision: Decision, train_tokens: int) -> str:
     if not fresh or not decision.flags:
         return ""
     args = [*experiment_options(decision.name, decision.flags),
-            f"--exprun-experiment-seeds={','.join(str(s) for s in (*used, *fresh))}", "--exprun-extension-seeds="]
+            f"--exprun-experiment-seeds={','.join(str(s) for s in (*used, *fresh))}", "--exprun-extension-seeds=",
+            "--exprun-decide=fixed"]  # the mode that gave the advice, whatever the ini says by then
     if tuple(decision.baseline_seeds) != tuple(BASELINE_SEEDS):
         args.append(f"--exprun-baseline-seeds={','.join(str(s) for s in decision.baseline_seeds)}")
     if train_tokens != DEFAULT_TRAIN_TOKENS:
