@@ -149,8 +149,7 @@ def loaded_runs(group: str, runs: Sequence[Timing], fraction: float = LOADED_FRA
         return found
     speeds = [_throughput(r) for r in runs]
     median_speed = statistics.median(speeds)
-    usage = [r.cpu_time / r.wall_time for r in runs if r.cpu_time is not None and r.wall_time > 0]
-    median_usage = statistics.median(usage) if len(usage) == len(runs) else None
+    median_usage = _median_usage(runs)
     for run, speed in zip(runs, speeds):
         if median_speed > 0 and speed < fraction * median_speed:
             found.append(LoadedRun(group, run.seed, f"ran at {speed / median_speed:.2f}x its group's median "
@@ -171,18 +170,22 @@ def unequal_load(names: tuple[str, str], baseline: Sequence[Timing], experiment:
     small and too variable to tell load by): one group's median CPU seconds per wall second under
     ``fraction`` times the other's.
     """
-    usage = []
-    for runs in (baseline, experiment):
-        known = [r.cpu_time / r.wall_time for r in runs if r.cpu_time is not None and r.wall_time > 0]
-        if not runs or len(known) != len(runs):
-            return None
-        usage.append(statistics.median(known))
+    base_usage, exp_usage = _median_usage(baseline), _median_usage(experiment)
+    if base_usage is None or exp_usage is None:
+        return None
+    usage = (base_usage, exp_usage)
     low, high = (0, 1) if usage[0] < usage[1] else (1, 0)
     if usage[high] < BUSY or usage[low] >= fraction * usage[high]:
         return None
     return (f"the two groups ran under different load ({names[low]}'s runs got {usage[low] / usage[high]:.2f}x "
             f"the CPU seconds per wall second of {names[high]}'s, median against median; under {fraction:g}x "
             "counts as different load)")
+
+
+def _median_usage(runs: Sequence[Timing]) -> float | None:
+    """The group's median CPU seconds per wall second; None unless every run has its CPU time."""
+    usage = [r.cpu_time / r.wall_time for r in runs if r.cpu_time is not None and r.wall_time > 0]
+    return statistics.median(usage) if usage and len(usage) == len(runs) else None
 
 
 def _throughput(run: Timing) -> float:
